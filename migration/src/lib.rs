@@ -1,0 +1,19 @@
+//! Schema migrations for latchkey. The same migrations run unchanged on
+//! PostgreSQL and SQLite: they are written only with sea-query builders and the
+//! portable `sea_orm_migration::schema` column helpers. Run them with the
+//! `migration` binary (`DATABASE_URL=… cargo run -p migration -- up|down|status`)
+//! or programmatically with `Migrator::up(&db, None)`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_initial;
+
+/// All latchkey migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_initial::Migration)]
+    }
+}

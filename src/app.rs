@@ -1,0 +1,222 @@
+//! Start-up: the composition root. Opens the stores, the keyring and the
+//! OPAQUE server setup, then binds the HTTP server. Every failure here is a
+//! clear error before the service listens.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpServer, web};
+use base64::Engine as _;
+use rand::RngCore as _;
+use secrecy::SecretString;
+
+use crate::config::Config;
+use crate::domain::keyring::{Keyring, RotationPolicy};
+use crate::domain::{self, server_setup};
+use crate::http::{self, AppState};
+use crate::store::db::{Db, DbOptions};
+use crate::store::fast::{MemoryStore, RedisStore};
+use crate::store::{Fast, Keys, StoreError};
+use crate::telemetry;
+
+/// Name of the generated master password file in the data directory.
+pub const GENERATED_MASTER_PASSWORD_FILE: &str = "master_password";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("database: {0}")]
+    Database(StoreError),
+    #[error("redis: {0}")]
+    Redis(StoreError),
+    #[error("{0}")]
+    Domain(#[from] domain::Error),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Connects to the database, running migrations when asked.
+pub async fn open_db(config: &Config, migrate: bool) -> Result<Db, StartupError> {
+    let url = config.effective_database_url();
+    let options = DbOptions {
+        max_connections: config.database.max_connections,
+        min_connections: config.database.min_connections,
+        acquire_timeout: config.database.acquire_timeout,
+        // Statement logging would put bound values in logs: never in production.
+        log_statements: config.database.log_statements && !config.is_production(),
+    };
+    let db = Db::connect(&url, &options).await.map_err(StartupError::Database)?;
+    if migrate {
+        db.migrate_up().await.map_err(StartupError::Database)?;
+    }
+    Ok(db)
+}
+
+/// The fast-path store: Redis when configured, else in-process.
+pub fn open_fast(config: &Config) -> Result<Fast, StartupError> {
+    use secrecy::ExposeSecret as _;
+    match &config.redis_url {
+        Some(url) => RedisStore::connect(url.expose_secret(), config.redis.pool_size, config.redis.timeout)
+            .map(Fast::Redis)
+            .map_err(StartupError::Redis),
+        None => {
+            tracing::warn!(
+                "no LATCHKEY_REDIS_URL: using the in-process store; this instance runs single-instance (no replicas)"
+            );
+            Ok(Fast::Memory(MemoryStore::new()))
+        }
+    }
+}
+
+/// The master password: configured, or (development only) generated once
+/// into a 0600 file in the data directory.
+pub fn master_password(config: &Config) -> Result<SecretString, StartupError> {
+    if let Some(password) = &config.master_password {
+        return Ok(password.clone());
+    }
+    if config.is_production() {
+        return Err(StartupError::Io("production mode needs LATCHKEY_MASTER_PASSWORD".into()));
+    }
+    let path = config.data_dir.join(GENERATED_MASTER_PASSWORD_FILE);
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| StartupError::Io(format!("cannot read {}: {e}", path.display())))?;
+        return Ok(SecretString::from(text.trim_end().to_owned()));
+    }
+    let password = generate_master_password(&path)?;
+    tracing::warn!(
+        path = %path.display(),
+        "no master password configured: generated one into this file; back it up, since without it nothing encrypted can be read"
+    );
+    Ok(password)
+}
+
+fn generate_master_password(path: &Path) -> Result<SecretString, StartupError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StartupError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StartupError::Io(format!("cannot create {}: {e}", path.display())))?;
+    writeln!(file, "{password}").map_err(|e| StartupError::Io(format!("cannot write {}: {e}", path.display())))?;
+    Ok(SecretString::from(password))
+}
+
+pub async fn open_keyring(config: &Config, db: &Db) -> Result<Keyring, StartupError> {
+    let password = master_password(config)?;
+    let policy =
+        RotationPolicy { max_age: config.keyring.rotate_after, max_uses: config.keyring.rotate_after_uses };
+    Ok(Keyring::open(db.clone(), &password, config.keyring.pbkdf2_iterations, policy, chrono::Utc::now()).await?)
+}
+
+/// A built, bound, not yet running server.
+pub struct Application {
+    server: actix_web::dev::Server,
+    port: u16,
+    state: web::Data<AppState>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    /// Opens everything and binds `config.bind` (port 0 picks a free port).
+    pub async fn build(config: Config, migrate: bool) -> Result<Self, StartupError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let metrics = telemetry::metrics_handle();
+        let db = open_db(&config, migrate || config.migrate_on_start()).await?;
+        let fast = open_fast(&config)?;
+        let keyring = Arc::new(open_keyring(&config, &db).await?);
+        let setup = server_setup::load_or_create(&db, &keyring, chrono::Utc::now()).await?;
+        let openapi_json = serde_json::to_vec(&http::openapi())
+            .map_err(|e| StartupError::Io(format!("cannot render the OpenAPI document: {e}")))?;
+
+        let listener = TcpListener::bind(config.bind)
+            .map_err(|e| StartupError::Io(format!("cannot listen on {}: {e}", config.bind)))?;
+        let port = listener.local_addr().map_err(|e| StartupError::Io(e.to_string()))?.port();
+
+        let config = Arc::new(config);
+        let state = web::Data::new(AppState {
+            keys: Keys::new(config.redis_prefix.clone()),
+            config: config.clone(),
+            db,
+            fast,
+            keyring: keyring.clone(),
+            server_setup: Arc::new(setup),
+            metrics: metrics.clone(),
+            openapi_json: openapi_json.into(),
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || http::app(app_state.clone()))
+            .listen(listener)
+            .map_err(|e| StartupError::Io(e.to_string()))?
+            .shutdown_timeout(30)
+            .run();
+        tracing::info!(
+            address = %config.bind.ip(),
+            port,
+            database = state.db.backend_name(),
+            cache = state.fast.backend_name(),
+            "latchkey listening"
+        );
+
+        let background = vec![
+            tokio::spawn(keyring_maintenance(keyring, config.keyring.maintenance_interval, config.keyring.reencrypt_batch)),
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    metrics.run_upkeep();
+                }
+            }),
+        ];
+        Ok(Self { server, port, state, background })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle to stop the server (tests, signal handling).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM (graceful: in-flight requests finish).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        for task in self.background {
+            task.abort();
+        }
+        result
+    }
+}
+
+/// Rotates the data key when due and moves rows onto the active key.
+async fn keyring_maintenance(keyring: Arc<Keyring>, every: Duration, batch: u64) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now();
+        if let Err(e) = keyring.rotate_if_due(now).await {
+            tracing::warn!(error = %e, "automatic key rotation failed; will retry");
+            continue;
+        }
+        if let Err(e) = keyring.reencrypt(batch, now).await {
+            tracing::warn!(error = %e, "re-encryption failed; will resume");
+        }
+    }
+}

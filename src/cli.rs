@@ -1,0 +1,55 @@
+//! The `latchkey` command line.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about = "OPAQUE authentication service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve {
+        /// Apply pending migrations first (always done in development mode).
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Database schema migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// The keyring that encrypts secrets at rest.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply all pending migrations.
+    Up,
+    /// Revert migrations.
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List applied and pending migrations.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Show the data keys, their state, age, use count and rows.
+    Status,
+    /// Make a new active key now.
+    Rotate,
+    /// Move every encrypted row onto the active key and retire unused keys.
+    Reencrypt,
+}

@@ -1,0 +1,95 @@
+//! HTTP: routes translate requests into domain calls and domain results into
+//! responses. No business rule lives here.
+
+pub mod error;
+mod middleware;
+pub mod ops;
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{DefaultHeaders, from_fn};
+use actix_web::{App, web};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tracing_actix_web::TracingLogger;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::config::Config;
+use crate::domain::keyring::Keyring;
+use crate::domain::opaque::ServerSetup;
+use crate::store::db::Db;
+use crate::store::{Fast, Keys};
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Everything handlers share; one per process, behind `web::Data`.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub fast: Fast,
+    pub keys: Keys,
+    pub keyring: Arc<Keyring>,
+    pub server_setup: Arc<ServerSetup>,
+    pub metrics: PrometheusHandle,
+    /// The OpenAPI document, rendered once at start-up.
+    pub openapi_json: web::Bytes,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "latchkey",
+        description = "Authentication service: OPAQUE registration and login, TOTP, sessions, devices, rate limits.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    components(schemas(error::Problem)),
+    tags((name = "operations", description = "Health, readiness, metrics, this document"))
+)]
+struct ApiDoc;
+
+/// Registers every route. The same function feeds the running app and the
+/// OpenAPI document, so a route cannot be served without being documented.
+fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(ops::healthz).service(ops::readyz).service(ops::metrics).service(ops::openapi);
+}
+
+/// The OpenAPI 3.1 document of all routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+/// The application with all middleware, for `HttpServer::new`.
+pub fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .app_data(web::JsonConfig::default().limit(BODY_LIMIT).error_handler(error::json_error))
+        .app_data(web::PayloadConfig::new(BODY_LIMIT))
+        .app_data(web::QueryConfig::default().error_handler(error::query_error))
+        .app_data(web::PathConfig::default().error_handler(error::path_error))
+        .into_utoipa_app()
+        .configure(routes)
+        .default_service(web::to(error::not_found))
+        .into_app()
+        // Innermost first: metrics see the final status; the request id is
+        // set by TracingLogger (outermost) before anything logs.
+        .wrap(from_fn(middleware::metrics))
+        .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
+        .wrap(from_fn(middleware::request_id_header))
+        .wrap(TracingLogger::default())
+}

@@ -1,0 +1,70 @@
+//! Operational endpoints: liveness, readiness, metrics, the API document.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, get, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::Problem;
+use crate::domain::health;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Liveness: the process is up and serving HTTP.
+#[utoipa::path(tag = "operations", responses((status = 200, body = Health)))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    #[schema(example = "ready")]
+    status: &'static str,
+    #[schema(value_type = Object, example = json!({"database": {"backend": "postgres", "ok": true}, "cache": {"backend": "redis", "ok": true}}))]
+    checks: health::Readiness,
+}
+
+/// Readiness: 200 only when the database and the cache (Redis) answer; 503
+/// names what is down.
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, body = Ready),
+        (status = 503, description = "A backend is down", body = Problem, content_type = "application/problem+json")
+    )
+)]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let checks = health::readiness(&state.db, &state.fast).await;
+    if checks.ready() {
+        return HttpResponse::Ok().json(Ready { status: "ready", checks });
+    }
+    let down = checks.down();
+    let mut problem =
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", Some(format!("not answering: {}", down.join(", "))));
+    let mut extra = serde_json::Map::new();
+    extra.insert("down".into(), serde_json::json!(down));
+    extra.insert("checks".into(), serde_json::to_value(&checks).unwrap_or_default());
+    problem.extra = Some(extra);
+    problem.response()
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}
+
+/// This document: OpenAPI 3.1 of every route.
+#[utoipa::path(tag = "operations", responses((status = 200, content_type = "application/json", body = Object)))]
+#[get("/openapi.json")]
+pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(state.openapi_json.clone())
+}

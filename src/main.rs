@@ -1,0 +1,82 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use latchkey::cli::{Cli, Command, KeysAction, MigrateAction};
+use latchkey::config::Config;
+use latchkey::{app, http, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (config, report) = match Config::load() {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("latchkey: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init_logging(&config);
+    for warning in &report.warnings {
+        tracing::warn!("{warning}");
+    }
+    match run(cli.command.unwrap_or(Command::Serve { migrate: false }), config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "latchkey stopped");
+            eprintln!("latchkey: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve { migrate } => {
+            let application = app::Application::build(config, migrate).await?;
+            application.run_until_stopped().await?;
+        }
+        Command::Openapi => {
+            println!("{}", serde_json::to_string_pretty(&http::openapi())?);
+        }
+        Command::Migrate { action } => {
+            let db = app::open_db(&config, false).await?;
+            match action {
+                MigrateAction::Up => db.migrate_up().await?,
+                MigrateAction::Down { steps } => db.migrate_down(steps).await?,
+                MigrateAction::Status => {}
+            }
+            let (applied, pending) = db.migration_status().await?;
+            for name in applied {
+                println!("applied  {name}");
+            }
+            for name in pending {
+                println!("pending  {name}");
+            }
+        }
+        Command::Keys { action } => {
+            let db = app::open_db(&config, config.migrate_on_start()).await?;
+            let keyring = app::open_keyring(&config, &db).await?;
+            let now = chrono::Utc::now();
+            match action {
+                KeysAction::Status => {}
+                KeysAction::Rotate => println!("new active key {}", keyring.rotate(now).await?),
+                KeysAction::Reencrypt => {
+                    let report = keyring.reencrypt(config.keyring.reencrypt_batch, now).await?;
+                    println!(
+                        "moved {} rows, {} unreadable, retired {} keys",
+                        report.moved,
+                        report.failed,
+                        report.retired.len()
+                    );
+                }
+            }
+            let status = keyring.status(now).await?;
+            println!("kdf {} ({} iterations)", status.kdf, status.kdf_iterations);
+            println!("{:<38} {:<13} {:>8} {:>10} {:>8}", "key", "state", "age(d)", "uses", "rows");
+            for key in status.keys {
+                println!("{:<38} {:<13} {:>8} {:>10} {:>8}", key.key_id, key.state, key.age_days, key.use_count, key.rows);
+            }
+        }
+    }
+    Ok(())
+}

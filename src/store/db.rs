@@ -1,0 +1,95 @@
+//! The relational store: one sea-orm connection pool on Postgres (the
+//! source of truth in production) or SQLite (the embedded default), with one
+//! set of migrations for both.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection};
+use sea_orm_migration::MigratorTrait;
+
+use super::StoreError;
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    conn: DatabaseConnection,
+}
+
+/// Connection settings independent of the config file format.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout: Duration,
+    pub log_statements: bool,
+}
+
+impl Db {
+    pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
+        if let Some(path) = sqlite_path(url) {
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::DatabaseUnavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.max_connections(options.max_connections)
+            .min_connections(options.min_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_timeout(options.acquire_timeout)
+            .sqlx_logging(options.log_statements);
+        let conn = Database::connect(opts).await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
+        Ok(Self { conn })
+    }
+
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    pub fn backend(&self) -> DatabaseBackend {
+        self.conn.get_database_backend()
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend() {
+            DatabaseBackend::Postgres => "postgres",
+            DatabaseBackend::Sqlite => "sqlite",
+            _ => "database",
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.conn.ping().await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate_up(&self) -> Result<(), StoreError> {
+        migration::Migrator::up(&self.conn, None).await.map_err(StoreError::from)
+    }
+
+    /// Reverts the last `steps` migrations.
+    pub async fn migrate_down(&self, steps: u32) -> Result<(), StoreError> {
+        migration::Migrator::down(&self.conn, Some(steps)).await.map_err(StoreError::from)
+    }
+
+    /// Names of applied and pending migrations.
+    pub async fn migration_status(&self) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let applied = migration::Migrator::get_applied_migrations(&self.conn).await?;
+        let pending = migration::Migrator::get_pending_migrations(&self.conn).await?;
+        Ok((
+            applied.iter().map(|m| m.name().to_owned()).collect(),
+            pending.iter().map(|m| m.name().to_owned()).collect(),
+        ))
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.close().await;
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}

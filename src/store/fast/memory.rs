@@ -1,0 +1,142 @@
+//! In-process fast-path store for the single-instance embedded mode.
+//!
+//! One mutex around a map: every operation is a few hundred nanoseconds, so
+//! contention is not worth sharding for, and a single lock makes every
+//! multi-step operation (GETDEL, counters) atomic exactly like a Lua script on
+//! Redis. Expired entries are dropped when read and swept every
+//! `SWEEP_EVERY` writes, so the map stays bounded by live keys.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{FastStore, Result};
+use crate::store::StoreError;
+
+const SWEEP_EVERY: u64 = 4096;
+
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<String, Entry>,
+    writes: u64,
+}
+
+struct Entry {
+    value: Vec<u8>,
+    expires_at: Instant,
+}
+
+impl Inner {
+    /// The live entry under `key`, dropping it if it has expired.
+    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+        if self.map.get(key).is_some_and(|e| e.expires_at <= now) {
+            self.map.remove(key);
+        }
+        self.map.get_mut(key)
+    }
+
+    fn insert(&mut self, key: &str, value: Vec<u8>, expires_at: Instant, now: Instant) {
+        self.writes += 1;
+        if self.writes % SWEEP_EVERY == 0 {
+            self.map.retain(|_, e| e.expires_at > now);
+        }
+        self.map.insert(key.to_owned(), Entry { value, expires_at });
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave an entry half-written
+        // (every mutation is a single map call), so a poisoned lock is safe
+        // to keep using.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Number of live entries (for tests and metrics).
+    pub fn len(&self) -> usize {
+        let now = Instant::now();
+        self.lock().map.values().filter(|e| e.expires_at > now).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops everything, like `FLUSHDB`.
+    pub fn clear(&self) {
+        self.lock().map.clear();
+    }
+}
+
+impl FastStore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.lock().live(key, Instant::now()).map(|e| e.value.clone()))
+    }
+
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        let now = Instant::now();
+        self.lock().insert(key, value.to_vec(), now + ttl, now);
+        Ok(())
+    }
+
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.live(key, now).is_some() {
+            return Ok(false);
+        }
+        inner.insert(key, value.to_vec(), now + ttl, now);
+        Ok(true)
+    }
+
+    async fn get_del(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let live = inner.live(key, now).is_some();
+        Ok(if live { inner.map.remove(key).map(|e| e.value) } else { None })
+    }
+
+    async fn del(&self, key: &str) -> Result<bool> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let live = inner.live(key, now).is_some();
+        inner.map.remove(key);
+        Ok(live)
+    }
+
+    async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if let Some(entry) = inner.live(key, now) {
+            let current: i64 = std::str::from_utf8(&entry.value)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| StoreError::Cache(format!("value at {key:?} is not an integer")))?;
+            let next = current
+                .checked_add(by)
+                .ok_or_else(|| StoreError::Cache(format!("increment of {key:?} would overflow")))?;
+            entry.value = next.to_string().into_bytes();
+            return Ok(next);
+        }
+        inner.insert(key, by.to_string().into_bytes(), now + ttl, now);
+        Ok(by)
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
+        let now = Instant::now();
+        Ok(self.lock().live(key, now).map(|e| e.expires_at - now))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! The fast-path store: short-lived and cached state (session cache, OPAQUE
+//! login state, counters). Redis in production; an in-process map when no
+//! Redis is configured. Both implement [`FastStore`] with the same semantics,
+//! and the same test bodies run against both.
+//!
+//! Nothing here is the source of truth: losing all of it must cost at most
+//! in-flight logins and a cache refill.
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use keys::Keys;
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+use super::StoreError;
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Key/value operations with expiry, plus the atomic scripts the domain needs.
+/// Every value has a TTL: nothing in the fast path lives forever.
+pub trait FastStore: Send + Sync + 'static {
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> impl Future<Output = Result<()>> + Send;
+    /// Sets only if absent; `true` when this call set it.
+    fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> impl Future<Output = Result<bool>> + Send;
+    /// Reads and deletes in one step: of several concurrent callers, one gets
+    /// the value.
+    fn get_del(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// Deletes; `true` when the key existed.
+    fn del(&self, key: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Adds `by` to an integer counter and returns the new value; a counter
+    /// created by this call expires after `ttl`, an existing one keeps its
+    /// expiry (a fixed window from the first increment).
+    fn incr(&self, key: &str, by: i64, ttl: Duration) -> impl Future<Output = Result<i64>> + Send;
+    /// Remaining time to live, `None` if the key does not exist.
+    fn ttl(&self, key: &str) -> impl Future<Output = Result<Option<Duration>>> + Send;
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The configured fast-path store. An enum rather than a trait object: the
+/// hot paths (whoami, rate-limit checks) pay no boxing, and each arm is a
+/// full [`FastStore`].
+#[derive(Clone)]
+pub enum Fast {
+    Redis(RedisStore),
+    Memory(MemoryStore),
+}
+
+impl Fast {
+    /// Name for readiness reports and logs.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Redis(_) => "redis",
+            Self::Memory(_) => "memory",
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Fast::Redis($store) => $call.await,
+            Fast::Memory($store) => $call.await,
+        }
+    };
+}
+
+impl FastStore for Fast {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        delegate!(self, s => s.get(key))
+    }
+    async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
+        delegate!(self, s => s.set(key, value, ttl))
+    }
+    async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
+        delegate!(self, s => s.set_nx(key, value, ttl))
+    }
+    async fn get_del(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        delegate!(self, s => s.get_del(key))
+    }
+    async fn del(&self, key: &str) -> Result<bool> {
+        delegate!(self, s => s.del(key))
+    }
+    async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
+        delegate!(self, s => s.incr(key, by, ttl))
+    }
+    async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
+        delegate!(self, s => s.ttl(key))
+    }
+    async fn ping(&self) -> Result<()> {
+        delegate!(self, s => s.ping())
+    }
+}

@@ -1,0 +1,12 @@
+//! Storage: the relational source of truth (sea-orm on Postgres or SQLite)
+//! and the fast path (Redis or in-process). Stores know nothing of the
+//! domain or HTTP; they move rows and bytes.
+
+pub mod db;
+mod error;
+pub mod fast;
+pub mod keyring;
+pub mod server_setup;
+
+pub use error::StoreError;
+pub use fast::{Fast, FastStore, Keys};

@@ -1,0 +1,106 @@
+//! The `latchkey` binary: start-up refusals and the operator commands.
+
+use std::process::{Command, Output};
+
+use crate::helpers::{DbKind, TEST_MASTER_PASSWORD, TestDb};
+
+fn latchkey(db: &TestDb, data_dir: &std::path::Path, password: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(args)
+        .env_clear()
+        .env("LATCHKEY_DATABASE_URL", &db.url)
+        .env("LATCHKEY_DATA_DIR", data_dir)
+        .env("LATCHKEY_MASTER_PASSWORD", password)
+        .env("LATCHKEY_KEYRING__PBKDF2_ITERATIONS", "1000")
+        .env("LATCHKEY_BIND", "127.0.0.1:0")
+        .output()
+        .expect("run latchkey")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn keys_commands_and_wrong_master_password() {
+    let db = TestDb::new(DbKind::Sqlite).await;
+    let data = tempfile::tempdir().expect("tempdir");
+
+    let status = latchkey(&db, data.path(), TEST_MASTER_PASSWORD, &["keys", "status"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let out = text(&status.stdout);
+    assert!(out.contains("pbkdf2-hmac-sha256") && out.contains("active"), "{out}");
+
+    let rotate = latchkey(&db, data.path(), TEST_MASTER_PASSWORD, &["keys", "rotate"]);
+    assert!(rotate.status.success(), "{}", text(&rotate.stderr));
+    let out = text(&rotate.stdout);
+    assert!(out.contains("new active key") && out.contains("decrypt_only"), "{out}");
+
+    let reencrypt = latchkey(&db, data.path(), TEST_MASTER_PASSWORD, &["keys", "reencrypt"]);
+    assert!(reencrypt.status.success(), "{}", text(&reencrypt.stderr));
+    assert!(text(&reencrypt.stdout).contains("retired 1 keys"), "{}", text(&reencrypt.stdout));
+
+    // A wrong master password stops `serve` before it listens.
+    let serve = latchkey(&db, data.path(), "a different master password", &["serve"]);
+    assert!(!serve.status.success());
+    let err = text(&serve.stderr);
+    assert!(err.contains("master password"), "{err}");
+    assert!(!err.contains("a different master password"), "the password itself is never printed");
+    let after = latchkey(&db, data.path(), TEST_MASTER_PASSWORD, &["keys", "status"]);
+    assert_eq!(text(&after.stdout).matches("active").count(), 1);
+}
+
+#[tokio::test]
+async fn migrate_and_openapi_commands() {
+    let db = TestDb::new(DbKind::Postgres).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let status = latchkey(&db, data.path(), TEST_MASTER_PASSWORD, &["migrate", "status"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(text(&status.stdout).contains("pending"), "{}", text(&status.stdout));
+    let up = latchkey(&db, data.path(), TEST_MASTER_PASSWORD, &["migrate", "up"]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let out = text(&up.stdout);
+    assert!(out.contains("applied") && !out.contains("pending"), "{out}");
+
+    let openapi = latchkey(&db, data.path(), TEST_MASTER_PASSWORD, &["openapi"]);
+    let doc: serde_json::Value = serde_json::from_slice(&openapi.stdout).expect("json document");
+    assert!(doc["paths"].get("/readyz").is_some());
+}
+
+#[tokio::test]
+async fn production_refuses_to_start_without_a_strong_master_password() {
+    let out = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .env_clear()
+        .env("LATCHKEY_ENV", "production")
+        .env("LATCHKEY_MASTER_PASSWORD", "short")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("at least 16 characters"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn embedded_default_generates_a_master_password_file() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["keys", "status"])
+        .env_clear()
+        .env("LATCHKEY_DATA_DIR", data.path())
+        .env("LATCHKEY_KEYRING__PBKDF2_ITERATIONS", "1000")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = data.path().join("master_password");
+    let meta = std::fs::metadata(&file).expect("generated file");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(data.path().join("latchkey.db").is_file(), "SQLite lives in the data directory");
+    // The second run reads the same file and opens the same keyring.
+    let again = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["keys", "status"])
+        .env_clear()
+        .env("LATCHKEY_DATA_DIR", data.path())
+        .output()
+        .expect("run");
+    assert!(again.status.success(), "{}", text(&again.stderr));
+}

@@ -1,0 +1,202 @@
+//! Test harness: every test gets its own database (a fresh Postgres database
+//! or SQLite file) and its own Redis key prefix, so tests run in parallel
+//! against the real servers.
+
+use std::time::Duration;
+
+use latchkey::app::Application;
+use latchkey::config::Config;
+use latchkey::store::db::{Db, DbOptions};
+use latchkey::store::fast::{MemoryStore, RedisStore};
+use latchkey::store::{Fast, Keys};
+use secrecy::SecretString;
+use sea_orm::{ConnectionTrait, Database};
+use uuid::Uuid;
+
+/// Iterations for test keyrings: PBKDF2 at production strength costs a
+/// second per keyring in a debug build; the production floor is tested in
+/// the config tests.
+pub const TEST_PBKDF2_ITERATIONS: u32 = 1_000;
+pub const TEST_MASTER_PASSWORD: &str = "test master password, not a secret";
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("LATCHKEY_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("LATCHKEY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The relational backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Postgres,
+    Sqlite,
+}
+
+/// The fast-path backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    Redis,
+    Memory,
+}
+
+/// A fresh, empty database for one test.
+pub struct TestDb {
+    pub kind: DbKind,
+    pub url: String,
+    /// Keeps the SQLite file's directory alive.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(kind: DbKind) -> Self {
+        match kind {
+            DbKind::Postgres => {
+                let admin_url = postgres_admin_url();
+                let name = format!("lk_test_{}", Uuid::new_v4().simple());
+                let admin = Database::connect(&admin_url).await.expect("connect to the test Postgres");
+                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+                admin.close().await.expect("close admin connection");
+                let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+                Self { kind, url: format!("{base}/{name}"), _dir: None }
+            }
+            DbKind::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("latchkey.db").display());
+                Self { kind, url, _dir: Some(dir) }
+            }
+        }
+    }
+
+    /// A connected, migrated handle.
+    pub async fn connect(&self) -> Db {
+        let db = Db::connect(&self.url, &db_options()).await.expect("connect to the test database");
+        db.migrate_up().await.expect("migrate");
+        db
+    }
+}
+
+pub fn db_options() -> DbOptions {
+    DbOptions { max_connections: 8, min_connections: 1, acquire_timeout: Duration::from_secs(10), log_statements: false }
+}
+
+/// A unique key prefix, so tests share one Redis without seeing each other.
+pub fn unique_prefix() -> String {
+    format!("lkt{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+pub fn fast_store(kind: CacheKind) -> Fast {
+    match kind {
+        CacheKind::Redis => {
+            Fast::Redis(RedisStore::connect(&redis_url(), 16, Duration::from_secs(5)).expect("redis pool"))
+        }
+        CacheKind::Memory => Fast::Memory(MemoryStore::new()),
+    }
+}
+
+/// Configuration for a test app on a free port.
+pub fn test_config(db: &TestDb, cache: CacheKind, data_dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.bind = "127.0.0.1:0".parse().expect("addr");
+    config.data_dir = data_dir.to_path_buf();
+    config.database_url = Some(SecretString::from(db.url.clone()));
+    config.redis_url = (cache == CacheKind::Redis).then(|| SecretString::from(redis_url()));
+    config.redis_prefix = unique_prefix();
+    config.master_password = Some(SecretString::from(TEST_MASTER_PASSWORD));
+    config.keyring.pbkdf2_iterations = TEST_PBKDF2_ITERATIONS;
+    config
+}
+
+/// A running latchkey on its own database and key prefix.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub keys: Keys,
+    pub handle: actix_web::dev::ServerHandle,
+    pub app_db: Db,
+    pub fast: Fast,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn(db_kind: DbKind, cache: CacheKind) -> Self {
+        Self::spawn_with(db_kind, cache, |_| {}).await
+    }
+
+    pub async fn spawn_with(db_kind: DbKind, cache: CacheKind, tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new(db_kind).await;
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let mut config = test_config(&db, cache, data_dir.path());
+        tweak(&mut config);
+        let app = Application::build(config, true).await.expect("the app starts");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state();
+        let (keys, app_db, fast) = (state.keys.clone(), state.db.clone(), state.fast.clone());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        Self { address, client, db, keys, handle, app_db, fast, _data_dir: data_dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request")
+    }
+}
+
+/// Runs an async test body once per relational backend.
+#[macro_export]
+macro_rules! each_db {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body($crate::helpers::DbKind::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::helpers::DbKind::Sqlite).await
+            }
+        }
+    };
+}
+
+/// Runs an async test body once per fast-path backend.
+#[macro_export]
+macro_rules! each_cache {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                super::$body($crate::helpers::CacheKind::Redis).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$body($crate::helpers::CacheKind::Memory).await
+            }
+        }
+    };
+}
+
+/// Runs an async test body on both deployments: Postgres + Redis, and the
+/// embedded default (SQLite + in-process).
+#[macro_export]
+macro_rules! each_stack {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_redis() {
+                super::$body($crate::helpers::DbKind::Postgres, $crate::helpers::CacheKind::Redis).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_memory() {
+                super::$body($crate::helpers::DbKind::Sqlite, $crate::helpers::CacheKind::Memory).await
+            }
+        }
+    };
+}

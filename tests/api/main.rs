@@ -1,0 +1,11 @@
+//! The integration test binary: every integration test compiles into this
+//! one binary (each extra binary costs link time).
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+mod cli;
+mod database;
+mod fast_store;
+mod http_basics;
+mod keyring;
