@@ -49,7 +49,9 @@ pub async fn open_db(config: &Config, migrate: bool) -> Result<Db, StartupError>
         // Statement logging would put bound values in logs: never in production.
         log_statements: config.database.log_statements && !config.is_production(),
     };
-    let db = Db::connect(&url, &options).await.map_err(StartupError::Database)?;
+    let db = Db::connect(&url, &options)
+        .await
+        .map_err(StartupError::Database)?;
     if migrate {
         db.migrate_up().await.map_err(StartupError::Database)?;
     }
@@ -60,9 +62,13 @@ pub async fn open_db(config: &Config, migrate: bool) -> Result<Db, StartupError>
 pub fn open_fast(config: &Config) -> Result<Fast, StartupError> {
     use secrecy::ExposeSecret as _;
     match &config.redis_url {
-        Some(url) => RedisStore::connect(url.expose_secret(), config.redis.pool_size, config.redis.timeout)
-            .map(Fast::Redis)
-            .map_err(StartupError::Redis),
+        Some(url) => RedisStore::connect(
+            url.expose_secret(),
+            config.redis.pool_size,
+            config.redis.timeout,
+        )
+        .map(Fast::Redis)
+        .map_err(StartupError::Redis),
         None => {
             tracing::warn!(
                 "no LATCHKEY_REDIS_URL: using the in-process store; this instance runs single-instance (no replicas)"
@@ -79,7 +85,9 @@ pub fn master_password(config: &Config) -> Result<SecretString, StartupError> {
         return Ok(password.clone());
     }
     if config.is_production() {
-        return Err(StartupError::Io("production mode needs LATCHKEY_MASTER_PASSWORD".into()));
+        return Err(StartupError::Io(
+            "production mode needs LATCHKEY_MASTER_PASSWORD".into(),
+        ));
     }
     let path = config.data_dir.join(GENERATED_MASTER_PASSWORD_FILE);
     if path.is_file() {
@@ -98,7 +106,8 @@ pub fn master_password(config: &Config) -> Result<SecretString, StartupError> {
 fn generate_master_password(path: &Path) -> Result<SecretString, StartupError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| StartupError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StartupError::Io(format!("cannot create {}: {e}", dir.display())))?;
     }
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -109,15 +118,25 @@ fn generate_master_password(path: &Path) -> Result<SecretString, StartupError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| StartupError::Io(format!("cannot create {}: {e}", path.display())))?;
-    writeln!(file, "{password}").map_err(|e| StartupError::Io(format!("cannot write {}: {e}", path.display())))?;
+    writeln!(file, "{password}")
+        .map_err(|e| StartupError::Io(format!("cannot write {}: {e}", path.display())))?;
     Ok(SecretString::from(password))
 }
 
 pub async fn open_keyring(config: &Config, db: &Db) -> Result<Keyring, StartupError> {
     let password = master_password(config)?;
-    let policy =
-        RotationPolicy { max_age: config.keyring.rotate_after, max_uses: config.keyring.rotate_after_uses };
-    Ok(Keyring::open(db.clone(), &password, config.keyring.pbkdf2_iterations, policy, chrono::Utc::now()).await?)
+    let policy = RotationPolicy {
+        max_age: config.keyring.rotate_after,
+        max_uses: config.keyring.rotate_after_uses,
+    };
+    Ok(Keyring::open(
+        db.clone(),
+        &password,
+        config.keyring.pbkdf2_iterations,
+        policy,
+        chrono::Utc::now(),
+    )
+    .await?)
 }
 
 /// A built, bound, not yet running server.
@@ -142,7 +161,10 @@ impl Application {
 
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| StartupError::Io(format!("cannot listen on {}: {e}", config.bind)))?;
-        let port = listener.local_addr().map_err(|e| StartupError::Io(e.to_string()))?.port();
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError::Io(e.to_string()))?
+            .port();
 
         let config = Arc::new(config);
         let state = web::Data::new(AppState {
@@ -170,7 +192,11 @@ impl Application {
         );
 
         let background = vec![
-            tokio::spawn(keyring_maintenance(keyring, config.keyring.maintenance_interval, config.keyring.reencrypt_batch)),
+            tokio::spawn(keyring_maintenance(
+                keyring,
+                config.keyring.maintenance_interval,
+                config.keyring.reencrypt_batch,
+            )),
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 loop {
@@ -179,7 +205,12 @@ impl Application {
                 }
             }),
         ];
-        Ok(Self { server, port, state, background })
+        Ok(Self {
+            server,
+            port,
+            state,
+            background,
+        })
     }
 
     pub fn port(&self) -> u16 {

@@ -27,7 +27,11 @@ impl Readiness {
 
     /// Names of the backends that did not answer.
     pub fn down(&self) -> Vec<&'static str> {
-        [&self.database, &self.cache].into_iter().filter(|c| !c.ok).map(|c| c.backend).collect()
+        [&self.database, &self.cache]
+            .into_iter()
+            .filter(|c| !c.ok)
+            .map(|c| c.backend)
+            .collect()
     }
 }
 
@@ -38,7 +42,13 @@ pub async fn readiness(db: &Db, fast: &Fast) -> Readiness {
         tokio::time::timeout(CHECK_TIMEOUT, fast.ping()),
     );
     Readiness {
-        database: Check { backend: db.backend_name(), ok: matches!(db_ok, Ok(Ok(()))) },
-        cache: Check { backend: fast.backend_name(), ok: matches!(cache_ok, Ok(Ok(()))) },
+        database: Check {
+            backend: db.backend_name(),
+            ok: matches!(db_ok, Ok(Ok(()))),
+        },
+        cache: Check {
+            backend: fast.backend_name(),
+            ok: matches!(cache_ok, Ok(Ok(()))),
+        },
     }
 }

@@ -18,7 +18,10 @@ pub async fn metrics(
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
     let res = next.call(req).await?;
-    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let status = res.status().as_u16().to_string();
     metrics::counter!("latchkey_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
@@ -37,7 +40,8 @@ pub async fn request_id_header(
     let mut res = next.call(req).await?;
     if let Some(id) = id {
         if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-            res.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
+            res.headers_mut()
+                .insert(HeaderName::from_static("x-request-id"), value);
         }
     }
     Ok(res)

@@ -54,14 +54,30 @@ struct ApiDoc;
 /// Registers every route. The same function feeds the running app and the
 /// OpenAPI document, so a route cannot be served without being documented.
 fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(ops::healthz).service(ops::readyz).service(ops::metrics).service(ops::openapi);
+    cfg.service(ops::healthz)
+        .service(ops::readyz)
+        .service(ops::metrics)
+        .service(ops::openapi);
 }
 
 /// The OpenAPI 3.1 document of all routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) = App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
+    let (_, mut doc) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes)
+        .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
+}
+
+/// JSON bodies: at most [`BODY_LIMIT`], errors as problems. Request types
+/// use `#[serde(deny_unknown_fields)]`, so a misspelt field is a 400, not a
+/// silently ignored value.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(BODY_LIMIT)
+        .error_handler(error::json_error)
 }
 
 /// The application with all middleware, for `HttpServer::new`.
@@ -78,7 +94,7 @@ pub fn app(
 > {
     App::new()
         .app_data(state)
-        .app_data(web::JsonConfig::default().limit(BODY_LIMIT).error_handler(error::json_error))
+        .app_data(json_config())
         .app_data(web::PayloadConfig::new(BODY_LIMIT))
         .app_data(web::QueryConfig::default().error_handler(error::query_error))
         .app_data(web::PathConfig::default().error_handler(error::path_error))
@@ -92,4 +108,71 @@ pub fn app(
         .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
         .wrap(from_fn(middleware::request_id_header))
         .wrap(TracingLogger::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{App, HttpResponse, test, web};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+    }
+
+    async fn echo(_: web::Json<Body>) -> HttpResponse {
+        HttpResponse::Ok().finish()
+    }
+
+    #[actix_web::test]
+    async fn json_limits_and_unknown_fields_are_problems() {
+        let app = test::init_service(
+            App::new()
+                .app_data(super::json_config())
+                .route("/", web::post().to(echo)),
+        )
+        .await;
+
+        let ok = test::TestRequest::post()
+            .uri("/")
+            .set_json(serde_json::json!({"name": "a"}))
+            .to_request();
+        assert_eq!(test::call_service(&app, ok).await.status(), 200);
+
+        let unknown = test::TestRequest::post()
+            .uri("/")
+            .set_json(serde_json::json!({"name": "a", "nmae": "b"}))
+            .to_request();
+        let res = test::call_service(&app, unknown).await;
+        assert_eq!(res.status(), 400);
+        assert_eq!(
+            res.headers().get("content-type").map(|v| v.as_bytes()),
+            Some(&b"application/problem+json"[..])
+        );
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body["code"], "invalid_request");
+        assert!(
+            body["detail"].as_str().unwrap_or_default().contains("nmae"),
+            "{body}"
+        );
+
+        let big = "x".repeat(super::BODY_LIMIT + 1);
+        let large = test::TestRequest::post()
+            .uri("/")
+            .set_json(serde_json::json!({ "name": big }))
+            .to_request();
+        let res = test::call_service(&app, large).await;
+        assert_eq!(res.status(), 413);
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body["code"], "invalid_request");
+
+        let malformed = test::TestRequest::post()
+            .uri("/")
+            .insert_header(("content-type", "application/json"))
+            .set_payload("{not json")
+            .to_request();
+        assert_eq!(test::call_service(&app, malformed).await.status(), 400);
+    }
 }

@@ -27,7 +27,10 @@ pub struct DbOptions {
 impl Db {
     pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
         if let Some(path) = sqlite_path(url) {
-            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::DatabaseUnavailable(format!("cannot create {}: {e}", dir.display()))
                 })?;
@@ -39,7 +42,9 @@ impl Db {
             .acquire_timeout(options.acquire_timeout)
             .connect_timeout(options.acquire_timeout)
             .sqlx_logging(options.log_statements);
-        let conn = Database::connect(opts).await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
+        let conn = Database::connect(opts)
+            .await
+            .map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
         Ok(Self { conn })
     }
 
@@ -60,17 +65,24 @@ impl Db {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.conn.ping().await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))
+        self.conn
+            .ping()
+            .await
+            .map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))
     }
 
     /// Applies pending migrations.
     pub async fn migrate_up(&self) -> Result<(), StoreError> {
-        migration::Migrator::up(&self.conn, None).await.map_err(StoreError::from)
+        migration::Migrator::up(&self.conn, None)
+            .await
+            .map_err(StoreError::from)
     }
 
     /// Reverts the last `steps` migrations.
     pub async fn migrate_down(&self, steps: u32) -> Result<(), StoreError> {
-        migration::Migrator::down(&self.conn, Some(steps)).await.map_err(StoreError::from)
+        migration::Migrator::down(&self.conn, Some(steps))
+            .await
+            .map_err(StoreError::from)
     }
 
     /// Names of applied and pending migrations.
@@ -89,7 +101,9 @@ impl Db {
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     (!path.is_empty() && path != ":memory:").then_some(path)
 }

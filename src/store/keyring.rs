@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use entity::{data_keys, keyring};
 use sea_orm::sea_query::{Expr, Func, Order, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, TransactionTrait,
-    Value,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, TransactionTrait, Value,
 };
 use uuid::Uuid;
 
@@ -51,7 +51,9 @@ impl KeyState {
             "active" => Ok(Self::Active),
             "decrypt_only" => Ok(Self::DecryptOnly),
             "retired" => Ok(Self::Retired),
-            other => Err(StoreError::Corrupt(format!("unknown data key state {other:?}"))),
+            other => Err(StoreError::Corrupt(format!(
+                "unknown data key state {other:?}"
+            ))),
         }
     }
 }
@@ -126,7 +128,12 @@ struct ColumnSpec {
 }
 
 impl SealedColumn {
-    pub const ALL: [Self; 4] = [Self::OpaqueRecord, Self::TotpSecret, Self::AuditDetails, Self::ServerSetup];
+    pub const ALL: [Self; 4] = [
+        Self::OpaqueRecord,
+        Self::TotpSecret,
+        Self::AuditDetails,
+        Self::ServerSetup,
+    ];
 
     /// Bound into the plaintext, so a value cannot move between columns.
     pub fn purpose(self) -> &'static str {
@@ -207,7 +214,9 @@ pub struct SealedRow {
 }
 
 pub async fn load_meta(db: &Db) -> Result<Option<KeyringMeta>> {
-    let row = keyring::Entity::find_by_id(KEYRING_ROW).one(db.conn()).await?;
+    let row = keyring::Entity::find_by_id(KEYRING_ROW)
+        .one(db.conn())
+        .await?;
     row.map(|m| {
         Ok(KeyringMeta {
             kdf: m.kdf,
@@ -265,7 +274,11 @@ pub async fn keys(db: &Db) -> Result<Vec<DataKey>> {
 }
 
 pub async fn key(db: &Db, id: Uuid) -> Result<Option<DataKey>> {
-    data_keys::Entity::find_by_id(id).one(db.conn()).await?.map(DataKey::try_from).transpose()
+    data_keys::Entity::find_by_id(id)
+        .one(db.conn())
+        .await?
+        .map(DataKey::try_from)
+        .transpose()
 }
 
 pub async fn active_key(db: &Db) -> Result<Option<DataKey>> {
@@ -298,7 +311,10 @@ pub async fn add_uses(db: &Db, id: Uuid, n: u64) -> Result<()> {
 pub async fn rotate(db: &Db, old: Uuid, new: &DataKey) -> Result<bool> {
     let txn = db.conn().begin().await?;
     let demoted = data_keys::Entity::update_many()
-        .col_expr(data_keys::Column::State, Expr::val(KeyState::DecryptOnly.as_str()).into())
+        .col_expr(
+            data_keys::Column::State,
+            Expr::val(KeyState::DecryptOnly.as_str()).into(),
+        )
         .filter(data_keys::Column::Id.eq(old))
         .filter(data_keys::Column::State.eq(KeyState::Active.as_str()))
         .exec(&txn)
@@ -315,7 +331,10 @@ pub async fn rotate(db: &Db, old: Uuid, new: &DataKey) -> Result<bool> {
 /// Retires a decrypt-only key.
 pub async fn retire(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
     let result = data_keys::Entity::update_many()
-        .col_expr(data_keys::Column::State, Expr::val(KeyState::Retired.as_str()).into())
+        .col_expr(
+            data_keys::Column::State,
+            Expr::val(KeyState::Retired.as_str()).into(),
+        )
         .col_expr(data_keys::Column::RetiredAt, Expr::val(now).into())
         .filter(data_keys::Column::Id.eq(id))
         .filter(data_keys::Column::State.eq(KeyState::DecryptOnly.as_str()))
@@ -379,7 +398,9 @@ pub async fn sealed_batch(
                 PkKind::Int => RowKey::Int(i64::from(row.try_get::<i32>("", spec.pk)?)),
             };
             let owner = match spec.owner {
-                Some(_) => row.try_get::<Option<Uuid>>("", "owner_id")?.map_or(Owner::System, Owner::User),
+                Some(_) => row
+                    .try_get::<Option<Uuid>>("", "owner_id")?
+                    .map_or(Owner::System, Owner::User),
                 None => Owner::System,
             };
             Ok(SealedRow {

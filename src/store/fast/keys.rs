@@ -15,7 +15,9 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -66,7 +68,11 @@ pub fn hash_slot(key: &str) -> u16 {
         .iter()
         .position(|&b| b == b'{')
         .and_then(|open| {
-            bytes[open + 1..].iter().position(|&b| b == b'}').filter(|&len| len > 0).map(|len| &bytes[open + 1..open + 1 + len])
+            bytes[open + 1..]
+                .iter()
+                .position(|&b| b == b'}')
+                .filter(|&len| len > 0)
+                .map(|len| &bytes[open + 1..open + 1 + len])
         })
         .unwrap_or(bytes);
     crc16_xmodem(tagged) % 16384
@@ -77,7 +83,11 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
     for &byte in data {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -92,7 +102,10 @@ mod tests {
         let keys = Keys::new("lk");
         assert_eq!(keys.session("abc"), "lk:sess:{abc}");
         assert_eq!(keys.counter("fail", "u1"), "lk:ctr:{u1}:fail");
-        assert_eq!(hash_slot(&keys.counter("a", "u1")), hash_slot(&keys.counter("b", "u1")));
+        assert_eq!(
+            hash_slot(&keys.counter("a", "u1")),
+            hash_slot(&keys.counter("b", "u1"))
+        );
     }
 
     #[test]
@@ -100,7 +113,10 @@ mod tests {
         // Values from the Redis Cluster specification / CLUSTER KEYSLOT.
         assert_eq!(hash_slot("123456789"), 12739);
         assert_eq!(hash_slot("foo"), 12182);
-        assert_eq!(hash_slot("{user1000}.following"), hash_slot("{user1000}.followers"));
+        assert_eq!(
+            hash_slot("{user1000}.following"),
+            hash_slot("{user1000}.followers")
+        );
         assert_eq!(hash_slot("foo{}{bar}"), hash_slot("foo{}{bar}"));
     }
 }
