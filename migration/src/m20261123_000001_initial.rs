@@ -27,28 +27,16 @@ const fn idx(name: &'static str, table: &'static str, col: &'static str) -> Idx 
 
 /// Secondary indexes, in creation order (each after its table).
 const INDEXES: &[Idx] = &[
-    idx(
-        "idx_opaque_credentials_key_id",
-        "opaque_credentials",
-        "key_id",
-    ),
+    idx("idx_opaque_credentials_key_id", "opaque_credentials", "key_id"),
     idx("idx_totp_credentials_key_id", "totp_credentials", "key_id"),
     idx("idx_recovery_codes_user_id", "recovery_codes", "user_id"),
     idx("idx_devices_user_id", "devices", "user_id"),
     idx("idx_sessions_user_id", "sessions", "user_id"),
     idx("idx_sessions_device_id", "sessions", "device_id"),
-    idx(
-        "idx_refresh_tokens_session_id",
-        "refresh_tokens",
-        "session_id",
-    ),
+    idx("idx_refresh_tokens_session_id", "refresh_tokens", "session_id"),
     idx("idx_audit_events_event", "audit_events", "event"),
     idx("idx_audit_events_user_id", "audit_events", "user_id"),
-    idx(
-        "idx_audit_events_details_key_id",
-        "audit_events",
-        "details_key_id",
-    ),
+    idx("idx_audit_events_details_key_id", "audit_events", "details_key_id"),
     idx("idx_data_keys_state", "data_keys", "state"),
     idx("idx_server_setup_key_id", "server_setup", "key_id"),
 ];
@@ -239,12 +227,7 @@ fn tables() -> Vec<TableCreateStatement> {
             .table(UserRoles::Table)
             .col(uuid(UserRoles::UserId))
             .col(string_len(UserRoles::Role, 32))
-            .primary_key(
-                Index::create()
-                    .name("pk_user_roles")
-                    .col(UserRoles::UserId)
-                    .col(UserRoles::Role),
-            )
+            .primary_key(Index::create().name("pk_user_roles").col(UserRoles::UserId).col(UserRoles::Role))
             .foreign_key(&mut fk_user("user_roles", UserRoles::UserId))
             .take(),
         Table::create()
@@ -254,10 +237,7 @@ fn tables() -> Vec<TableCreateStatement> {
             .col(text(OpaqueCredentials::Ciphertext))
             .col(timestamp_with_time_zone(OpaqueCredentials::CreatedAt))
             .col(timestamp_with_time_zone(OpaqueCredentials::UpdatedAt))
-            .foreign_key(&mut fk_user(
-                "opaque_credentials",
-                OpaqueCredentials::UserId,
-            ))
+            .foreign_key(&mut fk_user("opaque_credentials", OpaqueCredentials::UserId))
             .take(),
         Table::create()
             .table(TotpCredentials::Table)
@@ -385,15 +365,7 @@ impl MigrationTrait for Migration {
             let name = table_name(&table);
             manager.create_table(table).await?;
             for i in INDEXES.iter().filter(|i| i.table == name) {
-                manager
-                    .create_index(
-                        Index::create()
-                            .name(i.name)
-                            .table(i.table)
-                            .col(i.col)
-                            .take(),
-                    )
-                    .await?;
+                manager.create_index(Index::create().name(i.name).table(i.table).col(i.col).take()).await?;
             }
         }
         Ok(())
@@ -402,13 +374,9 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for &table in TABLES.iter().rev() {
             for i in INDEXES.iter().rev().filter(|i| i.table == table) {
-                manager
-                    .drop_index(Index::drop().name(i.name).table(i.table).to_owned())
-                    .await?;
+                manager.drop_index(Index::drop().name(i.name).table(i.table).to_owned()).await?;
             }
-            manager
-                .drop_table(Table::drop().table(table).take())
-                .await?;
+            manager.drop_table(Table::drop().table(table).take()).await?;
         }
         Ok(())
     }

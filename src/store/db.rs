@@ -4,8 +4,13 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection};
+use std::sync::Arc;
+
+use sea_orm::{
+    ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, TransactionTrait as _,
+};
 use sea_orm_migration::MigratorTrait;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::StoreError;
 
@@ -13,6 +18,28 @@ use super::StoreError;
 #[derive(Clone, Debug)]
 pub struct Db {
     conn: DatabaseConnection,
+    /// SQLite allows one writer: write transactions queue here instead of
+    /// failing with "database is locked" when two upgrade at once.
+    sqlite_writer: Option<Arc<Mutex<()>>>,
+}
+
+/// A write transaction; on SQLite it also holds the writer slot.
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    _writer: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTxn {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.txn.commit().await.map_err(StoreError::from)
+    }
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+    fn deref(&self) -> &Self::Target {
+        &self.txn
+    }
 }
 
 /// Connection settings independent of the config file format.
@@ -27,13 +54,9 @@ pub struct DbOptions {
 impl Db {
     pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
         if let Some(path) = sqlite_path(url) {
-            if let Some(dir) = std::path::Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::DatabaseUnavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
+            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::DatabaseUnavailable(format!("cannot create {}: {e}", dir.display())))?;
             }
         }
         let mut opts = ConnectOptions::new(url.to_owned());
@@ -42,10 +65,19 @@ impl Db {
             .acquire_timeout(options.acquire_timeout)
             .connect_timeout(options.acquire_timeout)
             .sqlx_logging(options.log_statements);
-        let conn = Database::connect(opts)
-            .await
-            .map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
-        Ok(Self { conn })
+        let conn = Database::connect(opts).await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
+        let sqlite_writer = (conn.get_database_backend() == DatabaseBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Self { conn, sqlite_writer })
+    }
+
+    /// Begins a transaction that will write.
+    pub async fn begin_write(&self) -> Result<WriteTxn, StoreError> {
+        let writer = match &self.sqlite_writer {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let txn = self.conn.begin().await?;
+        Ok(WriteTxn { txn, _writer: writer })
     }
 
     pub fn conn(&self) -> &DatabaseConnection {
@@ -65,24 +97,17 @@ impl Db {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.conn
-            .ping()
-            .await
-            .map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))
+        self.conn.ping().await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))
     }
 
     /// Applies pending migrations.
     pub async fn migrate_up(&self) -> Result<(), StoreError> {
-        migration::Migrator::up(&self.conn, None)
-            .await
-            .map_err(StoreError::from)
+        migration::Migrator::up(&self.conn, None).await.map_err(StoreError::from)
     }
 
     /// Reverts the last `steps` migrations.
     pub async fn migrate_down(&self, steps: u32) -> Result<(), StoreError> {
-        migration::Migrator::down(&self.conn, Some(steps))
-            .await
-            .map_err(StoreError::from)
+        migration::Migrator::down(&self.conn, Some(steps)).await.map_err(StoreError::from)
     }
 
     /// Names of applied and pending migrations.
@@ -101,9 +126,7 @@ impl Db {
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     (!path.is_empty() && path != ":memory:").then_some(path)
 }

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use entity::{data_keys, keyring};
 use sea_orm::sea_query::{Expr, Func, Order, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
-    QueryOrder, TransactionTrait, Value,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder,
+    Value,
 };
 use uuid::Uuid;
 
@@ -51,9 +51,7 @@ impl KeyState {
             "active" => Ok(Self::Active),
             "decrypt_only" => Ok(Self::DecryptOnly),
             "retired" => Ok(Self::Retired),
-            other => Err(StoreError::Corrupt(format!(
-                "unknown data key state {other:?}"
-            ))),
+            other => Err(StoreError::Corrupt(format!("unknown data key state {other:?}"))),
         }
     }
 }
@@ -128,12 +126,7 @@ struct ColumnSpec {
 }
 
 impl SealedColumn {
-    pub const ALL: [Self; 4] = [
-        Self::OpaqueRecord,
-        Self::TotpSecret,
-        Self::AuditDetails,
-        Self::ServerSetup,
-    ];
+    pub const ALL: [Self; 4] = [Self::OpaqueRecord, Self::TotpSecret, Self::AuditDetails, Self::ServerSetup];
 
     /// Bound into the plaintext, so a value cannot move between columns.
     pub fn purpose(self) -> &'static str {
@@ -214,9 +207,7 @@ pub struct SealedRow {
 }
 
 pub async fn load_meta(db: &Db) -> Result<Option<KeyringMeta>> {
-    let row = keyring::Entity::find_by_id(KEYRING_ROW)
-        .one(db.conn())
-        .await?;
+    let row = keyring::Entity::find_by_id(KEYRING_ROW).one(db.conn()).await?;
     row.map(|m| {
         Ok(KeyringMeta {
             kdf: m.kdf,
@@ -233,7 +224,7 @@ pub async fn load_meta(db: &Db) -> Result<Option<KeyringMeta>> {
 /// Creates the keyring and its first data key in one transaction.
 /// [`StoreError::Conflict`] when a keyring already exists.
 pub async fn initialize(db: &Db, meta: &KeyringMeta, first: &DataKey) -> Result<()> {
-    let txn = db.conn().begin().await?;
+    let txn = db.begin_write().await?;
     keyring::Entity::insert(keyring::ActiveModel {
         id: Set(KEYRING_ROW),
         kdf: Set(meta.kdf.clone()),
@@ -242,9 +233,9 @@ pub async fn initialize(db: &Db, meta: &KeyringMeta, first: &DataKey) -> Result<
         canary: Set(meta.canary.clone()),
         created_at: Set(meta.created_at),
     })
-    .exec_without_returning(&txn)
+    .exec_without_returning(&*txn)
     .await?;
-    insert_key(&txn, first).await?;
+    insert_key(&*txn, first).await?;
     txn.commit().await?;
     Ok(())
 }
@@ -274,11 +265,7 @@ pub async fn keys(db: &Db) -> Result<Vec<DataKey>> {
 }
 
 pub async fn key(db: &Db, id: Uuid) -> Result<Option<DataKey>> {
-    data_keys::Entity::find_by_id(id)
-        .one(db.conn())
-        .await?
-        .map(DataKey::try_from)
-        .transpose()
+    data_keys::Entity::find_by_id(id).one(db.conn()).await?.map(DataKey::try_from).transpose()
 }
 
 pub async fn active_key(db: &Db) -> Result<Option<DataKey>> {
@@ -309,21 +296,17 @@ pub async fn add_uses(db: &Db, id: Uuid, n: u64) -> Result<()> {
 /// is still the active key (compare-and-set). `false` if another writer
 /// rotated first.
 pub async fn rotate(db: &Db, old: Uuid, new: &DataKey) -> Result<bool> {
-    let txn = db.conn().begin().await?;
+    let txn = db.begin_write().await?;
     let demoted = data_keys::Entity::update_many()
-        .col_expr(
-            data_keys::Column::State,
-            Expr::val(KeyState::DecryptOnly.as_str()).into(),
-        )
+        .col_expr(data_keys::Column::State, Expr::val(KeyState::DecryptOnly.as_str()).into())
         .filter(data_keys::Column::Id.eq(old))
         .filter(data_keys::Column::State.eq(KeyState::Active.as_str()))
-        .exec(&txn)
+        .exec(&*txn)
         .await?;
     if demoted.rows_affected != 1 {
-        txn.rollback().await?;
-        return Ok(false);
+        return Ok(false); // dropping the transaction rolls it back
     }
-    insert_key(&txn, new).await?;
+    insert_key(&*txn, new).await?;
     txn.commit().await?;
     Ok(true)
 }
@@ -331,10 +314,7 @@ pub async fn rotate(db: &Db, old: Uuid, new: &DataKey) -> Result<bool> {
 /// Retires a decrypt-only key.
 pub async fn retire(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
     let result = data_keys::Entity::update_many()
-        .col_expr(
-            data_keys::Column::State,
-            Expr::val(KeyState::Retired.as_str()).into(),
-        )
+        .col_expr(data_keys::Column::State, Expr::val(KeyState::Retired.as_str()).into())
         .col_expr(data_keys::Column::RetiredAt, Expr::val(now).into())
         .filter(data_keys::Column::Id.eq(id))
         .filter(data_keys::Column::State.eq(KeyState::DecryptOnly.as_str()))
@@ -398,9 +378,7 @@ pub async fn sealed_batch(
                 PkKind::Int => RowKey::Int(i64::from(row.try_get::<i32>("", spec.pk)?)),
             };
             let owner = match spec.owner {
-                Some(_) => row
-                    .try_get::<Option<Uuid>>("", "owner_id")?
-                    .map_or(Owner::System, Owner::User),
+                Some(_) => row.try_get::<Option<Uuid>>("", "owner_id")?.map_or(Owner::System, Owner::User),
                 None => Owner::System,
             };
             Ok(SealedRow {
