@@ -14,6 +14,7 @@ use rand::RngCore as _;
 use secrecy::SecretString;
 
 use crate::config::Config;
+use crate::domain::core::{Core, SessionPolicy};
 use crate::domain::keyring::{Keyring, RotationPolicy};
 use crate::domain::{self, server_setup};
 use crate::http::{self, AppState};
@@ -49,9 +50,7 @@ pub async fn open_db(config: &Config, migrate: bool) -> Result<Db, StartupError>
         // Statement logging would put bound values in logs: never in production.
         log_statements: config.database.log_statements && !config.is_production(),
     };
-    let db = Db::connect(&url, &options)
-        .await
-        .map_err(StartupError::Database)?;
+    let db = Db::connect(&url, &options).await.map_err(StartupError::Database)?;
     if migrate {
         db.migrate_up().await.map_err(StartupError::Database)?;
     }
@@ -62,13 +61,9 @@ pub async fn open_db(config: &Config, migrate: bool) -> Result<Db, StartupError>
 pub fn open_fast(config: &Config) -> Result<Fast, StartupError> {
     use secrecy::ExposeSecret as _;
     match &config.redis_url {
-        Some(url) => RedisStore::connect(
-            url.expose_secret(),
-            config.redis.pool_size,
-            config.redis.timeout,
-        )
-        .map(Fast::Redis)
-        .map_err(StartupError::Redis),
+        Some(url) => RedisStore::connect(url.expose_secret(), config.redis.pool_size, config.redis.timeout)
+            .map(Fast::Redis)
+            .map_err(StartupError::Redis),
         None => {
             tracing::warn!(
                 "no LATCHKEY_REDIS_URL: using the in-process store; this instance runs single-instance (no replicas)"
@@ -85,9 +80,7 @@ pub fn master_password(config: &Config) -> Result<SecretString, StartupError> {
         return Ok(password.clone());
     }
     if config.is_production() {
-        return Err(StartupError::Io(
-            "production mode needs LATCHKEY_MASTER_PASSWORD".into(),
-        ));
+        return Err(StartupError::Io("production mode needs LATCHKEY_MASTER_PASSWORD".into()));
     }
     let path = config.data_dir.join(GENERATED_MASTER_PASSWORD_FILE);
     if path.is_file() {
@@ -106,8 +99,7 @@ pub fn master_password(config: &Config) -> Result<SecretString, StartupError> {
 fn generate_master_password(path: &Path) -> Result<SecretString, StartupError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StartupError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| StartupError::Io(format!("cannot create {}: {e}", dir.display())))?;
     }
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -118,25 +110,14 @@ fn generate_master_password(path: &Path) -> Result<SecretString, StartupError> {
         .mode(0o600)
         .open(path)
         .map_err(|e| StartupError::Io(format!("cannot create {}: {e}", path.display())))?;
-    writeln!(file, "{password}")
-        .map_err(|e| StartupError::Io(format!("cannot write {}: {e}", path.display())))?;
+    writeln!(file, "{password}").map_err(|e| StartupError::Io(format!("cannot write {}: {e}", path.display())))?;
     Ok(SecretString::from(password))
 }
 
 pub async fn open_keyring(config: &Config, db: &Db) -> Result<Keyring, StartupError> {
     let password = master_password(config)?;
-    let policy = RotationPolicy {
-        max_age: config.keyring.rotate_after,
-        max_uses: config.keyring.rotate_after_uses,
-    };
-    Ok(Keyring::open(
-        db.clone(),
-        &password,
-        config.keyring.pbkdf2_iterations,
-        policy,
-        chrono::Utc::now(),
-    )
-    .await?)
+    let policy = RotationPolicy { max_age: config.keyring.rotate_after, max_uses: config.keyring.rotate_after_uses };
+    Ok(Keyring::open(db.clone(), &password, config.keyring.pbkdf2_iterations, policy, chrono::Utc::now()).await?)
 }
 
 /// A built, bound, not yet running server.
@@ -161,19 +142,19 @@ impl Application {
 
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| StartupError::Io(format!("cannot listen on {}: {e}", config.bind)))?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| StartupError::Io(e.to_string()))?
-            .port();
+        let port = listener.local_addr().map_err(|e| StartupError::Io(e.to_string()))?.port();
 
         let config = Arc::new(config);
+        let sessions = SessionPolicy {
+            token_lifetime: config.sessions.token_lifetime,
+            idle_timeout: config.sessions.idle_timeout,
+            absolute_lifetime: config.sessions.absolute_lifetime,
+        };
+        let core =
+            Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring.clone(), Arc::new(setup), sessions);
         let state = web::Data::new(AppState {
-            keys: Keys::new(config.redis_prefix.clone()),
             config: config.clone(),
-            db,
-            fast,
-            keyring: keyring.clone(),
-            server_setup: Arc::new(setup),
+            core: Arc::new(core),
             metrics: metrics.clone(),
             openapi_json: openapi_json.into(),
         });
@@ -186,8 +167,8 @@ impl Application {
         tracing::info!(
             address = %config.bind.ip(),
             port,
-            database = state.db.backend_name(),
-            cache = state.fast.backend_name(),
+            database = state.core.db.backend_name(),
+            cache = state.core.fast.backend_name(),
             "latchkey listening"
         );
 
@@ -205,12 +186,7 @@ impl Application {
                 }
             }),
         ];
-        Ok(Self {
-            server,
-            port,
-            state,
-            background,
-        })
+        Ok(Self { server, port, state, background })
     }
 
     pub fn port(&self) -> u16 {

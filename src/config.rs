@@ -27,12 +27,7 @@ pub const MIN_PRODUCTION_PBKDF2_ITERATIONS: u32 = 600_000;
 pub const MIN_PRODUCTION_MASTER_PASSWORD_CHARS: usize = 16;
 
 /// Secrets that may be given through `<NAME>_FILE`.
-const SECRET_KEYS: &[&str] = &[
-    "master_password",
-    "database_url",
-    "redis_url",
-    "service_tokens",
-];
+const SECRET_KEYS: &[&str] = &["master_password", "database_url", "redis_url", "service_tokens"];
 
 /// Keys whose environment values are never parsed as numbers or arrays.
 const VERBATIM_KEYS: &[&str] = &[
@@ -89,6 +84,32 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub keyring: KeyringConfig,
+    pub sessions: SessionsConfig,
+}
+
+/// Session lifetimes (defaults: NIST SP 800-63B AAL2 reauthentication).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Lifetime of a session token; a refresh gets a new one.
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// A session unused this long ends.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after login, however active.
+    #[serde(with = "humantime_serde")]
+    pub absolute_lifetime: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            token_lifetime: Duration::from_secs(15 * 60),
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_lifetime: Duration::from_secs(12 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,27 +166,20 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             redis: RedisConfig::default(),
             keyring: KeyringConfig::default(),
+            sessions: SessionsConfig::default(),
         }
     }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            max_connections: 16,
-            min_connections: 1,
-            acquire_timeout: Duration::from_secs(5),
-            log_statements: false,
-        }
+        Self { max_connections: 16, min_connections: 1, acquire_timeout: Duration::from_secs(5), log_statements: false }
     }
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self {
-            pool_size: 16,
-            timeout: Duration::from_secs(2),
-        }
+        Self { pool_size: 16, timeout: Duration::from_secs(2) }
     }
 }
 
@@ -186,10 +200,7 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Invalid(String),
     #[error("configuration: cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
 }
 
 /// What loading produced besides the config: warnings to log once logging is
@@ -213,9 +224,7 @@ impl Config {
         let mut figment = Figment::new();
         if let Some(path) = lookup("LATCHKEY_CONFIG") {
             if !Path::new(&path).is_file() {
-                return Err(ConfigError::Invalid(format!(
-                    "LATCHKEY_CONFIG names {path:?}, which is not a file"
-                )));
+                return Err(ConfigError::Invalid(format!("LATCHKEY_CONFIG names {path:?}, which is not a file")));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -226,49 +235,31 @@ impl Config {
             let Some(rest) = name.strip_prefix("LATCHKEY_") else {
                 continue;
             };
-            if NON_CONFIG_VARS.contains(&name.as_str())
-                || FOREIGN_PREFIXES.iter().any(|p| name.starts_with(p))
-            {
+            if NON_CONFIG_VARS.contains(&name.as_str()) || FOREIGN_PREFIXES.iter().any(|p| name.starts_with(p)) {
                 continue;
             }
             let key = rest.to_ascii_lowercase();
-            if let Some(secret) = key
-                .strip_suffix("_file")
-                .filter(|k| SECRET_KEYS.contains(k))
-            {
+            if let Some(secret) = key.strip_suffix("_file").filter(|k| SECRET_KEYS.contains(k)) {
                 if lookup(&format!("LATCHKEY_{}", secret.to_ascii_uppercase())).is_some() {
                     return Err(ConfigError::Invalid(format!(
                         "both LATCHKEY_{0} and {name} are set; set only one",
                         secret.to_ascii_uppercase()
                     )));
                 }
-                let contents =
-                    std::fs::read_to_string(value).map_err(|source| ConfigError::Read {
-                        path: value.clone(),
-                        source,
-                    })?;
-                known.push((
-                    secret.to_owned(),
-                    contents.trim_end_matches(['\r', '\n']).to_owned(),
-                ));
+                let contents = std::fs::read_to_string(value)
+                    .map_err(|source| ConfigError::Read { path: value.clone(), source })?;
+                known.push((secret.to_owned(), contents.trim_end_matches(['\r', '\n']).to_owned()));
             } else if is_known_key(&key) {
                 known.push((key, value.clone()));
             } else {
-                report
-                    .warnings
-                    .push(format!("ignoring unknown environment variable {name}"));
+                report.warnings.push(format!("ignoring unknown environment variable {name}"));
             }
         }
         for (key, value) in known {
-            figment = figment.merge(EnvEntry {
-                path: key.replace("__", "."),
-                value,
-            });
+            figment = figment.merge(EnvEntry { path: key.replace("__", "."), value });
         }
 
-        let config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let config: Config = figment.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok((config, report))
     }
@@ -276,8 +267,13 @@ impl Config {
     /// Rejects settings that are unsafe in production.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ']) {
+            return Err(ConfigError::Invalid("redis_prefix must be non-empty, without braces or spaces".into()));
+        }
+        let s = &self.sessions;
+        if s.token_lifetime.is_zero() || s.token_lifetime > s.absolute_lifetime || s.idle_timeout.is_zero() {
             return Err(ConfigError::Invalid(
-                "redis_prefix must be non-empty, without braces or spaces".into(),
+                "sessions: token_lifetime and idle_timeout must be positive, token_lifetime <= absolute_lifetime"
+                    .into(),
             ));
         }
         if self.env != Environment::Production {
@@ -315,10 +311,7 @@ impl Config {
     pub fn effective_database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.expose_secret().to_owned(),
-            None => format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("latchkey.db").display()
-            ),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("latchkey.db").display()),
         }
     }
 }
@@ -351,6 +344,9 @@ const KNOWN_KEYS: &[&str] = &[
     "keyring__rotate_after_uses",
     "keyring__reencrypt_batch",
     "keyring__maintenance_interval",
+    "sessions__token_lifetime",
+    "sessions__idle_timeout",
+    "sessions__absolute_lifetime",
 ];
 
 /// One environment value as a figment provider, keyed by a dotted path.
@@ -367,9 +363,7 @@ impl figment::Provider for EnvEntry {
         ))
     }
 
-    fn data(
-        &self,
-    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
         // Numbers and booleans are parsed like figment's own `Env` does;
         // free-form strings (secrets above all) are taken verbatim, so a
         // password that looks like a number or an array stays a string.
@@ -377,8 +371,7 @@ impl figment::Provider for EnvEntry {
         let value = if VERBATIM_KEYS.contains(&self.path.as_str()) {
             figment::value::Value::from(raw.clone())
         } else {
-            raw.parse::<figment::value::Value>()
-                .unwrap_or_else(|_| figment::value::Value::from(raw.clone()))
+            raw.parse::<figment::value::Value>().unwrap_or_else(|_| figment::value::Value::from(raw.clone()))
         };
         let mut dict = figment::value::Dict::new();
         let mut parts: Vec<&str> = self.path.split('.').collect();
@@ -406,21 +399,13 @@ fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
         Many(Vec<String>),
     }
     Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        OneOrMany::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         OneOrMany::Many(v) => v,
     })
 }
 
 fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
-    Ok(string_list(d)?
-        .into_iter()
-        .map(SecretString::from)
-        .collect())
+    Ok(string_list(d)?.into_iter().map(SecretString::from).collect())
 }
 
 fn ipnet_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
@@ -430,9 +415,7 @@ fn ipnet_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
             // A bare address means a single host.
             s.parse::<IpNet>()
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    serde::de::Error::custom(format!("{s:?} is not an IP address or CIDR network"))
-                })
+                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not an IP address or CIDR network")))
         })
         .collect()
 }
@@ -442,10 +425,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
@@ -483,9 +463,7 @@ mod tests {
         assert_eq!(c.keyring.pbkdf2_iterations, 700_000);
         assert_eq!(c.keyring.rotate_after_uses, 42);
         assert_eq!(c.trusted_proxies.len(), 2);
-        assert!(
-            c.trusted_proxies[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().expect("ip"))
-        );
+        assert!(c.trusted_proxies[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().expect("ip")));
     }
 
     #[test]
@@ -493,19 +471,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "bnid = \"x\"\n").expect("write");
-        let err = Config::load_from(env(&[("LATCHKEY_CONFIG", path.to_str().expect("utf8"))]))
-            .unwrap_err();
+        let err = Config::load_from(env(&[("LATCHKEY_CONFIG", path.to_str().expect("utf8"))])).unwrap_err();
         assert!(err.to_string().contains("bnid"), "{err}");
 
-        let (_, report) = Config::load_from(env(&[
-            ("LATCHKEY_BNID", "x"),
-            ("LATCHKEY_TEST_DATABASE_URL", "y"),
-        ]))
-        .expect("load");
-        assert_eq!(
-            report.warnings,
-            vec!["ignoring unknown environment variable LATCHKEY_BNID".to_owned()]
-        );
+        let (_, report) =
+            Config::load_from(env(&[("LATCHKEY_BNID", "x"), ("LATCHKEY_TEST_DATABASE_URL", "y")])).expect("load");
+        assert_eq!(report.warnings, vec!["ignoring unknown environment variable LATCHKEY_BNID".to_owned()]);
     }
 
     #[test]
@@ -513,24 +484,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("mp");
         std::fs::write(&path, "correct horse battery staple\n").expect("write");
-        let (c, _) = Config::load_from(env(&[(
-            "LATCHKEY_MASTER_PASSWORD_FILE",
-            path.to_str().expect("utf8"),
-        )]))
-        .expect("load");
+        let (c, _) =
+            Config::load_from(env(&[("LATCHKEY_MASTER_PASSWORD_FILE", path.to_str().expect("utf8"))])).expect("load");
         let mp = c.master_password.as_ref().expect("password set");
         assert_eq!(mp.expose_secret(), "correct horse battery staple");
-        assert!(
-            !format!("{c:?}").contains("horse"),
-            "Debug must not print secrets"
-        );
+        assert!(!format!("{c:?}").contains("horse"), "Debug must not print secrets");
 
         let both = Config::load_from(env(&[
             ("LATCHKEY_MASTER_PASSWORD", "x"),
-            (
-                "LATCHKEY_MASTER_PASSWORD_FILE",
-                path.to_str().expect("utf8"),
-            ),
+            ("LATCHKEY_MASTER_PASSWORD_FILE", path.to_str().expect("utf8")),
         ]));
         assert!(both.is_err());
     }
@@ -538,16 +500,10 @@ mod tests {
     #[test]
     fn production_refuses_weak_settings() {
         let no_password = Config::load_from(env(&[("LATCHKEY_ENV", "production")])).unwrap_err();
-        assert!(
-            no_password.to_string().contains("master password"),
-            "{no_password}"
-        );
+        assert!(no_password.to_string().contains("master password"), "{no_password}");
 
-        let weak = Config::load_from(env(&[
-            ("LATCHKEY_ENV", "production"),
-            ("LATCHKEY_MASTER_PASSWORD", "short"),
-        ]))
-        .unwrap_err();
+        let weak = Config::load_from(env(&[("LATCHKEY_ENV", "production"), ("LATCHKEY_MASTER_PASSWORD", "short")]))
+            .unwrap_err();
         assert!(weak.to_string().contains("16"), "{weak}");
 
         let few = Config::load_from(env(&[
@@ -563,17 +519,13 @@ mod tests {
             ("LATCHKEY_MASTER_PASSWORD", "a long enough master password"),
         ]))
         .expect("valid production config");
-        assert!(
-            !ok.migrate_on_start(),
-            "production migrates only when asked"
-        );
+        assert!(!ok.migrate_on_start(), "production migrates only when asked");
     }
 
     /// `.env.example` documents every variable, and its values load as-is.
     #[test]
     fn env_example_lists_every_variable_and_loads() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
-            .expect("read");
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).expect("read");
         let mut listed = Vec::new();
         let mut active = Vec::new();
         for line in text.lines() {
@@ -596,11 +548,7 @@ mod tests {
             }
         }
         for key in KNOWN_KEYS {
-            assert!(
-                listed.iter().any(|l| l == key),
-                ".env.example lacks LATCHKEY_{}",
-                key.to_uppercase()
-            );
+            assert!(listed.iter().any(|l| l == key), ".env.example lacks LATCHKEY_{}", key.to_uppercase());
         }
         let (config, report) = Config::load_from(active).expect(".env.example loads");
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);

@@ -19,12 +19,7 @@ async fn main() -> ExitCode {
     for warning in &report.warnings {
         tracing::warn!("{warning}");
     }
-    match run(
-        cli.command.unwrap_or(Command::Serve { migrate: false }),
-        config,
-    )
-    .await
-    {
+    match run(cli.command.unwrap_or(Command::Serve { migrate: false }), config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "latchkey stopped");
@@ -66,9 +61,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
                 KeysAction::Status => {}
                 KeysAction::Rotate => println!("new active key {}", keyring.rotate(now).await?),
                 KeysAction::Reencrypt => {
-                    let report = keyring
-                        .reencrypt(config.keyring.reencrypt_batch, now)
-                        .await?;
+                    let report = keyring.reencrypt(config.keyring.reencrypt_batch, now).await?;
                     println!(
                         "moved {} rows, {} unreadable, retired {} keys",
                         report.moved,
@@ -79,10 +72,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             }
             let status = keyring.status(now).await?;
             println!("kdf {} ({} iterations)", status.kdf, status.kdf_iterations);
-            println!(
-                "{:<38} {:<13} {:>8} {:>10} {:>8}",
-                "key", "state", "age(d)", "uses", "rows"
-            );
+            println!("{:<38} {:<13} {:>8} {:>10} {:>8}", "key", "state", "age(d)", "uses", "rows");
             for key in status.keys {
                 println!(
                     "{:<38} {:<13} {:>8} {:>10} {:>8}",

@@ -27,28 +27,16 @@ impl Readiness {
 
     /// Names of the backends that did not answer.
     pub fn down(&self) -> Vec<&'static str> {
-        [&self.database, &self.cache]
-            .into_iter()
-            .filter(|c| !c.ok)
-            .map(|c| c.backend)
-            .collect()
+        [&self.database, &self.cache].into_iter().filter(|c| !c.ok).map(|c| c.backend).collect()
     }
 }
 
 /// Pings both stores concurrently.
 pub async fn readiness(db: &Db, fast: &Fast) -> Readiness {
-    let (db_ok, cache_ok) = tokio::join!(
-        tokio::time::timeout(CHECK_TIMEOUT, db.ping()),
-        tokio::time::timeout(CHECK_TIMEOUT, fast.ping()),
-    );
+    let (db_ok, cache_ok) =
+        tokio::join!(tokio::time::timeout(CHECK_TIMEOUT, db.ping()), tokio::time::timeout(CHECK_TIMEOUT, fast.ping()),);
     Readiness {
-        database: Check {
-            backend: db.backend_name(),
-            ok: matches!(db_ok, Ok(Ok(()))),
-        },
-        cache: Check {
-            backend: fast.backend_name(),
-            ok: matches!(cache_ok, Ok(Ok(()))),
-        },
+        database: Check { backend: db.backend_name(), ok: matches!(db_ok, Ok(Ok(()))) },
+        cache: Check { backend: fast.backend_name(), ok: matches!(cache_ok, Ok(Ok(()))) },
     }
 }

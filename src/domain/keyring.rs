@@ -98,6 +98,8 @@ pub struct ReencryptReport {
 pub struct Keyring {
     db: Db,
     kek: Fernet,
+    /// Raw KEK bytes, only to derive purpose-specific subkeys.
+    kek_raw: [u8; 32],
     iterations: u32,
     policy: RotationPolicy,
     /// Unwrapped data keys by id. Keys are immutable once created, so a
@@ -108,9 +110,7 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring")
-            .field("iterations", &self.iterations)
-            .finish_non_exhaustive()
+        f.debug_struct("Keyring").field("iterations", &self.iterations).finish_non_exhaustive()
     }
 }
 
@@ -127,37 +127,26 @@ impl Keyring {
     ) -> Result<Self> {
         let meta = match store::load_meta(&db).await? {
             Some(meta) => meta,
-            None => match Self::initialize(&db, master_password, new_keyring_iterations, now).await
-            {
+            None => match Self::initialize(&db, master_password, new_keyring_iterations, now).await {
                 Ok(meta) => meta,
                 // Another replica initialised it first: open theirs.
-                Err(Error::Conflict(_)) => store::load_meta(&db).await?.ok_or_else(|| {
-                    Error::Internal("keyring vanished after a concurrent creation".into())
-                })?,
+                Err(Error::Conflict(_)) => store::load_meta(&db)
+                    .await?
+                    .ok_or_else(|| Error::Internal("keyring vanished after a concurrent creation".into()))?,
                 Err(e) => return Err(e),
             },
         };
         if meta.kdf != KDF_NAME {
-            return Err(Error::Internal(format!(
-                "keyring uses unknown KDF {:?}",
-                meta.kdf
-            )));
+            return Err(Error::Internal(format!("keyring uses unknown KDF {:?}", meta.kdf)));
         }
-        let salt = STANDARD
-            .decode(&meta.kdf_salt)
-            .map_err(|_| Error::Integrity("keyring salt is not base64".into()))?;
-        let kek = derive_kek(master_password, salt, meta.kdf_iterations).await?;
+        let salt =
+            STANDARD.decode(&meta.kdf_salt).map_err(|_| Error::Integrity("keyring salt is not base64".into()))?;
+        let (kek, kek_raw) = derive_kek(master_password, salt, meta.kdf_iterations).await?;
         match kek.decrypt(&meta.canary) {
             Ok(plain) if plain == CANARY => {}
             _ => return Err(Error::WrongMasterPassword),
         }
-        Ok(Self {
-            db,
-            kek,
-            iterations: meta.kdf_iterations,
-            policy,
-            cache: RwLock::new(HashMap::new()),
-        })
+        Ok(Self { db, kek, kek_raw, iterations: meta.kdf_iterations, policy, cache: RwLock::new(HashMap::new()) })
     }
 
     async fn initialize(
@@ -168,7 +157,7 @@ impl Keyring {
     ) -> Result<KeyringMeta> {
         let mut salt = vec![0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
-        let kek = derive_kek(master_password, salt.clone(), iterations).await?;
+        let (kek, _) = derive_kek(master_password, salt.clone(), iterations).await?;
         let meta = KeyringMeta {
             kdf: KDF_NAME.to_owned(),
             kdf_salt: STANDARD.encode(&salt),
@@ -180,6 +169,18 @@ impl Keyring {
         store::initialize(db, &meta, &first).await?;
         tracing::info!(key_id = %first.id, "created a new keyring");
         Ok(meta)
+    }
+
+    /// A 256-bit key for one purpose (HMAC-SHA256 of the label under the
+    /// KEK): stable across replicas and data-key rotations, and distinct per
+    /// label, so no key serves two purposes.
+    pub fn subkey(&self, label: &str) -> [u8; 32] {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.kek_raw)
+            .expect("HMAC takes keys of any length");
+        mac.update(b"latchkey subkey v1\0");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// Encrypts `plaintext` for `column` of the row owned by `owner` under the
@@ -194,28 +195,16 @@ impl Keyring {
         let active = self.active_for_writing(now).await?;
         store::add_uses(&self.db, active.id, 1).await?;
         let fernet = self.fernet(&active)?;
-        Ok(Sealed {
-            key_id: active.id,
-            ciphertext: fernet.encrypt(&envelope(column, owner, plaintext)),
-        })
+        Ok(Sealed { key_id: active.id, ciphertext: fernet.encrypt(&envelope(column, owner, plaintext)) })
     }
 
     /// Decrypts a sealed value, checking that it was sealed for this column
     /// and owner. Any failure is an integrity error: stored ciphertext never
     /// fails for an innocent reason.
-    pub async fn open_sealed(
-        &self,
-        column: SealedColumn,
-        owner: Owner,
-        sealed: &Sealed,
-    ) -> Result<Vec<u8>> {
+    pub async fn open_sealed(&self, column: SealedColumn, owner: Owner, sealed: &Sealed) -> Result<Vec<u8>> {
         let fernet = self.fernet_by_id(sealed.key_id).await?;
         let plain = fernet.decrypt(&sealed.ciphertext).map_err(|_| {
-            Error::Integrity(format!(
-                "{} ciphertext failed authentication under key {}",
-                column.table(),
-                sealed.key_id
-            ))
+            Error::Integrity(format!("{} ciphertext failed authentication under key {}", column.table(), sealed.key_id))
         })?;
         open_envelope(column, owner, plain)
     }
@@ -241,11 +230,7 @@ impl Keyring {
     /// Rotates if the active key is too old or too used.
     pub async fn rotate_if_due(&self, now: DateTime<Utc>) -> Result<Option<Uuid>> {
         let active = self.active().await?;
-        if self.is_due(&active, now) {
-            self.rotate(now).await.map(Some)
-        } else {
-            Ok(None)
-        }
+        if self.is_due(&active, now) { self.rotate(now).await.map(Some) } else { Ok(None) }
     }
 
     /// Moves every sealed row onto the active key, `batch` rows at a time,
@@ -257,21 +242,18 @@ impl Keyring {
         for column in SealedColumn::ALL {
             let mut after = None;
             loop {
-                let rows =
-                    store::sealed_batch(&self.db, column, active.id, after.as_ref(), batch).await?;
+                let rows = store::sealed_batch(&self.db, column, active.id, after.as_ref(), batch).await?;
                 let Some(last) = rows.last() else { break };
                 after = Some(last.pk.clone());
                 let mut moved = 0;
                 for row in &rows {
-                    let sealed = Sealed {
-                        key_id: row.key_id,
-                        ciphertext: row.ciphertext.clone(),
-                    };
+                    let sealed = Sealed { key_id: row.key_id, ciphertext: row.ciphertext.clone() };
                     let plain = match self.open_sealed(column, row.owner, &sealed).await {
                         Ok(plain) => plain,
                         Err(e) => {
                             tracing::error!(table = column.table(), error = %e, "re-encryption skipped a row");
-                            metrics::counter!("latchkey_integrity_errors_total", "table" => column.table()).increment(1);
+                            metrics::counter!("latchkey_integrity_errors_total", "table" => column.table())
+                                .increment(1);
                             report.failed += 1;
                             continue;
                         }
@@ -291,10 +273,7 @@ impl Keyring {
                 && usage.get(&key.id).copied().unwrap_or(0) == 0
                 && store::retire(&self.db, key.id, now).await?
             {
-                self.cache
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&key.id);
+                self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key.id);
                 tracing::info!(key_id = %key.id, "retired a data key no row uses");
                 report.retired.push(key.id);
             }
@@ -314,10 +293,7 @@ impl Keyring {
         let usage = store::rows_per_key(&self.db).await?;
         let keys = store::keys(&self.db).await?;
         Ok(KeyringStatus {
-            active_key_id: keys
-                .iter()
-                .find(|k| k.state == KeyState::Active)
-                .map(|k| k.id),
+            active_key_id: keys.iter().find(|k| k.state == KeyState::Active).map(|k| k.id),
             kdf: KDF_NAME.to_owned(),
             kdf_iterations: self.iterations,
             keys: keys
@@ -340,9 +316,7 @@ impl Keyring {
     }
 
     async fn active(&self) -> Result<DataKey> {
-        store::active_key(&self.db)
-            .await?
-            .ok_or_else(|| Error::Internal("the keyring has no active key".into()))
+        store::active_key(&self.db).await?.ok_or_else(|| Error::Internal("the keyring has no active key".into()))
     }
 
     async fn active_for_writing(&self, now: DateTime<Utc>) -> Result<DataKey> {
@@ -355,45 +329,27 @@ impl Keyring {
     }
 
     fn fernet(&self, key: &DataKey) -> Result<Arc<Fernet>> {
-        if let Some(f) = self
-            .cache
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key.id)
-        {
+        if let Some(f) = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key.id) {
             return Ok(f.clone());
         }
-        let unwrapped = self.kek.decrypt(&key.wrapped_key).map_err(|_| {
-            Error::Integrity(format!(
-                "data key {} does not unwrap under this KEK",
-                key.id
-            ))
-        })?;
+        let unwrapped = self
+            .kek
+            .decrypt(&key.wrapped_key)
+            .map_err(|_| Error::Integrity(format!("data key {} does not unwrap under this KEK", key.id)))?;
         let encoded = std::str::from_utf8(&unwrapped)
             .map_err(|_| Error::Integrity(format!("data key {} is malformed", key.id)))?;
         let fernet = Arc::new(
-            Fernet::new(encoded)
-                .ok_or_else(|| Error::Integrity(format!("data key {} is malformed", key.id)))?,
+            Fernet::new(encoded).ok_or_else(|| Error::Integrity(format!("data key {} is malformed", key.id)))?,
         );
-        self.cache
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key.id, fernet.clone());
+        self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.id, fernet.clone());
         Ok(fernet)
     }
 
     async fn fernet_by_id(&self, id: Uuid) -> Result<Arc<Fernet>> {
-        if let Some(f) = self
-            .cache
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&id)
-        {
+        if let Some(f) = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id) {
             return Ok(f.clone());
         }
-        let key = store::key(&self.db, id)
-            .await?
-            .ok_or_else(|| Error::Integrity(format!("unknown data key {id}")))?;
+        let key = store::key(&self.db, id).await?.ok_or_else(|| Error::Integrity(format!("unknown data key {id}")))?;
         if key.state == KeyState::Retired {
             return Err(Error::Integrity(format!("data key {id} is retired")));
         }
@@ -402,23 +358,16 @@ impl Keyring {
 }
 
 /// PBKDF2 is deliberately slow: run it off the async executor.
-async fn derive_kek(
-    master_password: &SecretString,
-    salt: Vec<u8>,
-    iterations: u32,
-) -> Result<Fernet> {
+async fn derive_kek(master_password: &SecretString, salt: Vec<u8>, iterations: u32) -> Result<(Fernet, [u8; 32])> {
     let password = master_password.clone();
     let key = tokio::task::spawn_blocking(move || {
-        pbkdf2::pbkdf2_hmac_array::<pbkdf2::sha2::Sha256, 32>(
-            password.expose_secret().as_bytes(),
-            &salt,
-            iterations,
-        )
+        pbkdf2::pbkdf2_hmac_array::<pbkdf2::sha2::Sha256, 32>(password.expose_secret().as_bytes(), &salt, iterations)
     })
     .await
     .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
-    Fernet::new(&URL_SAFE.encode(key))
-        .ok_or_else(|| Error::Internal("derived key has the wrong size".into()))
+    let fernet =
+        Fernet::new(&URL_SAFE.encode(key)).ok_or_else(|| Error::Internal("derived key has the wrong size".into()))?;
+    Ok((fernet, key))
 }
 
 fn new_data_key(kek: &Fernet, now: DateTime<Utc>) -> DataKey {
@@ -449,10 +398,7 @@ fn envelope(column: SealedColumn, owner: Owner, plaintext: &[u8]) -> Vec<u8> {
 fn open_envelope(column: SealedColumn, owner: Owner, plain: Vec<u8>) -> Result<Vec<u8>> {
     let expected = envelope(column, owner, &[]);
     if plain.len() < expected.len() || plain[..expected.len()] != expected[..] {
-        return Err(Error::Integrity(format!(
-            "{} ciphertext was sealed for another row or column",
-            column.table()
-        )));
+        return Err(Error::Integrity(format!("{} ciphertext was sealed for another row or column", column.table())));
     }
     Ok(plain[expected.len()..].to_vec())
 }
@@ -466,10 +412,7 @@ mod tests {
         let alice = Owner::User(Uuid::from_u128(1));
         let bob = Owner::User(Uuid::from_u128(2));
         let sealed = envelope(SealedColumn::TotpSecret, alice, b"secret");
-        assert_eq!(
-            open_envelope(SealedColumn::TotpSecret, alice, sealed.clone()).expect("opens"),
-            b"secret"
-        );
+        assert_eq!(open_envelope(SealedColumn::TotpSecret, alice, sealed.clone()).expect("opens"), b"secret");
         assert!(open_envelope(SealedColumn::TotpSecret, bob, sealed.clone()).is_err());
         assert!(open_envelope(SealedColumn::OpaqueRecord, alice, sealed.clone()).is_err());
         assert!(open_envelope(SealedColumn::TotpSecret, Owner::System, sealed).is_err());

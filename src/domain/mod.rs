@@ -2,10 +2,19 @@
 //! current time in, so expiry, rotation and lockout are testable at any
 //! instant.
 
+pub mod audit;
+pub mod core;
+pub mod devices;
 mod error;
 pub mod health;
 pub mod keyring;
+pub mod login;
+pub mod messages;
 pub mod opaque;
+pub mod registration;
 pub mod server_setup;
+pub mod sessions;
+pub mod tokens;
+pub mod username;
 
 pub use error::{Error, Result};

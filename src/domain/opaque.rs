@@ -22,17 +22,9 @@ pub const KSF_ITERATIONS: u32 = 3;
 pub const KSF_PARALLELISM: u32 = 4;
 
 impl Ksf for Argon2idKsf {
-    fn hash<L: ArrayLength<u8>>(
-        &self,
-        input: GenericArray<u8, L>,
-    ) -> Result<GenericArray<u8, L>, InternalError> {
-        let params = Params::new(
-            KSF_MEMORY_KIB,
-            KSF_ITERATIONS,
-            KSF_PARALLELISM,
-            Some(L::USIZE),
-        )
-        .map_err(|_| InternalError::KsfError)?;
+    fn hash<L: ArrayLength<u8>>(&self, input: GenericArray<u8, L>) -> Result<GenericArray<u8, L>, InternalError> {
+        let params = Params::new(KSF_MEMORY_KIB, KSF_ITERATIONS, KSF_PARALLELISM, Some(L::USIZE))
+            .map_err(|_| InternalError::KsfError)?;
         let mut output = GenericArray::default();
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password_into(&input, &[0; argon2::RECOMMENDED_SALT_LEN], &mut output)

@@ -19,23 +19,16 @@ pub async fn load_or_create(db: &Db, keyring: &Keyring, now: DateTime<Utc>) -> R
         return Ok(setup);
     }
     let setup = ServerSetup::new(&mut rand::rngs::OsRng);
-    let sealed = keyring
-        .seal(
-            SealedColumn::ServerSetup,
-            Owner::System,
-            &setup.serialize(),
-            now,
-        )
-        .await?;
+    let sealed = keyring.seal(SealedColumn::ServerSetup, Owner::System, &setup.serialize(), now).await?;
     match store::insert(db, sealed.key_id, &sealed.ciphertext, now).await {
         Ok(()) => {
             tracing::info!("generated the OPAQUE server setup");
             Ok(setup)
         }
         // Another replica stored one first: use theirs, so all agree.
-        Err(StoreError::Conflict(_)) => load(db, keyring)
-            .await?
-            .ok_or_else(|| Error::Internal("server setup vanished after a conflict".into())),
+        Err(StoreError::Conflict(_)) => {
+            load(db, keyring).await?.ok_or_else(|| Error::Internal("server setup vanished after a conflict".into()))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -44,13 +37,7 @@ async fn load(db: &Db, keyring: &Keyring) -> Result<Option<ServerSetup>> {
     let Some((key_id, ciphertext)) = store::load(db).await? else {
         return Ok(None);
     };
-    let bytes = keyring
-        .open_sealed(
-            SealedColumn::ServerSetup,
-            Owner::System,
-            &Sealed { key_id, ciphertext },
-        )
-        .await?;
+    let bytes = keyring.open_sealed(SealedColumn::ServerSetup, Owner::System, &Sealed { key_id, ciphertext }).await?;
     ServerSetup::deserialize(&bytes)
         .map(Some)
         .map_err(|_| Error::Integrity("the stored OPAQUE server setup does not parse".into()))

@@ -52,9 +52,7 @@ impl Problem {
 
     pub fn response(&self) -> HttpResponse {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        HttpResponse::build(status)
-            .content_type(PROBLEM_JSON)
-            .json(self)
+        HttpResponse::build(status).content_type(PROBLEM_JSON).json(self)
     }
 }
 
@@ -94,8 +92,7 @@ impl ResponseError for Error {
             }
             Error::Integrity(cause) => {
                 tracing::error!(cause = %cause, "integrity error");
-                metrics::counter!("latchkey_integrity_errors_total", "table" => "request")
-                    .increment(1);
+                metrics::counter!("latchkey_integrity_errors_total", "table" => "request").increment(1);
                 None
             }
             Error::Internal(_) | Error::WrongMasterPassword => {
@@ -129,30 +126,15 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -
             "invalid_request",
             Some("Content-Type must be application/json".into()),
         ),
-        J::Deserialize(e) => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            Some(e.to_string()),
-        ),
-        _ => Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            Some("unreadable request body".into()),
-        ),
+        J::Deserialize(e) => Problem::new(StatusCode::BAD_REQUEST, "invalid_request", Some(e.to_string())),
+        _ => Problem::new(StatusCode::BAD_REQUEST, "invalid_request", Some("unreadable request body".into())),
     };
     actix_web::error::InternalError::from_response(err, problem.response()).into()
 }
 
 /// Query-string and path extractor failures.
-pub fn query_error(
-    err: actix_web::error::QueryPayloadError,
-    _req: &HttpRequest,
-) -> actix_web::Error {
-    let problem = Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        Some(err.to_string()),
-    );
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let problem = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", Some(err.to_string()));
     actix_web::error::InternalError::from_response(err, problem.response()).into()
 }
 
@@ -163,12 +145,8 @@ pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix
 
 /// Raw payload limit (bodies read without the JSON extractor).
 pub fn payload_too_large() -> HttpResponse {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "invalid_request",
-        Some("request body is larger than 64 KiB".into()),
-    )
-    .response()
+    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", Some("request body is larger than 64 KiB".into()))
+        .response()
 }
 
 pub async fn not_found() -> HttpResponse {

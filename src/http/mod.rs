@@ -1,9 +1,11 @@
 //! HTTP: routes translate requests into domain calls and domain results into
 //! responses. No business rule lives here.
 
+pub mod auth;
 pub mod error;
 mod middleware;
 pub mod ops;
+pub mod v1;
 
 use std::sync::Arc;
 
@@ -18,10 +20,7 @@ use utoipa_actix_web::AppExt;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::config::Config;
-use crate::domain::keyring::Keyring;
-use crate::domain::opaque::ServerSetup;
-use crate::store::db::Db;
-use crate::store::{Fast, Keys};
+use crate::domain::core::Core;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -29,11 +28,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// Everything handlers share; one per process, behind `web::Data`.
 pub struct AppState {
     pub config: Arc<Config>,
-    pub db: Db,
-    pub fast: Fast,
-    pub keys: Keys,
-    pub keyring: Arc<Keyring>,
-    pub server_setup: Arc<ServerSetup>,
+    pub core: Arc<Core>,
     pub metrics: PrometheusHandle,
     /// The OpenAPI document, rendered once at start-up.
     pub openapi_json: web::Bytes,
@@ -47,14 +42,50 @@ pub struct AppState {
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     components(schemas(error::Problem)),
-    tags((name = "operations", description = "Health, readiness, metrics, this document"))
+    modifiers(&BearerAuth),
+    tags(
+        (name = "registration", description = "OPAQUE registration (RFC 9807)"),
+        (name = "login", description = "OPAQUE login"),
+        (name = "sessions", description = "Session tokens: whoami / forward-auth, refresh, revocation"),
+        (name = "devices", description = "Devices the user logs in from"),
+        (name = "operations", description = "Health, readiness, metrics, this document")
+    )
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` security scheme the authenticated routes name.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("A session token (lk_s_…)")).build(),
+            ),
+        );
+    }
+}
 
 /// Registers every route. The same function feeds the running app and the
 /// OpenAPI document, so a route cannot be served without being documented.
 fn routes(cfg: &mut ServiceConfig) {
-    cfg.service(ops::healthz)
+    cfg.service(v1::auth::registration_start)
+        .service(v1::auth::registration_finish)
+        .service(v1::auth::login_start)
+        .service(v1::auth::login_finish)
+        // `current` before `{id}`: routes match in registration order.
+        .service(v1::sessions::current)
+        .service(v1::sessions::logout)
+        .service(v1::sessions::revoke_one)
+        .service(v1::sessions::list)
+        .service(v1::sessions::revoke_others)
+        .service(v1::sessions::refresh)
+        .service(v1::devices::list)
+        .service(v1::devices::remove)
+        .service(ops::healthz)
         .service(ops::readyz)
         .service(ops::metrics)
         .service(ops::openapi);
@@ -62,11 +93,7 @@ fn routes(cfg: &mut ServiceConfig) {
 
 /// The OpenAPI 3.1 document of all routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) = App::new()
-        .into_utoipa_app()
-        .openapi(ApiDoc::openapi())
-        .configure(routes)
-        .split_for_parts();
+    let (_, mut doc) = App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }
@@ -75,9 +102,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// use `#[serde(deny_unknown_fields)]`, so a misspelt field is a 400, not a
 /// silently ignored value.
 pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(BODY_LIMIT)
-        .error_handler(error::json_error)
+    web::JsonConfig::default().limit(BODY_LIMIT).error_handler(error::json_error)
 }
 
 /// The application with all middleware, for `HttpServer::new`.
@@ -104,6 +129,7 @@ pub fn app(
         .into_app()
         // Innermost first: metrics see the final status; the request id is
         // set by TracingLogger (outermost) before anything logs.
+        .wrap(from_fn(middleware::refuse_tokens_in_query))
         .wrap(from_fn(middleware::metrics))
         .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
         .wrap(from_fn(middleware::request_id_header))
@@ -128,41 +154,22 @@ mod tests {
 
     #[actix_web::test]
     async fn json_limits_and_unknown_fields_are_problems() {
-        let app = test::init_service(
-            App::new()
-                .app_data(super::json_config())
-                .route("/", web::post().to(echo)),
-        )
-        .await;
+        let app = test::init_service(App::new().app_data(super::json_config()).route("/", web::post().to(echo))).await;
 
-        let ok = test::TestRequest::post()
-            .uri("/")
-            .set_json(serde_json::json!({"name": "a"}))
-            .to_request();
+        let ok = test::TestRequest::post().uri("/").set_json(serde_json::json!({"name": "a"})).to_request();
         assert_eq!(test::call_service(&app, ok).await.status(), 200);
 
-        let unknown = test::TestRequest::post()
-            .uri("/")
-            .set_json(serde_json::json!({"name": "a", "nmae": "b"}))
-            .to_request();
+        let unknown =
+            test::TestRequest::post().uri("/").set_json(serde_json::json!({"name": "a", "nmae": "b"})).to_request();
         let res = test::call_service(&app, unknown).await;
         assert_eq!(res.status(), 400);
-        assert_eq!(
-            res.headers().get("content-type").map(|v| v.as_bytes()),
-            Some(&b"application/problem+json"[..])
-        );
+        assert_eq!(res.headers().get("content-type").map(|v| v.as_bytes()), Some(&b"application/problem+json"[..]));
         let body: serde_json::Value = test::read_body_json(res).await;
         assert_eq!(body["code"], "invalid_request");
-        assert!(
-            body["detail"].as_str().unwrap_or_default().contains("nmae"),
-            "{body}"
-        );
+        assert!(body["detail"].as_str().unwrap_or_default().contains("nmae"), "{body}");
 
         let big = "x".repeat(super::BODY_LIMIT + 1);
-        let large = test::TestRequest::post()
-            .uri("/")
-            .set_json(serde_json::json!({ "name": big }))
-            .to_request();
+        let large = test::TestRequest::post().uri("/").set_json(serde_json::json!({ "name": big })).to_request();
         let res = test::call_service(&app, large).await;
         assert_eq!(res.status(), 413);
         let body: serde_json::Value = test::read_body_json(res).await;

@@ -41,12 +41,9 @@ pub struct Ready {
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let checks = health::readiness(&state.db, &state.fast).await;
+    let checks = health::readiness(&state.core.db, &state.core.fast).await;
     if checks.ready() {
-        return HttpResponse::Ok().json(Ready {
-            status: "ready",
-            checks,
-        });
+        return HttpResponse::Ok().json(Ready { status: "ready", checks });
     }
     let down = checks.down();
     let mut problem = Problem::new(
@@ -56,10 +53,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     );
     let mut extra = serde_json::Map::new();
     extra.insert("down".into(), serde_json::json!(down));
-    extra.insert(
-        "checks".into(),
-        serde_json::to_value(&checks).unwrap_or_default(),
-    );
+    extra.insert("checks".into(), serde_json::to_value(&checks).unwrap_or_default());
     problem.extra = Some(extra);
     problem.response()
 }
@@ -68,16 +62,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 
 /// This document: OpenAPI 3.1 of every route.
 #[utoipa::path(tag = "operations", responses((status = 200, content_type = "application/json", body = Object)))]
 #[get("/openapi.json")]
 pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(state.openapi_json.clone())
+    HttpResponse::Ok().content_type("application/json").body(state.openapi_json.clone())
 }

@@ -30,10 +30,7 @@ impl StoreError {
     /// Whether retrying later may succeed: the backend was unreachable,
     /// rather than refusing the operation.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::DatabaseUnavailable(_) | Self::CacheUnavailable(_)
-        )
+        matches!(self, Self::DatabaseUnavailable(_) | Self::CacheUnavailable(_))
     }
 }
 
@@ -43,16 +40,12 @@ impl From<DbErr> for StoreError {
             return Self::Conflict(msg);
         }
         match &err {
-            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
-                Self::DatabaseUnavailable(err.to_string())
-            }
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Self::DatabaseUnavailable(err.to_string()),
             _ => {
                 let text = err.to_string();
                 // sqlx reports a dropped or refused connection as an I/O error
                 // inside an Exec/Query error.
-                if text.contains("os error")
-                    || text.contains("connection") && text.contains("closed")
-                {
+                if text.contains("os error") || text.contains("connection") && text.contains("closed") {
                     Self::DatabaseUnavailable(text)
                 } else {
                     Self::Database(text)
@@ -64,11 +57,7 @@ impl From<DbErr> for StoreError {
 
 impl From<redis::RedisError> for StoreError {
     fn from(err: redis::RedisError) -> Self {
-        if err.is_io_error()
-            || err.is_connection_refusal()
-            || err.is_timeout()
-            || err.is_connection_dropped()
-        {
+        if err.is_io_error() || err.is_connection_refusal() || err.is_timeout() || err.is_connection_dropped() {
             Self::CacheUnavailable(err.to_string())
         } else {
             Self::Cache(err.to_string())

@@ -6,10 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use entity::{data_keys, keyring};
 use sea_orm::sea_query::{Expr, Func, Order, Query};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder,
-    Value,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder, Value};
 use uuid::Uuid;
 
 use super::StoreError;

@@ -2,11 +2,15 @@
 //! and the fast path (Redis or in-process). Stores know nothing of the
 //! domain or HTTP; they move rows and bytes.
 
+pub mod audit;
 pub mod db;
+pub mod devices;
 mod error;
 pub mod fast;
 pub mod keyring;
 pub mod server_setup;
+pub mod sessions;
+pub mod users;
 
 pub use error::StoreError;
 pub use fast::{Fast, FastStore, Keys};

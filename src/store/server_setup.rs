@@ -12,19 +12,11 @@ const ROW: i32 = 1;
 
 /// The sealed setup: (key id, ciphertext).
 pub async fn load(db: &Db) -> Result<Option<(Uuid, String)>, StoreError> {
-    Ok(server_setup::Entity::find_by_id(ROW)
-        .one(db.conn())
-        .await?
-        .map(|m| (m.key_id, m.ciphertext)))
+    Ok(server_setup::Entity::find_by_id(ROW).one(db.conn()).await?.map(|m| (m.key_id, m.ciphertext)))
 }
 
 /// Stores the setup; [`StoreError::Conflict`] if one exists already.
-pub async fn insert(
-    db: &Db,
-    key_id: Uuid,
-    ciphertext: &str,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+pub async fn insert(db: &Db, key_id: Uuid, ciphertext: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
     server_setup::Entity::insert(server_setup::ActiveModel {
         id: Set(ROW),
         key_id: Set(key_id),

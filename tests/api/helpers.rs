@@ -9,8 +9,8 @@ use latchkey::config::Config;
 use latchkey::store::db::{Db, DbOptions};
 use latchkey::store::fast::{MemoryStore, RedisStore};
 use latchkey::store::{Fast, Keys};
-use secrecy::SecretString;
 use sea_orm::{ConnectionTrait, Database};
+use secrecy::SecretString;
 use uuid::Uuid;
 
 /// Iterations for test keyrings: PBKDF2 at production strength costs a
@@ -43,7 +43,6 @@ pub enum CacheKind {
 
 /// A fresh, empty database for one test.
 pub struct TestDb {
-    pub kind: DbKind,
     pub url: String,
     /// Keeps the SQLite file's directory alive.
     _dir: Option<tempfile::TempDir>,
@@ -59,12 +58,12 @@ impl TestDb {
                 admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
                 admin.close().await.expect("close admin connection");
                 let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
-                Self { kind, url: format!("{base}/{name}"), _dir: None }
+                Self { url: format!("{base}/{name}"), _dir: None }
             }
             DbKind::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("latchkey.db").display());
-                Self { kind, url, _dir: Some(dir) }
+                Self { url, _dir: Some(dir) }
             }
         }
     }
@@ -78,7 +77,12 @@ impl TestDb {
 }
 
 pub fn db_options() -> DbOptions {
-    DbOptions { max_connections: 8, min_connections: 1, acquire_timeout: Duration::from_secs(10), log_statements: false }
+    DbOptions {
+        max_connections: 8,
+        min_connections: 1,
+        acquire_timeout: Duration::from_secs(10),
+        log_statements: false,
+    }
 }
 
 /// A unique key prefix, so tests share one Redis without seeing each other.
@@ -112,11 +116,10 @@ pub fn test_config(db: &TestDb, cache: CacheKind, data_dir: &std::path::Path) ->
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub db: TestDb,
     pub keys: Keys,
-    pub handle: actix_web::dev::ServerHandle,
     pub app_db: Db,
     pub fast: Fast,
+    _db: TestDb,
     _data_dir: tempfile::TempDir,
 }
 
@@ -133,11 +136,10 @@ impl TestApp {
         let app = Application::build(config, true).await.expect("the app starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state();
-        let (keys, app_db, fast) = (state.keys.clone(), state.db.clone(), state.fast.clone());
-        let handle = app.handle();
+        let (keys, app_db, fast) = (state.core.keys.clone(), state.core.db.clone(), state.core.fast.clone());
         tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        Self { address, client, db, keys, handle, app_db, fast, _data_dir: data_dir }
+        Self { address, client, keys, app_db, fast, _db: db, _data_dir: data_dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -199,4 +201,49 @@ macro_rules! each_stack {
             }
         }
     };
+}
+
+/// Every row of every table, as text (Debug of the models).
+pub async fn dump_database(db: &Db) -> String {
+    use entity::*;
+    use sea_orm::EntityTrait as _;
+    let c = db.conn();
+    let mut out = String::new();
+    macro_rules! dump {
+        ($($m:ident),*) => {$(
+            for row in $m::Entity::find().all(c).await.expect("rows") {
+                out.push_str(&format!("{row:?}\n"));
+            }
+        )*};
+    }
+    dump!(
+        users,
+        user_roles,
+        opaque_credentials,
+        totp_credentials,
+        recovery_codes,
+        devices,
+        sessions,
+        refresh_tokens,
+        audit_events,
+        keyring,
+        data_keys,
+        server_setup
+    );
+    out
+}
+
+/// Every key and value under the prefix, as text.
+pub async fn dump_cache(fast: &Fast, prefix: &str) -> String {
+    let mut out = String::new();
+    for (key, value) in match fast {
+        Fast::Redis(redis) => redis.dump_prefix(prefix).await.expect("dump"),
+        Fast::Memory(memory) => memory.snapshot(),
+    } {
+        out.push_str(&key);
+        out.push(' ');
+        out.push_str(&String::from_utf8_lossy(&value));
+        out.push('\n');
+    }
+    out
 }

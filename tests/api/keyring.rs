@@ -13,7 +13,8 @@ use uuid::Uuid;
 use crate::each_db;
 use crate::helpers::{DbKind, TEST_MASTER_PASSWORD, TEST_PBKDF2_ITERATIONS, TestDb};
 
-const POLICY: RotationPolicy = RotationPolicy { max_age: std::time::Duration::from_secs(90 * 86400), max_uses: 1_000_000 };
+const POLICY: RotationPolicy =
+    RotationPolicy { max_age: std::time::Duration::from_secs(90 * 86400), max_uses: 1_000_000 };
 
 async fn open(db: &Db, password: &str, policy: RotationPolicy) -> Result<Keyring, Error> {
     Keyring::open(db.clone(), &SecretString::from(password), TEST_PBKDF2_ITERATIONS, policy, Utc::now()).await
@@ -116,7 +117,10 @@ async fn seal_binds_owner_and_column_and_detects_tampering(kind: DbKind) {
     let db = test_db.connect().await;
     let keyring = open(&db, TEST_MASTER_PASSWORD, POLICY).await.expect("open");
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
-    let sealed = keyring.seal(SealedColumn::TotpSecret, Owner::User(alice), b"JBSWY3DPEHPK3PXP", Utc::now()).await.expect("seal");
+    let sealed = keyring
+        .seal(SealedColumn::TotpSecret, Owner::User(alice), b"JBSWY3DPEHPK3PXP", Utc::now())
+        .await
+        .expect("seal");
     assert!(!sealed.ciphertext.contains("JBSWY3DPEHPK3PXP"));
     assert_eq!(
         keyring.open_sealed(SealedColumn::TotpSecret, Owner::User(alice), &sealed).await.expect("opens"),
@@ -139,7 +143,11 @@ async fn seal_binds_owner_and_column_and_detects_tampering(kind: DbKind) {
     }
     for garbage in ["", "not base64 at all!", "gAAAAA"] {
         let result = keyring
-            .open_sealed(SealedColumn::TotpSecret, Owner::User(alice), &Sealed { key_id: sealed.key_id, ciphertext: garbage.into() })
+            .open_sealed(
+                SealedColumn::TotpSecret,
+                Owner::User(alice),
+                &Sealed { key_id: sealed.key_id, ciphertext: garbage.into() },
+            )
             .await;
         assert!(matches!(result, Err(Error::Integrity(_))), "{garbage:?}: {result:?}");
     }
@@ -208,11 +216,8 @@ async fn concurrent_rotations_leave_one_active_key(kind: DbKind) {
         // is an error, never a second active key.
         let _ = task.await.expect("join");
     }
-    let active = data_keys::Entity::find()
-        .filter(data_keys::Column::State.eq("active"))
-        .count(db.conn())
-        .await
-        .expect("count");
+    let active =
+        data_keys::Entity::find().filter(data_keys::Column::State.eq("active")).count(db.conn()).await.expect("count");
     assert_eq!(active, 1);
 }
 each_db!(concurrent_rotations_on, concurrent_rotations_leave_one_active_key);
@@ -252,7 +257,10 @@ async fn reencryption_moves_every_row_and_retires_old_keys(kind: DbKind) {
     for user in &users_ {
         let sealed = opaque_row(&db, *user).await;
         assert_eq!(sealed.key_id, new);
-        assert_eq!(keyring.open_sealed(SealedColumn::OpaqueRecord, Owner::User(*user), &sealed).await.expect("opens"), b"record");
+        assert_eq!(
+            keyring.open_sealed(SealedColumn::OpaqueRecord, Owner::User(*user), &sealed).await.expect("opens"),
+            b"record"
+        );
     }
     let reloaded = latchkey::domain::server_setup::load_or_create(&db, &keyring, now).await.expect("setup");
     assert_eq!(reloaded.serialize(), server_setup.serialize(), "the server setup survives re-encryption unchanged");

@@ -2,6 +2,7 @@
 //! one binary (each extra binary costs link time).
 #![allow(clippy::unwrap_used)]
 
+mod client;
 mod helpers;
 
 mod cli;
@@ -9,3 +10,5 @@ mod database;
 mod fast_store;
 mod http_basics;
 mod keyring;
+mod opaque_auth;
+mod sessions;

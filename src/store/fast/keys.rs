@@ -15,9 +15,7 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        Self { prefix: prefix.into() }
     }
 
     pub fn prefix(&self) -> &str {
@@ -83,11 +81,7 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
     for &byte in data {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
         }
     }
     crc
@@ -102,10 +96,7 @@ mod tests {
         let keys = Keys::new("lk");
         assert_eq!(keys.session("abc"), "lk:sess:{abc}");
         assert_eq!(keys.counter("fail", "u1"), "lk:ctr:{u1}:fail");
-        assert_eq!(
-            hash_slot(&keys.counter("a", "u1")),
-            hash_slot(&keys.counter("b", "u1"))
-        );
+        assert_eq!(hash_slot(&keys.counter("a", "u1")), hash_slot(&keys.counter("b", "u1")));
     }
 
     #[test]
@@ -113,10 +104,7 @@ mod tests {
         // Values from the Redis Cluster specification / CLUSTER KEYSLOT.
         assert_eq!(hash_slot("123456789"), 12739);
         assert_eq!(hash_slot("foo"), 12182);
-        assert_eq!(
-            hash_slot("{user1000}.following"),
-            hash_slot("{user1000}.followers")
-        );
+        assert_eq!(hash_slot("{user1000}.following"), hash_slot("{user1000}.followers"));
         assert_eq!(hash_slot("foo{}{bar}"), hash_slot("foo{}{bar}"));
     }
 }

@@ -58,23 +58,23 @@ impl MemoryStore {
         // A panic while holding the lock cannot leave an entry half-written
         // (every mutation is a single map call), so a poisoned lock is safe
         // to keep using.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Number of live entries (for tests and metrics).
     pub fn len(&self) -> usize {
         let now = Instant::now();
-        self.lock()
-            .map
-            .values()
-            .filter(|e| e.expires_at > now)
-            .count()
+        self.lock().map.values().filter(|e| e.expires_at > now).count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every live entry (tests inspect what is stored).
+    pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
+        let now = Instant::now();
+        self.lock().map.iter().filter(|(_, e)| e.expires_at > now).map(|(k, e)| (k.clone(), e.value.clone())).collect()
     }
 
     /// Drops everything, like `FLUSHDB`.
@@ -85,10 +85,7 @@ impl MemoryStore {
 
 impl FastStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .lock()
-            .live(key, Instant::now())
-            .map(|e| e.value.clone()))
+        Ok(self.lock().live(key, Instant::now()).map(|e| e.value.clone()))
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
@@ -111,11 +108,7 @@ impl FastStore for MemoryStore {
         let now = Instant::now();
         let mut inner = self.lock();
         let live = inner.live(key, now).is_some();
-        Ok(if live {
-            inner.map.remove(key).map(|e| e.value)
-        } else {
-            None
-        })
+        Ok(if live { inner.map.remove(key).map(|e| e.value) } else { None })
     }
 
     async fn del(&self, key: &str) -> Result<bool> {

@@ -25,19 +25,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// Every value has a TTL: nothing in the fast path lives forever.
 pub trait FastStore: Send + Sync + 'static {
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
-    fn set(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> impl Future<Output = Result<()>> + Send;
+    fn set(&self, key: &str, value: &[u8], ttl: Duration) -> impl Future<Output = Result<()>> + Send;
     /// Sets only if absent; `true` when this call set it.
-    fn set_nx(
-        &self,
-        key: &str,
-        value: &[u8],
-        ttl: Duration,
-    ) -> impl Future<Output = Result<bool>> + Send;
+    fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> impl Future<Output = Result<bool>> + Send;
     /// Reads and deletes in one step: of several concurrent callers, one gets
     /// the value.
     fn get_del(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;

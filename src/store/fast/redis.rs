@@ -44,19 +44,13 @@ impl RedisStore {
         let mut config = Config::from_url(url);
         config.pool = Some(PoolConfig {
             max_size: pool_size,
-            timeouts: Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
+            timeouts: Timeouts { wait: Some(timeout), create: Some(timeout), recycle: Some(timeout) },
             ..PoolConfig::default()
         });
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| StoreError::Cache(format!("invalid Redis configuration: {e}")))?;
-        Ok(Self {
-            inner: Arc::new(Inner { pool, timeout }),
-        })
+        Ok(Self { inner: Arc::new(Inner { pool, timeout }) })
     }
 
     /// Runs `f` on a pooled connection under the command timeout.
@@ -71,11 +65,38 @@ impl RedisStore {
         };
         match tokio::time::timeout(self.inner.timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::CacheUnavailable(format!(
-                "no answer within {:?}",
-                self.inner.timeout
-            ))),
+            Err(_) => Err(StoreError::CacheUnavailable(format!("no answer within {:?}", self.inner.timeout))),
         }
+    }
+
+    /// Every string key and value under `prefix` (tests inspect what is
+    /// stored).
+    pub async fn dump_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let pattern = format!("{prefix}:*");
+        self.run(|mut conn| async move {
+            let mut out = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await?;
+                for key in keys {
+                    if let Some(value) = conn.get::<_, Option<Vec<u8>>>(&key).await? {
+                        out.push((key, value));
+                    }
+                }
+                if next == 0 {
+                    return Ok(out);
+                }
+                cursor = next;
+            }
+        })
+        .await
     }
 
     /// Deletes every key under `prefix` (tests use it to clean up after
@@ -120,13 +141,7 @@ impl FastStore for RedisStore {
 
     async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<()> {
         self.run(|mut c| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl_ms(ttl))
-                .query_async(&mut c)
-                .await
+            redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ttl_ms(ttl)).query_async(&mut c).await
         })
         .await
     }
@@ -134,22 +149,14 @@ impl FastStore for RedisStore {
     async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool> {
         let reply: Option<String> = self
             .run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms(ttl))
-                    .query_async(&mut c)
-                    .await
+                redis::cmd("SET").arg(key).arg(value).arg("NX").arg("PX").arg(ttl_ms(ttl)).query_async(&mut c).await
             })
             .await?;
         Ok(reply.is_some())
     }
 
     async fn get_del(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.run(|mut c| async move { redis::cmd("GETDEL").arg(key).query_async(&mut c).await })
-            .await
+        self.run(|mut c| async move { redis::cmd("GETDEL").arg(key).query_async(&mut c).await }).await
     }
 
     async fn del(&self, key: &str) -> Result<bool> {
@@ -158,21 +165,11 @@ impl FastStore for RedisStore {
     }
 
     async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
-        self.run(|mut c| async move {
-            INCR_SCRIPT
-                .key(key)
-                .arg(by)
-                .arg(ttl_ms(ttl))
-                .invoke_async(&mut c)
-                .await
-        })
-        .await
+        self.run(|mut c| async move { INCR_SCRIPT.key(key).arg(by).arg(ttl_ms(ttl)).invoke_async(&mut c).await }).await
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>> {
-        let ms: i64 = self
-            .run(|mut c| async move { redis::cmd("PTTL").arg(key).query_async(&mut c).await })
-            .await?;
+        let ms: i64 = self.run(|mut c| async move { redis::cmd("PTTL").arg(key).query_async(&mut c).await }).await?;
         // -2: no such key; -1: no expiry (never written by latchkey).
         Ok(match ms {
             -2 => None,
@@ -182,9 +179,7 @@ impl FastStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        let _: String = self
-            .run(|mut c| async move { redis::cmd("PING").query_async(&mut c).await })
-            .await?;
+        let _: String = self.run(|mut c| async move { redis::cmd("PING").query_async(&mut c).await }).await?;
         Ok(())
     }
 }

@@ -1,0 +1,62 @@
+//! Building audit events. Details that name a person (an attempted
+//! username, say) are sealed by the keyring before they are stored.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Result;
+use super::core::{ClientInfo, Core};
+use super::keyring::{Owner, SealedColumn};
+use crate::store::audit::NewAuditEvent;
+
+/// Event names, stable for queries and alerting.
+pub mod events {
+    pub const REGISTRATION: &str = "registration";
+    pub const LOGIN_SUCCESS: &str = "login.success";
+    pub const LOGIN_FAILURE: &str = "login.failure";
+    pub const SESSION_CREATE: &str = "session.create";
+    pub const SESSION_REFRESH: &str = "session.refresh";
+    pub const SESSION_REVOKE: &str = "session.revoke";
+    pub const REFRESH_REUSE: &str = "refresh_token.reuse";
+    pub const DEVICE_NEW: &str = "device.new";
+    pub const DEVICE_REMOVE: &str = "device.remove";
+}
+
+pub const SUCCESS: &str = "success";
+pub const FAILURE: &str = "failure";
+
+pub(crate) fn event(
+    name: &'static str,
+    outcome: &'static str,
+    user_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    device_id: Option<&str>,
+    client: &ClientInfo,
+    now: DateTime<Utc>,
+) -> NewAuditEvent {
+    NewAuditEvent {
+        occurred_at: now,
+        event: name,
+        user_id,
+        session_id,
+        device_id: device_id.map(str::to_owned),
+        ip: client.ip_string(),
+        outcome,
+        details: None,
+    }
+}
+
+impl Core {
+    /// Seals `details` (JSON) into the event.
+    pub(crate) async fn with_details(
+        &self,
+        mut event: NewAuditEvent,
+        details: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<NewAuditEvent> {
+        let owner = event.user_id.map_or(Owner::System, Owner::User);
+        let sealed = self.keyring.seal(SealedColumn::AuditDetails, owner, details.to_string().as_bytes(), now).await?;
+        event.details = Some((sealed.key_id, sealed.ciphertext));
+        Ok(event)
+    }
+}

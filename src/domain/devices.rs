@@ -1,0 +1,54 @@
+//! The caller's devices.
+
+use chrono::{DateTime, Utc};
+
+use super::audit::{self, events};
+use super::core::{ClientInfo, Core};
+use super::sessions::CurrentSession;
+use super::{Error, Result};
+use crate::store::devices::{self, DeviceRecord};
+use crate::store::sessions as session_store;
+
+impl Core {
+    pub async fn list_devices(&self, current: &CurrentSession) -> Result<Vec<DeviceRecord>> {
+        Ok(devices::list(&self.db, current.user_id).await?)
+    }
+
+    /// Forgets one of the caller's devices and revokes its sessions.
+    pub async fn remove_device(
+        &self,
+        current: &CurrentSession,
+        device_id: &str,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let user_id = current.user_id;
+        let removed = session_store::remove_device(&self.db, user_id, device_id, now, |ids| {
+            let mut events = vec![audit::event(
+                events::DEVICE_REMOVE,
+                audit::SUCCESS,
+                Some(user_id),
+                None,
+                Some(device_id),
+                client,
+                now,
+            )];
+            events.extend(ids.iter().map(|id| {
+                audit::event(
+                    events::SESSION_REVOKE,
+                    audit::SUCCESS,
+                    Some(user_id),
+                    Some(*id),
+                    Some(device_id),
+                    client,
+                    now,
+                )
+            }));
+            events
+        })
+        .await?;
+        let Some(revoked) = removed else { return Err(Error::NotFound) };
+        self.evict(&revoked).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,424 @@
+//! Sessions.
+//!
+//! ```text
+//!              login                      refresh (rotates both tokens)
+//!  (none) ------------> active(token n) ----------------> active(token n+1)
+//!                         |   |  \
+//!   logout / revoke /     |   |   `-- reuse of a rotated refresh token --> revoked
+//!   device removed -------'   |
+//!                             `-- idle > idle_timeout, or age > absolute_lifetime --> expired
+//! ```
+//!
+//! A session token lives `token_lifetime` (15 min); the refresh token lives
+//! as long as the session and is single-use: presenting an already rotated
+//! one means it was stolen or replayed, so the whole session is revoked.
+//!
+//! The database is the truth; Redis caches the session under the hash of
+//! its current token, so whoami is one Redis GET. Revocation commits to the
+//! database first and then evicts the cache entry; a cache refill re-checks
+//! revocation after writing, so a refill racing a revocation cannot
+//! resurrect the session. Flushing Redis loses nothing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::audit::{self, events};
+use super::core::{ClientInfo, Core};
+use super::tokens::{self, TokenKind};
+use super::{Error, Result};
+use crate::store::FastStore as _;
+use crate::store::audit::NewAuditEvent;
+use crate::store::devices::DeviceSighting;
+use crate::store::sessions::{self as store, NewSession, RevokeScope, Rotation, SessionRecord};
+
+/// Last-seen is written at most this often per session, so whoami stays a
+/// read.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// The session behind a valid token: what whoami answers, and what the
+/// cache holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CurrentSession {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub username: String,
+    pub aal: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub token_expires_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub device_id: Option<String>,
+    pub device_name: Option<String>,
+    /// Hash of the token this was looked up by (the cache key).
+    pub token_hash: String,
+}
+
+impl From<SessionRecord> for CurrentSession {
+    fn from(r: SessionRecord) -> Self {
+        Self {
+            session_id: r.id,
+            user_id: r.user_id,
+            username: r.username,
+            aal: r.aal,
+            created_at: r.created_at,
+            last_seen_at: r.last_seen_at,
+            token_expires_at: r.token_expires_at,
+            expires_at: r.expires_at,
+            device_id: r.device_id,
+            device_name: r.device_name,
+            token_hash: r.token_hash,
+        }
+    }
+}
+
+/// Tokens handed to the client at login or refresh.
+pub struct IssuedSession {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub session_token: String,
+    pub refresh_token: String,
+    pub token_expires_at: DateTime<Utc>,
+    pub session_expires_at: DateTime<Utc>,
+    pub aal: String,
+    pub new_device: bool,
+}
+
+impl std::fmt::Debug for IssuedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedSession").field("session_id", &self.session_id).finish_non_exhaustive()
+    }
+}
+
+/// One entry of the caller's session list.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    pub record: SessionRecord,
+    pub current: bool,
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Core {
+    /// Creates a session after a successful authentication.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn issue_session(
+        &self,
+        user_id: Uuid,
+        username: String,
+        aal: &str,
+        device: Option<DeviceSighting>,
+        new_device: bool,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedSession> {
+        let session_token = tokens::generate(TokenKind::Session);
+        let refresh_token = tokens::generate(TokenKind::Refresh);
+        let expires_at = now + chrono_duration(self.sessions.absolute_lifetime);
+        let token_expires_at = (now + chrono_duration(self.sessions.token_lifetime)).min(expires_at);
+        let session_id = Uuid::now_v7();
+        let device_id = device.as_ref().map(|d| d.id.clone());
+        let mut events = vec![
+            audit::event(
+                events::LOGIN_SUCCESS,
+                audit::SUCCESS,
+                Some(user_id),
+                Some(session_id),
+                device_id.as_deref(),
+                client,
+                now,
+            ),
+            audit::event(
+                events::SESSION_CREATE,
+                audit::SUCCESS,
+                Some(user_id),
+                Some(session_id),
+                device_id.as_deref(),
+                client,
+                now,
+            ),
+        ];
+        if new_device {
+            events.push(audit::event(
+                events::DEVICE_NEW,
+                audit::SUCCESS,
+                Some(user_id),
+                Some(session_id),
+                device_id.as_deref(),
+                client,
+                now,
+            ));
+        }
+        let new = NewSession {
+            id: session_id,
+            user_id,
+            aal: aal.to_owned(),
+            token_hash: session_token.hash.clone(),
+            ip: client.ip_string(),
+            user_agent: client.user_agent.clone(),
+            created_at: now,
+            token_expires_at,
+            expires_at,
+            refresh_token_hash: refresh_token.hash.clone(),
+            device: device.clone(),
+        };
+        store::create(&self.db, &new, &events).await?;
+        let current = CurrentSession {
+            session_id,
+            user_id,
+            username,
+            aal: aal.to_owned(),
+            created_at: now,
+            last_seen_at: now,
+            token_expires_at,
+            expires_at,
+            device_id,
+            device_name: device.and_then(|d| d.name),
+            token_hash: session_token.hash,
+        };
+        self.cache_session(&current, now).await;
+        Ok(IssuedSession {
+            session_id,
+            user_id,
+            session_token: session_token.value,
+            refresh_token: refresh_token.value,
+            token_expires_at,
+            session_expires_at: expires_at,
+            aal: aal.to_owned(),
+            new_device,
+        })
+    }
+
+    /// Resolves a session token: whoami and every authenticated call.
+    /// One Redis GET on a hit; the database on a miss (or with Redis down).
+    pub async fn authenticate(&self, token: &str, now: DateTime<Utc>) -> Result<CurrentSession> {
+        let hash = tokens::verify_shape(TokenKind::Session, token).ok_or(Error::Unauthorized)?;
+        let cached = match self.fast.get(&self.keys.session(&hash)).await {
+            Ok(bytes) => bytes.and_then(|b| serde_json::from_slice::<CurrentSession>(&b).ok()),
+            Err(e) => {
+                metrics::counter!("latchkey_session_cache_errors_total").increment(1);
+                tracing::warn!(error = %e, "session cache unavailable; reading the database");
+                None
+            }
+        };
+        let mut session = match cached {
+            Some(session) => session,
+            None => self.load_session(&hash, now).await?,
+        };
+        if !self.is_live(&session, now) {
+            return Err(Error::Unauthorized);
+        }
+        if now - session.last_seen_at >= chrono_duration(TOUCH_EVERY) {
+            store::touch(&self.db, session.session_id, now).await?;
+            session.last_seen_at = now;
+            self.cache_session(&session, now).await;
+        }
+        Ok(session)
+    }
+
+    fn is_live(&self, s: &CurrentSession, now: DateTime<Utc>) -> bool {
+        now < s.token_expires_at
+            && now < s.expires_at
+            && now - s.last_seen_at < chrono_duration(self.sessions.idle_timeout)
+    }
+
+    /// Cache miss: the database decides, and refills the cache.
+    async fn load_session(&self, hash: &str, now: DateTime<Utc>) -> Result<CurrentSession> {
+        let record = store::find_by_token_hash(&self.db, hash).await?.ok_or(Error::Unauthorized)?;
+        if record.revoked_at.is_some() {
+            return Err(Error::Unauthorized);
+        }
+        let session = CurrentSession::from(record);
+        if self.is_live(&session, now) && self.cache_session(&session, now).await {
+            // A revocation may have committed between our read and our
+            // write; if so, its eviction may have run before our write.
+            if store::is_revoked(&self.db, session.session_id).await? {
+                let _ = self.fast.del(&self.keys.session(hash)).await;
+                return Err(Error::Unauthorized);
+            }
+        }
+        Ok(session)
+    }
+
+    /// Writes the cache entry (best effort: the database stays the truth).
+    /// Returns whether it was written.
+    async fn cache_session(&self, session: &CurrentSession, now: DateTime<Utc>) -> bool {
+        let until = session.token_expires_at.min(session.expires_at);
+        let Ok(ttl) = (until - now).to_std() else { return false };
+        if ttl.is_zero() {
+            return false;
+        }
+        let Ok(bytes) = serde_json::to_vec(session) else { return false };
+        match self.fast.set(&self.keys.session(&session.token_hash), &bytes, ttl).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not cache a session");
+                false
+            }
+        }
+    }
+
+    /// Evicts cache entries after a committed revocation.
+    pub(crate) async fn evict(&self, revoked: &[(Uuid, String)]) {
+        for (_, hash) in revoked {
+            if let Err(e) = self.fast.del(&self.keys.session(hash)).await {
+                // The entry expires with the token at the latest; the
+                // database already says revoked, so a cache miss path would
+                // refuse it.
+                tracing::error!(error = %e, "could not evict a revoked session from the cache");
+                metrics::counter!("latchkey_session_cache_errors_total").increment(1);
+            }
+        }
+    }
+
+    async fn revoke(
+        &self,
+        scope: RevokeScope,
+        user_id: Uuid,
+        reason: &'static str,
+        extra: Vec<NewAuditEvent>,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let revoked = store::revoke(&self.db, &scope, reason, now, |ids| {
+            let mut events = extra;
+            events.extend(ids.iter().map(|id| {
+                audit::event(events::SESSION_REVOKE, audit::SUCCESS, Some(user_id), Some(*id), None, client, now)
+            }));
+            events
+        })
+        .await?;
+        self.evict(&revoked).await;
+        Ok(revoked.len() as u64)
+    }
+
+    /// Active sessions of the caller.
+    pub async fn list_sessions(&self, current: &CurrentSession, now: DateTime<Utc>) -> Result<Vec<SessionSummary>> {
+        let records = store::list_active(&self.db, current.user_id, now).await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| now - r.last_seen_at < chrono_duration(self.sessions.idle_timeout))
+            .map(|record| SessionSummary { current: record.id == current.session_id, record })
+            .collect())
+    }
+
+    pub async fn logout(&self, current: &CurrentSession, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
+        let scope = RevokeScope::One { user_id: current.user_id, session_id: current.session_id };
+        self.revoke(scope, current.user_id, "logout", Vec::new(), client, now).await?;
+        Ok(())
+    }
+
+    /// Revokes one of the caller's sessions; `NotFound` if it is not theirs
+    /// (or not active).
+    pub async fn revoke_session(
+        &self,
+        current: &CurrentSession,
+        session_id: Uuid,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let scope = RevokeScope::One { user_id: current.user_id, session_id };
+        match self.revoke(scope, current.user_id, "revoked_by_user", Vec::new(), client, now).await? {
+            0 => Err(Error::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    /// Revokes every other session of the caller; returns how many.
+    pub async fn revoke_other_sessions(
+        &self,
+        current: &CurrentSession,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let scope = RevokeScope::AllExcept { user_id: current.user_id, keep: current.session_id };
+        self.revoke(scope, current.user_id, "revoked_by_user", Vec::new(), client, now).await
+    }
+
+    /// Exchanges a refresh token for a new session token and refresh token.
+    pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo, now: DateTime<Utc>) -> Result<IssuedSession> {
+        let hash = tokens::verify_shape(TokenKind::Refresh, refresh_token).ok_or(Error::Unauthorized)?;
+        let refresh = store::find_refresh(&self.db, &hash).await?.ok_or(Error::Unauthorized)?;
+        let session = store::find(&self.db, refresh.session_id).await?.ok_or(Error::Unauthorized)?;
+        if refresh.rotated_at.is_some() {
+            self.refresh_reused(&session, client, now).await?;
+            return Err(Error::Unauthorized);
+        }
+        if session.revoked_at.is_some()
+            || refresh.expires_at <= now
+            || session.expires_at <= now
+            || now - session.last_seen_at >= chrono_duration(self.sessions.idle_timeout)
+        {
+            return Err(Error::Unauthorized);
+        }
+        let session_token = tokens::generate(TokenKind::Session);
+        let new_refresh = tokens::generate(TokenKind::Refresh);
+        let token_expires_at = (now + chrono_duration(self.sessions.token_lifetime)).min(session.expires_at);
+        let event = audit::event(
+            events::SESSION_REFRESH,
+            audit::SUCCESS,
+            Some(session.user_id),
+            Some(session.id),
+            session.device_id.as_deref(),
+            client,
+            now,
+        );
+        let rotation =
+            store::rotate(&self.db, &refresh, &session_token.hash, token_expires_at, &new_refresh.hash, now, &[event])
+                .await?;
+        match rotation {
+            Rotation::Rotated => {}
+            Rotation::Reused => {
+                self.refresh_reused(&session, client, now).await?;
+                return Err(Error::Unauthorized);
+            }
+            Rotation::SessionGone => return Err(Error::Unauthorized),
+        }
+        // The old token is dead: evict it, cache the new one, then make sure
+        // no revocation slipped in between.
+        self.evict(&[(session.id, session.token_hash.clone())]).await;
+        let current = CurrentSession {
+            last_seen_at: now,
+            token_expires_at,
+            token_hash: session_token.hash.clone(),
+            ..CurrentSession::from(session.clone())
+        };
+        if self.cache_session(&current, now).await && store::is_revoked(&self.db, session.id).await? {
+            self.evict(&[(session.id, session_token.hash)]).await;
+            return Err(Error::Unauthorized);
+        }
+        Ok(IssuedSession {
+            session_id: session.id,
+            user_id: session.user_id,
+            session_token: session_token.value,
+            refresh_token: new_refresh.value,
+            token_expires_at,
+            session_expires_at: session.expires_at,
+            aal: session.aal,
+            new_device: false,
+        })
+    }
+
+    /// A rotated refresh token came back: someone holds a copy. Revoke the
+    /// whole session.
+    async fn refresh_reused(&self, session: &SessionRecord, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
+        tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused; revoking the session");
+        let event = audit::event(
+            events::REFRESH_REUSE,
+            audit::FAILURE,
+            Some(session.user_id),
+            Some(session.id),
+            session.device_id.as_deref(),
+            client,
+            now,
+        );
+        let scope = RevokeScope::One { user_id: session.user_id, session_id: session.id };
+        // The reuse is recorded even when the session was revoked already.
+        self.revoke(scope, session.user_id, "refresh_token_reuse", vec![event], client, now).await?;
+        Ok(())
+    }
+}

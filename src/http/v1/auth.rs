@@ -1,0 +1,206 @@
+//! Registration and login routes.
+
+use actix_web::{HttpResponse, post, web};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::Error;
+use crate::domain::login::{DeviceInput, LoginOutcome};
+use crate::domain::sessions::IssuedSession;
+use crate::http::AppState;
+use crate::http::auth::Client;
+use crate::http::error::Problem;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationStart {
+    #[schema(example = "alice")]
+    pub username: String,
+    /// OPAQUE RegistrationRequest, base64url without padding (32 bytes).
+    #[schema(example = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")]
+    pub registration_request: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RegistrationStartAnswer {
+    /// OPAQUE RegistrationResponse, base64url (64 bytes).
+    #[schema(example = "base64url…")]
+    pub registration_response: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationFinish {
+    #[schema(example = "alice")]
+    pub username: String,
+    /// OPAQUE RegistrationUpload (the record), base64url (192 bytes).
+    #[schema(example = "base64url…")]
+    pub registration_record: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
+    pub user_id: Uuid,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginStart {
+    #[schema(example = "alice")]
+    pub username: String,
+    /// OPAQUE CredentialRequest (KE1), base64url (96 bytes).
+    #[schema(example = "base64url…")]
+    pub credential_request: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginStartAnswer {
+    /// Names this login attempt at finish; valid 60 s, once.
+    #[schema(example = "q1w2e3r4t5y6u7i8o9p0aa")]
+    pub login_id: String,
+    /// OPAQUE CredentialResponse (KE2), base64url (320 bytes).
+    #[schema(example = "base64url…")]
+    pub credential_response: String,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// A stable client-chosen identifier (at most 256 characters). Without
+    /// it the device is derived from the User-Agent.
+    #[schema(example = "ios-7f3a9c")]
+    pub fingerprint: Option<String>,
+    #[schema(example = "Alice's iPhone")]
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFinish {
+    pub login_id: String,
+    /// OPAQUE CredentialFinalization (KE3), base64url (64 bytes).
+    #[schema(example = "base64url…")]
+    pub credential_finalization: String,
+    #[serde(default)]
+    pub device: Option<Device>,
+}
+
+/// A new session.
+#[derive(Serialize, ToSchema)]
+pub struct SessionAnswer {
+    pub session_id: Uuid,
+    /// Bearer token for authenticated calls.
+    #[schema(example = "lk_s_Q2hhbmdlIG1lIQ…")]
+    pub session_token: String,
+    /// Single-use; exchange at /v1/sessions/refresh.
+    #[schema(example = "lk_r_U2luZ2xlIHVzZQ…")]
+    pub refresh_token: String,
+    pub token_expires_at: chrono::DateTime<chrono::Utc>,
+    pub session_expires_at: chrono::DateTime<chrono::Utc>,
+    /// `aal1` (password) or `aal2` (password and second factor).
+    #[schema(example = "aal1")]
+    pub aal: String,
+    pub user_id: Uuid,
+    /// This login came from a device never seen for this user.
+    pub new_device: bool,
+}
+
+impl From<IssuedSession> for SessionAnswer {
+    fn from(s: IssuedSession) -> Self {
+        Self {
+            session_id: s.session_id,
+            session_token: s.session_token,
+            refresh_token: s.refresh_token,
+            token_expires_at: s.token_expires_at,
+            session_expires_at: s.session_expires_at,
+            aal: s.aal,
+            user_id: s.user_id,
+            new_device: s.new_device,
+        }
+    }
+}
+
+/// Start an OPAQUE registration.
+#[utoipa::path(
+    tag = "registration",
+    request_body = RegistrationStart,
+    responses(
+        (status = 200, body = RegistrationStartAnswer),
+        (status = 400, description = "Bad username or message", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/registration/start")]
+pub async fn registration_start(
+    state: web::Data<AppState>,
+    body: web::Json<RegistrationStart>,
+) -> Result<HttpResponse, Error> {
+    let response = state.core.registration_start(&body.username, &body.registration_request).await?;
+    Ok(HttpResponse::Ok().json(RegistrationStartAnswer { registration_response: response }))
+}
+
+/// Finish an OPAQUE registration: stores the record and creates the user.
+#[utoipa::path(
+    tag = "registration",
+    request_body = RegistrationFinish,
+    responses(
+        (status = 201, body = Registered),
+        (status = 400, description = "Bad record, or no registration started", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Username taken", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/registration/finish")]
+pub async fn registration_finish(
+    state: web::Data<AppState>,
+    Client(client): Client,
+    body: web::Json<RegistrationFinish>,
+) -> Result<HttpResponse, Error> {
+    let user_id =
+        state.core.registration_finish(&body.username, &body.registration_record, &client, chrono::Utc::now()).await?;
+    Ok(HttpResponse::Created().json(Registered { user_id }))
+}
+
+/// Start an OPAQUE login. Unknown usernames get an answer of the same shape.
+#[utoipa::path(
+    tag = "login",
+    request_body = LoginStart,
+    responses(
+        (status = 200, body = LoginStartAnswer),
+        (status = 400, description = "Bad username or message", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/login/start")]
+pub async fn login_start(state: web::Data<AppState>, body: web::Json<LoginStart>) -> Result<HttpResponse, Error> {
+    let (login_id, response) = state.core.login_start(&body.username, &body.credential_request).await?;
+    Ok(HttpResponse::Ok().json(LoginStartAnswer { login_id, credential_response: response }))
+}
+
+/// Finish an OPAQUE login and open a session.
+#[utoipa::path(
+    tag = "login",
+    request_body = LoginFinish,
+    responses(
+        (status = 200, body = SessionAnswer),
+        (status = 400, description = "Malformed message", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "invalid_credentials, for every cause", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "device_blocked", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/login/finish")]
+pub async fn login_finish(
+    state: web::Data<AppState>,
+    Client(client): Client,
+    body: web::Json<LoginFinish>,
+) -> Result<HttpResponse, Error> {
+    let body = body.into_inner();
+    let device = body.device.unwrap_or_default();
+    let device = DeviceInput { fingerprint: device.fingerprint, name: device.name };
+    let outcome = state
+        .core
+        .login_finish(&body.login_id, &body.credential_finalization, device, &client, chrono::Utc::now())
+        .await?;
+    match outcome {
+        LoginOutcome::Session(session) => Ok(HttpResponse::Ok().json(SessionAnswer::from(session))),
+    }
+}

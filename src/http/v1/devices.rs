@@ -1,0 +1,80 @@
+//! The caller's devices.
+
+use actix_web::{HttpResponse, delete, get, web};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::Error;
+use crate::http::AppState;
+use crate::http::auth::{Authenticated, Client};
+use crate::http::error::Problem;
+use crate::store::devices::DeviceRecord;
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceItem {
+    pub device_id: String,
+    #[schema(example = "Alice's iPhone")]
+    pub name: Option<String>,
+    /// `unknown`, `trusted` or `blocked`.
+    #[schema(example = "unknown")]
+    pub trust: String,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    #[schema(example = "203.0.113.7")]
+    pub last_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl From<DeviceRecord> for DeviceItem {
+    fn from(d: DeviceRecord) -> Self {
+        Self {
+            device_id: d.id,
+            name: d.name,
+            trust: d.trust,
+            first_seen_at: d.first_seen_at,
+            last_seen_at: d.last_seen_at,
+            last_ip: d.last_ip,
+            user_agent: d.user_agent,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceItem>,
+}
+
+/// The devices the caller has logged in from.
+#[utoipa::path(
+    tag = "devices",
+    security(("bearer" = [])),
+    responses((status = 200, body = DeviceList), (status = 401, body = Problem, content_type = "application/problem+json"))
+)]
+#[get("/v1/devices")]
+pub async fn list(state: web::Data<AppState>, Authenticated(session): Authenticated) -> Result<HttpResponse, Error> {
+    let devices = state.core.list_devices(&session).await?;
+    Ok(HttpResponse::Ok().json(DeviceList { devices: devices.into_iter().map(Into::into).collect() }))
+}
+
+/// Forget a device and revoke its sessions.
+#[utoipa::path(
+    tag = "devices",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Device id")),
+    responses(
+        (status = 204),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/devices/{id}")]
+pub async fn remove(
+    state: web::Data<AppState>,
+    Authenticated(session): Authenticated,
+    Client(client): Client,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    state.core.remove_device(&session, &id, &client, Utc::now()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,114 @@
+//! Devices users log in from, keyed by a per-user keyed hash of the
+//! client's fingerprint (raw fingerprints are never stored).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use entity::devices;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use super::StoreError;
+use super::db::Db;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub user_id: Uuid,
+    pub name: Option<String>,
+    pub trust: String,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub last_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl From<devices::Model> for DeviceRecord {
+    fn from(m: devices::Model) -> Self {
+        Self {
+            id: m.id,
+            user_id: m.user_id,
+            name: m.name,
+            trust: m.trust,
+            first_seen_at: m.first_seen_at,
+            last_seen_at: m.last_seen_at,
+            last_ip: m.last_ip,
+            user_agent: m.user_agent,
+        }
+    }
+}
+
+/// A sighting of a device at login.
+#[derive(Debug, Clone)]
+pub struct DeviceSighting {
+    pub id: String,
+    pub user_id: Uuid,
+    pub name: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+pub async fn find(db: &Db, id: &str) -> Result<Option<DeviceRecord>> {
+    Ok(devices::Entity::find_by_id(id.to_owned()).one(db.conn()).await?.map(Into::into))
+}
+
+pub async fn list(db: &Db, user_id: Uuid) -> Result<Vec<DeviceRecord>> {
+    Ok(devices::Entity::find()
+        .filter(devices::Column::UserId.eq(user_id))
+        .order_by_desc(devices::Column::LastSeenAt)
+        .all(db.conn())
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+/// Names of the given devices.
+pub(crate) async fn list_names(db: &Db, ids: Vec<String>) -> Result<HashMap<String, Option<String>>> {
+    Ok(devices::Entity::find()
+        .select_only()
+        .column(devices::Column::Id)
+        .column(devices::Column::Name)
+        .filter(devices::Column::Id.is_in(ids))
+        .into_tuple::<(String, Option<String>)>()
+        .all(db.conn())
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// Inserts the device, or refreshes its last-seen data (trust untouched).
+pub(crate) async fn upsert<C: ConnectionTrait>(conn: &C, s: &DeviceSighting) -> Result<()> {
+    let mut update = vec![devices::Column::LastSeenAt, devices::Column::LastIp, devices::Column::UserAgent];
+    if s.name.is_some() {
+        update.push(devices::Column::Name);
+    }
+    devices::Entity::insert(devices::ActiveModel {
+        id: Set(s.id.clone()),
+        user_id: Set(s.user_id),
+        name: Set(s.name.clone()),
+        trust: Set("unknown".to_owned()),
+        first_seen_at: Set(s.at),
+        last_seen_at: Set(s.at),
+        last_ip: Set(s.ip.clone()),
+        user_agent: Set(s.user_agent.clone()),
+    })
+    .on_conflict(OnConflict::column(devices::Column::Id).update_columns(update).to_owned())
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a device row.
+pub(crate) async fn delete<C: ConnectionTrait>(conn: &C, user_id: Uuid, id: &str) -> Result<bool> {
+    let result = devices::Entity::delete_many()
+        .filter(devices::Column::Id.eq(id))
+        .filter(devices::Column::UserId.eq(user_id))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected > 0)
+}

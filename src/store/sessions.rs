@@ -1,0 +1,354 @@
+//! Sessions and refresh tokens in the database, the source of truth. Every
+//! change here commits before the caller answers; the Redis copy is only a
+//! cache of what these rows say.
+
+use chrono::{DateTime, Utc};
+use entity::{refresh_tokens, sessions, users};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use super::StoreError;
+use super::audit::{self, NewAuditEvent};
+use super::db::Db;
+use super::devices::{self, DeviceSighting};
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A session as whoami and the session list show it.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub username: String,
+    pub aal: String,
+    pub device_id: Option<String>,
+    pub device_name: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub token_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub token_expires_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub aal: String,
+    pub token_hash: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub token_expires_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub refresh_token_hash: String,
+    pub device: Option<DeviceSighting>,
+}
+
+/// Creates a session (recording the device sighting) and its first refresh
+/// token, with audit events, in one transaction.
+pub async fn create(db: &Db, new: &NewSession, events: &[NewAuditEvent]) -> Result<()> {
+    let txn = db.begin_write().await?;
+    if let Some(device) = &new.device {
+        devices::upsert(&*txn, device).await?;
+    }
+    sessions::Entity::insert(sessions::ActiveModel {
+        id: Set(new.id),
+        user_id: Set(new.user_id),
+        device_id: Set(new.device.as_ref().map(|d| d.id.clone())),
+        token_hash: Set(new.token_hash.clone()),
+        aal: Set(new.aal.clone()),
+        ip: Set(new.ip.clone()),
+        user_agent: Set(new.user_agent.clone()),
+        created_at: Set(new.created_at),
+        last_seen_at: Set(new.created_at),
+        token_expires_at: Set(new.token_expires_at),
+        expires_at: Set(new.expires_at),
+        revoked_at: Set(None),
+        revoked_reason: Set(None),
+    })
+    .exec_without_returning(&*txn)
+    .await?;
+    insert_refresh(&txn, new.id, &new.refresh_token_hash, new.created_at, new.expires_at).await?;
+    audit::append_in(&txn, events).await?;
+    txn.commit().await
+}
+
+async fn insert_refresh(
+    txn: &super::db::WriteTxn,
+    session_id: Uuid,
+    hash: &str,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<()> {
+    refresh_tokens::Entity::insert(refresh_tokens::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        session_id: Set(session_id),
+        token_hash: Set(hash.to_owned()),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+        rotated_at: Set(None),
+    })
+    .exec_without_returning(&**txn)
+    .await?;
+    Ok(())
+}
+
+async fn to_records(db: &Db, rows: Vec<sessions::Model>) -> Result<Vec<SessionRecord>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let user_ids: Vec<Uuid> = rows.iter().map(|r| r.user_id).collect();
+    let names: std::collections::HashMap<Uuid, String> = users::Entity::find()
+        .select_only()
+        .column(users::Column::Id)
+        .column(users::Column::Username)
+        .filter(users::Column::Id.is_in(user_ids))
+        .into_tuple::<(Uuid, String)>()
+        .all(db.conn())
+        .await?
+        .into_iter()
+        .collect();
+    let device_ids: Vec<String> = rows.iter().filter_map(|r| r.device_id.clone()).collect();
+    let device_names: std::collections::HashMap<String, Option<String>> =
+        if device_ids.is_empty() { Default::default() } else { devices::list_names(db, device_ids).await? };
+    Ok(rows
+        .into_iter()
+        .map(|r| SessionRecord {
+            username: names.get(&r.user_id).cloned().unwrap_or_default(),
+            device_name: r.device_id.as_ref().and_then(|d| device_names.get(d).cloned().flatten()),
+            id: r.id,
+            user_id: r.user_id,
+            aal: r.aal,
+            device_id: r.device_id,
+            ip: r.ip,
+            user_agent: r.user_agent,
+            token_hash: r.token_hash,
+            created_at: r.created_at,
+            last_seen_at: r.last_seen_at,
+            token_expires_at: r.token_expires_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+        })
+        .collect())
+}
+
+/// The session whose current token has this hash, revoked or not.
+pub async fn find_by_token_hash(db: &Db, token_hash: &str) -> Result<Option<SessionRecord>> {
+    let row = sessions::Entity::find().filter(sessions::Column::TokenHash.eq(token_hash)).one(db.conn()).await?;
+    Ok(to_records(db, row.into_iter().collect()).await?.pop())
+}
+
+pub async fn find(db: &Db, id: Uuid) -> Result<Option<SessionRecord>> {
+    let row = sessions::Entity::find_by_id(id).one(db.conn()).await?;
+    Ok(to_records(db, row.into_iter().collect()).await?.pop())
+}
+
+pub async fn is_revoked(db: &Db, id: Uuid) -> Result<bool> {
+    let revoked = sessions::Entity::find_by_id(id)
+        .select_only()
+        .column(sessions::Column::RevokedAt)
+        .into_tuple::<Option<DateTime<Utc>>>()
+        .one(db.conn())
+        .await?;
+    // A deleted session is as good as revoked.
+    Ok(revoked.is_none_or(|r| r.is_some()))
+}
+
+/// Active (not revoked, not expired) sessions of a user, newest first.
+pub async fn list_active(db: &Db, user_id: Uuid, now: DateTime<Utc>) -> Result<Vec<SessionRecord>> {
+    let rows = sessions::Entity::find()
+        .filter(sessions::Column::UserId.eq(user_id))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .filter(sessions::Column::ExpiresAt.gt(now))
+        .order_by_desc(sessions::Column::CreatedAt)
+        .all(db.conn())
+        .await?;
+    to_records(db, rows).await
+}
+
+/// Records activity (throttled by the caller).
+pub async fn touch(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<()> {
+    sessions::Entity::update_many()
+        .col_expr(sessions::Column::LastSeenAt, Expr::val(now).into())
+        .filter(sessions::Column::Id.eq(id))
+        .filter(sessions::Column::LastSeenAt.lt(now))
+        .exec(db.conn())
+        .await?;
+    Ok(())
+}
+
+/// Which sessions a revocation covers.
+#[derive(Debug, Clone)]
+pub enum RevokeScope {
+    One { user_id: Uuid, session_id: Uuid },
+    AllExcept { user_id: Uuid, keep: Uuid },
+    All { user_id: Uuid },
+    Device { user_id: Uuid, device_id: String },
+}
+
+/// Revokes the sessions in scope and returns (id, current token hash) of
+/// each one revoked, read after the update inside the transaction, so a
+/// concurrent refresh cannot slip a new token hash past the caller's cache
+/// eviction. `make_events` builds the audit events from the revoked ids.
+pub async fn revoke(
+    db: &Db,
+    scope: &RevokeScope,
+    reason: &str,
+    now: DateTime<Utc>,
+    make_events: impl FnOnce(&[Uuid]) -> Vec<NewAuditEvent>,
+) -> Result<Vec<(Uuid, String)>> {
+    let filter = match scope {
+        RevokeScope::One { user_id, session_id } => {
+            Condition::all().add(sessions::Column::UserId.eq(*user_id)).add(sessions::Column::Id.eq(*session_id))
+        }
+        RevokeScope::AllExcept { user_id, keep } => {
+            Condition::all().add(sessions::Column::UserId.eq(*user_id)).add(sessions::Column::Id.ne(*keep))
+        }
+        RevokeScope::All { user_id } => Condition::all().add(sessions::Column::UserId.eq(*user_id)),
+        RevokeScope::Device { user_id, device_id } => Condition::all()
+            .add(sessions::Column::UserId.eq(*user_id))
+            .add(sessions::Column::DeviceId.eq(device_id.clone())),
+    };
+    let txn = db.begin_write().await?;
+    let targets: Vec<Uuid> = sessions::Entity::find()
+        .select_only()
+        .column(sessions::Column::Id)
+        .filter(filter.clone())
+        .filter(sessions::Column::RevokedAt.is_null())
+        .into_tuple::<Uuid>()
+        .all(&*txn)
+        .await?;
+    if targets.is_empty() {
+        let events = make_events(&[]);
+        if !events.is_empty() {
+            audit::append_in(&txn, &events).await?;
+            txn.commit().await?;
+        }
+        return Ok(Vec::new());
+    }
+    sessions::Entity::update_many()
+        .col_expr(sessions::Column::RevokedAt, Expr::val(now).into())
+        .col_expr(sessions::Column::RevokedReason, Expr::val(reason).into())
+        .filter(sessions::Column::Id.is_in(targets.clone()))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .exec(&*txn)
+        .await?;
+    let revoked: Vec<(Uuid, String)> = sessions::Entity::find()
+        .select_only()
+        .column(sessions::Column::Id)
+        .column(sessions::Column::TokenHash)
+        .filter(sessions::Column::Id.is_in(targets))
+        .into_tuple()
+        .all(&*txn)
+        .await?;
+    let ids: Vec<Uuid> = revoked.iter().map(|(id, _)| *id).collect();
+    audit::append_in(&txn, &make_events(&ids)).await?;
+    txn.commit().await?;
+    Ok(revoked)
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+}
+
+pub async fn find_refresh(db: &Db, token_hash: &str) -> Result<Option<RefreshRecord>> {
+    Ok(refresh_tokens::Entity::find()
+        .filter(refresh_tokens::Column::TokenHash.eq(token_hash))
+        .one(db.conn())
+        .await?
+        .map(|m| RefreshRecord {
+            id: m.id,
+            session_id: m.session_id,
+            expires_at: m.expires_at,
+            rotated_at: m.rotated_at,
+        }))
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// Both tokens replaced.
+    Rotated,
+    /// The token had been used already (now or concurrently).
+    Reused,
+    /// The session is revoked or expired.
+    SessionGone,
+}
+
+/// Rotates a refresh token and the session token together (compare-and-set
+/// on the refresh token, so of two concurrent uses one wins and the other
+/// is a reuse).
+pub async fn rotate(
+    db: &Db,
+    refresh: &RefreshRecord,
+    new_token_hash: &str,
+    new_token_expires_at: DateTime<Utc>,
+    new_refresh_hash: &str,
+    now: DateTime<Utc>,
+    events: &[NewAuditEvent],
+) -> Result<Rotation> {
+    let txn = db.begin_write().await?;
+    let used = refresh_tokens::Entity::update_many()
+        .col_expr(refresh_tokens::Column::RotatedAt, Expr::val(now).into())
+        .filter(refresh_tokens::Column::Id.eq(refresh.id))
+        .filter(refresh_tokens::Column::RotatedAt.is_null())
+        .exec(&*txn)
+        .await?;
+    if used.rows_affected != 1 {
+        return Ok(Rotation::Reused);
+    }
+    let session = sessions::Entity::find_by_id(refresh.session_id).one(&*txn).await?;
+    let Some(session) = session.filter(|s| s.revoked_at.is_none() && s.expires_at > now) else {
+        return Ok(Rotation::SessionGone);
+    };
+    let updated = sessions::Entity::update_many()
+        .col_expr(sessions::Column::TokenHash, Expr::val(new_token_hash).into())
+        .col_expr(sessions::Column::TokenExpiresAt, Expr::val(new_token_expires_at).into())
+        .col_expr(sessions::Column::LastSeenAt, Expr::val(now).into())
+        .filter(sessions::Column::Id.eq(session.id))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .exec(&*txn)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Ok(Rotation::SessionGone);
+    }
+    insert_refresh(&txn, session.id, new_refresh_hash, now, session.expires_at).await?;
+    audit::append_in(&txn, events).await?;
+    txn.commit().await?;
+    Ok(Rotation::Rotated)
+}
+
+/// Deletes a device and revokes its sessions; a blocked device keeps its row
+/// (deleting it would lift the block on the next login).
+pub async fn remove_device(
+    db: &Db,
+    user_id: Uuid,
+    device_id: &str,
+    now: DateTime<Utc>,
+    make_events: impl FnOnce(&[Uuid]) -> Vec<NewAuditEvent>,
+) -> Result<Option<Vec<(Uuid, String)>>> {
+    let Some(device) = devices::find(db, device_id).await?.filter(|d| d.user_id == user_id) else {
+        return Ok(None);
+    };
+    let revoked = revoke(
+        db,
+        &RevokeScope::Device { user_id, device_id: device_id.to_owned() },
+        "device_removed",
+        now,
+        make_events,
+    )
+    .await?;
+    if device.trust != "blocked" {
+        devices::delete(db.conn(), user_id, device_id).await?;
+    }
+    Ok(Some(revoked))
+}

@@ -1,0 +1,103 @@
+//! Users and their OPAQUE credentials.
+
+use chrono::{DateTime, Utc};
+use entity::{opaque_credentials, user_roles, users};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use uuid::Uuid;
+
+use super::StoreError;
+use super::audit::{self, NewAuditEvent};
+use super::db::Db;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub username: String,
+    pub created_at: DateTime<Utc>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub failed_attempts: i32,
+}
+
+impl From<users::Model> for UserRecord {
+    fn from(m: users::Model) -> Self {
+        Self {
+            id: m.id,
+            username: m.username,
+            created_at: m.created_at,
+            locked_until: m.locked_until,
+            failed_attempts: m.failed_attempts,
+        }
+    }
+}
+
+pub async fn find_by_username(db: &Db, username: &str) -> Result<Option<UserRecord>> {
+    Ok(users::Entity::find().filter(users::Column::Username.eq(username)).one(db.conn()).await?.map(Into::into))
+}
+
+pub async fn find(db: &Db, id: Uuid) -> Result<Option<UserRecord>> {
+    Ok(users::Entity::find_by_id(id).one(db.conn()).await?.map(Into::into))
+}
+
+pub async fn exists(db: &Db, username: &str) -> Result<bool> {
+    Ok(users::Entity::find()
+        .select_only()
+        .column(users::Column::Id)
+        .filter(users::Column::Username.eq(username))
+        .into_tuple::<Uuid>()
+        .one(db.conn())
+        .await?
+        .is_some())
+}
+
+/// The sealed OPAQUE registration record: (key id, ciphertext).
+pub async fn credential(db: &Db, user_id: Uuid) -> Result<Option<(Uuid, String)>> {
+    Ok(opaque_credentials::Entity::find_by_id(user_id).one(db.conn()).await?.map(|m| (m.key_id, m.ciphertext)))
+}
+
+pub async fn roles(db: &Db, user_id: Uuid) -> Result<Vec<String>> {
+    Ok(user_roles::Entity::find()
+        .select_only()
+        .column(user_roles::Column::Role)
+        .filter(user_roles::Column::UserId.eq(user_id))
+        .into_tuple::<String>()
+        .all(db.conn())
+        .await?)
+}
+
+/// Creates a user with its sealed credential, and audits it, atomically.
+/// [`StoreError::Conflict`] if the username is taken.
+pub async fn register(
+    db: &Db,
+    id: Uuid,
+    username: &str,
+    sealed_record: (Uuid, String),
+    now: DateTime<Utc>,
+    audit_event: NewAuditEvent,
+) -> Result<()> {
+    let txn = db.begin_write().await?;
+    users::Entity::insert(users::ActiveModel {
+        id: Set(id),
+        username: Set(username.to_owned()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        locked_until: Set(None),
+        lock_reason: Set(None),
+        failed_attempts: Set(0),
+        last_failure_at: Set(None),
+    })
+    .exec_without_returning(&*txn)
+    .await?;
+    opaque_credentials::Entity::insert(opaque_credentials::ActiveModel {
+        user_id: Set(id),
+        key_id: Set(sealed_record.0),
+        ciphertext: Set(sealed_record.1),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_without_returning(&*txn)
+    .await?;
+    audit::append_in(&txn, &[audit_event]).await?;
+    txn.commit().await
+}

@@ -1,0 +1,165 @@
+//! A real OPAQUE client (opaque-ke with the product's suite, Argon2id
+//! 64 MiB) driving the HTTP API, so tests read like user stories.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey::domain::opaque::Suite;
+use opaque_ke::{
+    ClientLogin, ClientLoginFinishParameters, ClientRegistration, ClientRegistrationFinishParameters,
+    CredentialResponse, RegistrationResponse,
+};
+use rand::rngs::OsRng;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn unb64(s: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(s).expect("base64url")
+}
+
+/// A successful login's answer.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub body: Value,
+    pub token: String,
+    pub refresh: String,
+}
+
+impl Session {
+    pub fn from_json(body: Value) -> Self {
+        let token = body["session_token"].as_str().expect("session_token").to_owned();
+        let refresh = body["refresh_token"].as_str().expect("refresh_token").to_owned();
+        Self { body, token, refresh }
+    }
+}
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("request")
+    }
+
+    pub async fn get_auth(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    pub async fn delete_auth(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    /// Full OPAQUE registration; returns the finish response.
+    pub async fn register(&self, username: &str, password: &str) -> reqwest::Response {
+        let mut rng = OsRng;
+        let start = ClientRegistration::<Suite>::start(&mut rng, password.as_bytes()).expect("client start");
+        let res = self
+            .post_json(
+                "/v1/registration/start",
+                &json!({"username": username, "registration_request": b64(&start.message.serialize())}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "registration/start: {}", res.text().await.unwrap_or_default());
+        let body: Value = res.json().await.expect("json");
+        let response_bytes = unb64(body["registration_response"].as_str().expect("registration_response"));
+        assert_eq!(response_bytes.len(), 64);
+        let response = RegistrationResponse::<Suite>::deserialize(&response_bytes).expect("response");
+        let password = password.to_owned();
+        let record = tokio::task::spawn_blocking(move || {
+            start
+                .state
+                .finish(&mut OsRng, password.as_bytes(), response, ClientRegistrationFinishParameters::default())
+                .expect("client finish")
+                .message
+                .serialize()
+                .to_vec()
+        })
+        .await
+        .expect("join");
+        assert_eq!(record.len(), 192);
+        self.post_json("/v1/registration/finish", &json!({"username": username, "registration_record": b64(&record)}))
+            .await
+    }
+
+    /// Full OPAQUE login with a device fingerprint. Returns the finish
+    /// response; a client-side failure (wrong password, fake KE2) sends a
+    /// random KE3, as a real client that cannot finish would fail anyway.
+    pub async fn login_response(&self, username: &str, password: &str, device: Value) -> reqwest::Response {
+        let (login_id, ke3) = self.login_messages(username, password).await;
+        self.post_json(
+            "/v1/login/finish",
+            &json!({"login_id": login_id, "credential_finalization": b64(&ke3), "device": device}),
+        )
+        .await
+    }
+
+    /// Runs login/start and the client's side; returns (login_id, KE3 bytes).
+    pub async fn login_messages(&self, username: &str, password: &str) -> (String, Vec<u8>) {
+        let start = ClientLogin::<Suite>::start(&mut OsRng, password.as_bytes()).expect("client start");
+        let res = self
+            .post_json(
+                "/v1/login/start",
+                &json!({"username": username, "credential_request": b64(&start.message.serialize())}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "login/start: {}", res.text().await.unwrap_or_default());
+        let body: Value = res.json().await.expect("json");
+        let login_id = body["login_id"].as_str().expect("login_id").to_owned();
+        let ke2 = unb64(body["credential_response"].as_str().expect("credential_response"));
+        assert_eq!(ke2.len(), 320, "KE2 size");
+        let password = password.to_owned();
+        let ke3 = tokio::task::spawn_blocking(move || {
+            let response = CredentialResponse::<Suite>::deserialize(&ke2).expect("KE2 parses");
+            match start.state.finish(&mut OsRng, password.as_bytes(), response, ClientLoginFinishParameters::default())
+            {
+                Ok(result) => result.message.serialize().to_vec(),
+                Err(_) => vec![7u8; 64],
+            }
+        })
+        .await
+        .expect("join");
+        (login_id, ke3)
+    }
+
+    pub async fn login(&self, username: &str, password: &str, fingerprint: &str) -> Session {
+        let res =
+            self.login_response(username, password, json!({"fingerprint": fingerprint, "name": "test device"})).await;
+        assert_eq!(res.status(), StatusCode::OK, "login: {}", res.text().await.unwrap_or_default());
+        Session::from_json(res.json().await.expect("json"))
+    }
+
+    pub async fn register_and_login(&self, username: &str, password: &str) -> Session {
+        let res = self.register(username, password).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "register: {}", res.text().await.unwrap_or_default());
+        self.login(username, password, "device-1").await
+    }
+
+    pub async fn whoami(&self, token: &str) -> reqwest::Response {
+        self.get_auth("/v1/sessions/current", token).await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
+        self.post_json("/v1/sessions/refresh", &json!({"refresh_token": refresh_token})).await
+    }
+
+    pub async fn refreshed(&self, refresh_token: &str) -> Session {
+        let res = self.refresh(refresh_token).await;
+        assert_eq!(res.status(), StatusCode::OK, "refresh: {}", res.text().await.unwrap_or_default());
+        Session::from_json(res.json().await.expect("json"))
+    }
+
+    /// Audit event names in order.
+    pub async fn audit_events(&self) -> Vec<String> {
+        use sea_orm::{EntityTrait as _, QueryOrder as _};
+        entity::audit_events::Entity::find()
+            .order_by_asc(entity::audit_events::Column::Id)
+            .all(self.app_db.conn())
+            .await
+            .expect("audit rows")
+            .into_iter()
+            .map(|e| e.event)
+            .collect()
+    }
+}

@@ -1,0 +1,184 @@
+//! OPAQUE registration and login over HTTP, on Postgres + Redis and on the
+//! embedded default.
+
+use opaque_ke::ClientRegistration;
+use rand::rngs::OsRng;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::client::{b64, unb64};
+use crate::each_stack;
+use crate::helpers::{CacheKind, DbKind, TestApp};
+use latchkey::domain::opaque::Suite;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn problem(res: reqwest::Response) -> (StatusCode, Value) {
+    let status = res.status();
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    (status, res.json().await.expect("problem json"))
+}
+
+async fn register_login_whoami(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    let res = app.register("Alice", PASSWORD).await;
+    assert_eq!(res.status(), 201);
+    let user_id = res.json::<Value>().await.expect("json")["user_id"].as_str().expect("user_id").to_owned();
+
+    // "Alice", "alice" and full-width "ａlice" are one account.
+    let session = app.login("\u{ff41}lice", PASSWORD, "laptop").await;
+    assert_eq!(session.body["user_id"], user_id.as_str());
+    assert_eq!(session.body["aal"], "aal1");
+    assert_eq!(session.body["new_device"], true);
+    assert!(session.token.starts_with("lk_s_") && session.refresh.starts_with("lk_r_"));
+    for field in ["session_id", "token_expires_at", "session_expires_at"] {
+        assert!(session.body.get(field).is_some(), "{field}");
+    }
+
+    let me = app.whoami(&session.token).await;
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.headers()["x-user-id"], user_id.as_str());
+    assert_eq!(me.headers()["x-session-id"], session.body["session_id"].as_str().expect("id"));
+    assert_eq!(me.headers()["x-aal"], "aal1");
+    assert_eq!(me.headers()["cache-control"], "no-store");
+    let me: Value = me.json().await.expect("json");
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["device"]["name"], "test device");
+    for field in ["created_at", "last_seen_at", "session_expires_at"] {
+        assert!(me.get(field).is_some(), "{field}");
+    }
+
+    // A second registration of the same name, in any spelling, is a conflict.
+    let again = app.register("ALICE", "another password").await;
+    let (status, body) = problem(again).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (409, Some("conflict")));
+
+    let events = app.audit_events().await;
+    for expected in ["registration", "login.success", "session.create", "device.new"] {
+        assert!(events.iter().any(|e| e == expected), "{expected} in {events:?}");
+    }
+    let (checked, broken) = latchkey::store::audit::verify_chain(&app.app_db).await.expect("verify");
+    assert!(checked >= 4);
+    assert_eq!(broken, None, "the audit chain is intact");
+}
+each_stack!(register_login_whoami_on, register_login_whoami);
+
+async fn bad_usernames_and_messages_are_400(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    let request = b64(&ClientRegistration::<Suite>::start(&mut OsRng, b"pw").expect("start").message.serialize());
+    for username in ["", "bad\u{0}name", "tab\tname", &"a".repeat(65), "with space"] {
+        let res = app
+            .post_json("/v1/registration/start", &json!({"username": username, "registration_request": request}))
+            .await;
+        let (status, body) = problem(res).await;
+        assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("invalid_request")), "{username:?}");
+    }
+
+    let padded = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE, unb64(&request));
+    let invalid_point = b64(&[0xffu8; 32]);
+    for bad in [padded.as_str(), "not base64!", &b64(&[1u8; 31]), invalid_point.as_str()] {
+        let res =
+            app.post_json("/v1/registration/start", &json!({"username": "bob", "registration_request": bad})).await;
+        assert_eq!(res.status(), 400, "{bad:?}");
+        let res = app.post_json("/v1/login/start", &json!({"username": "bob", "credential_request": bad})).await;
+        assert_eq!(res.status(), 400, "{bad:?}");
+    }
+    let ke1_bad_point = b64(&[0xffu8; 96]);
+    let res = app.post_json("/v1/login/start", &json!({"username": "bob", "credential_request": ke1_bad_point})).await;
+    assert_eq!(res.status(), 400);
+
+    // A finish without a start stores nothing.
+    let record = b64(&[1u8; 192]);
+    let res =
+        app.post_json("/v1/registration/finish", &json!({"username": "carol", "registration_record": record})).await;
+    let (status, body) = problem(res).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("invalid_request")));
+    let res = app
+        .post_json("/v1/registration/finish", &json!({"username": "carol", "registration_record": b64(&[1u8; 100])}))
+        .await;
+    assert_eq!(res.status(), 400);
+    use sea_orm::{EntityTrait as _, PaginatorTrait as _};
+    assert_eq!(entity::users::Entity::find().count(app.app_db.conn()).await.expect("count"), 0);
+
+    // Unknown fields and missing fields.
+    let res =
+        app.post_json("/v1/login/start", &json!({"username": "bob", "credential_request": "x", "pasword": "x"})).await;
+    assert_eq!(res.status(), 400);
+    let res = app.post_json("/v1/login/finish", &json!({"login_id": "x"})).await;
+    assert_eq!(res.status(), 400);
+    let res = app
+        .post_json("/v1/login/finish", &json!({"login_id": "x", "credential_finalization": b64(&[0u8; 64]), "device": {"fingerprint": "f".repeat(257)}}))
+        .await;
+    assert_eq!(res.status(), 400, "fingerprints are at most 256 characters");
+}
+each_stack!(bad_usernames_and_messages_are_400_on, bad_usernames_and_messages_are_400);
+
+async fn wrong_password_and_unknown_user_fail_alike(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    assert_eq!(app.register("dave", PASSWORD).await.status(), 201);
+
+    let wrong = app.login_response("dave", "not the password", json!({"fingerprint": "x"})).await;
+    let unknown = app.login_response("nobody", PASSWORD, json!({"fingerprint": "x"})).await;
+    let (s1, b1) = problem(wrong).await;
+    let (s2, b2) = problem(unknown).await;
+    assert_eq!(s1, 401);
+    assert_eq!(s1, s2);
+    assert_eq!(b1, b2, "one body for every cause");
+    assert_eq!(b1["code"], "invalid_credentials");
+
+    // The login state is single-use.
+    let (login_id, ke3) = app.login_messages("dave", PASSWORD).await;
+    let finish = json!({"login_id": login_id, "credential_finalization": b64(&ke3)});
+    assert_eq!(app.post_json("/v1/login/finish", &finish).await.status(), 200);
+    let (status, body) = problem(app.post_json("/v1/login/finish", &finish).await).await;
+    assert_eq!((status.as_u16(), body), (401, b1.clone()));
+    // A made-up login id.
+    let made_up = json!({"login_id": "AAAAAAAAAAAAAAAAAAAAAA", "credential_finalization": b64(&ke3)});
+    assert_eq!(problem(app.post_json("/v1/login/finish", &made_up).await).await.1, b1);
+
+    let events = app.audit_events().await;
+    assert_eq!(events.iter().filter(|e| *e == "login.failure").count(), 2, "{events:?}");
+}
+each_stack!(wrong_password_and_unknown_user_fail_alike_on, wrong_password_and_unknown_user_fail_alike);
+
+async fn tampered_credential_is_an_integrity_error_not_a_wrong_password(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    assert_eq!(app.register("erin", PASSWORD).await.status(), 201);
+    assert_eq!(app.register("frank", PASSWORD).await.status(), 201);
+    use entity::{opaque_credentials as oc, users};
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+    let erin = users::Entity::find()
+        .filter(users::Column::Username.eq("erin"))
+        .one(app.app_db.conn())
+        .await
+        .expect("q")
+        .expect("erin");
+    let frank = users::Entity::find()
+        .filter(users::Column::Username.eq("frank"))
+        .one(app.app_db.conn())
+        .await
+        .expect("q")
+        .expect("frank");
+    let erins = oc::Entity::find_by_id(erin.id).one(app.app_db.conn()).await.expect("q").expect("row");
+    // Frank's row gets Erin's ciphertext: it must not open under Frank.
+    oc::Entity::update_many()
+        .col_expr(oc::Column::Ciphertext, sea_orm::sea_query::Expr::val(erins.ciphertext.clone()).into())
+        .filter(oc::Column::UserId.eq(frank.id))
+        .exec(app.app_db.conn())
+        .await
+        .expect("tamper");
+    let res = app
+        .post_json(
+            "/v1/login/start",
+            &json!({"username": "frank", "credential_request": b64(&opaque_ke::ClientLogin::<Suite>::start(&mut OsRng, b"pw").expect("start").message.serialize())}),
+        )
+        .await;
+    let (status, body) = problem(res).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (500, Some("internal")));
+    assert!(body.get("detail").is_none(), "no internal detail leaks: {body}");
+    // The service keeps serving, and the row is untouched.
+    app.login("erin", PASSWORD, "d").await;
+    let franks = oc::Entity::find_by_id(frank.id).one(app.app_db.conn()).await.expect("q").expect("row");
+    assert_eq!(franks.ciphertext, erins.ciphertext);
+}
+each_stack!(tampered_credential_on, tampered_credential_is_an_integrity_error_not_a_wrong_password);
