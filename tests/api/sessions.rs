@@ -267,3 +267,26 @@ async fn whoami_serves_from_the_cache_without_the_database() {
     app.app_db.conn().execute_unprepared("ALTER TABLE sessions_away RENAME TO sessions").await.expect("rename back");
     assert!(entity::sessions::Entity::find().all(app.app_db.conn()).await.expect("rows").len() == 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushall_loses_no_session_and_resurrects_no_revocation() {
+    let redis = crate::helpers::PrivateRedis::start().await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(DbKind::Postgres, CacheKind::Redis, |c| {
+        c.redis_url = Some(secrecy::SecretString::from(url));
+    })
+    .await;
+    let active = app.register_and_login("sara", PASSWORD).await;
+    let revoked = app.login("sara", PASSWORD, "other").await;
+    let revoked_id = revoked.body["session_id"].as_str().expect("id");
+    assert_eq!(app.delete_auth(&format!("/v1/sessions/{revoked_id}"), &active.token).await.status(), 204);
+
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.expect("FLUSHALL");
+
+    assert_eq!(app.whoami(&active.token).await.status(), 200, "refilled from Postgres");
+    assert_eq!(app.whoami(&revoked.token).await.status(), 401, "revoked stays revoked");
+    let next = app.refreshed(&active.refresh).await;
+    assert_eq!(app.whoami(&next.token).await.status(), 200);
+}
