@@ -20,6 +20,11 @@ pub mod events {
     pub const REFRESH_REUSE: &str = "refresh_token.reuse";
     pub const DEVICE_NEW: &str = "device.new";
     pub const DEVICE_REMOVE: &str = "device.remove";
+    pub const MFA_SUCCESS: &str = "mfa.success";
+    pub const MFA_FAILURE: &str = "mfa.failure";
+    pub const TOTP_ENROLL: &str = "totp.enroll";
+    pub const TOTP_DISABLE: &str = "totp.disable";
+    pub const RECOVERY_CODE_USED: &str = "recovery_code.used";
 }
 
 pub const SUCCESS: &str = "success";

@@ -47,6 +47,12 @@ pub struct DeviceInput {
 #[derive(Debug)]
 pub enum LoginOutcome {
     Session(IssuedSession),
+    /// The password was right; TOTP is on. The token is accepted only by
+    /// `/v1/login/totp`.
+    MfaRequired {
+        mfa_token: String,
+        expires_at: DateTime<Utc>,
+    },
 }
 
 /// Login state between start and finish.
@@ -188,8 +194,15 @@ impl Core {
             user_agent: client.user_agent.clone(),
             at: now,
         };
-        let session =
-            self.issue_session(user_id, pending.username, "aal1", Some(sighting), known.is_none(), client, now).await?;
+        if crate::store::totp::is_enabled(&self.db, user_id).await? {
+            let (mfa_token, expires_at) =
+                self.start_mfa(user_id, pending.username, Some(sighting), known.is_none(), now).await?;
+            return Ok(LoginOutcome::MfaRequired { mfa_token, expires_at });
+        }
+        users::reset_failures(&self.db, user_id).await?;
+        let session = self
+            .issue_session(user_id, pending.username, "aal1", Some(sighting), known.is_none(), Vec::new(), client, now)
+            .await?;
         Ok(LoginOutcome::Session(session))
     }
 
@@ -200,6 +213,9 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        if let Some(user_id) = user_id {
+            users::record_failure(&self.db, user_id, now).await?;
+        }
         let event = audit::event(events::LOGIN_FAILURE, audit::FAILURE, user_id, None, None, client, now);
         // The attempted name is personal data: sealed, and only kept when it
         // matched no account (otherwise the user id says it).

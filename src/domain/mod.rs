@@ -15,6 +15,7 @@ pub mod registration;
 pub mod server_setup;
 pub mod sessions;
 pub mod tokens;
+pub mod totp;
 pub mod username;
 
 pub use error::{Error, Result};

@@ -113,6 +113,7 @@ impl Core {
         aal: &str,
         device: Option<DeviceSighting>,
         new_device: bool,
+        extra_events: Vec<NewAuditEvent>,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<IssuedSession> {
@@ -122,7 +123,8 @@ impl Core {
         let token_expires_at = (now + chrono_duration(self.sessions.token_lifetime)).min(expires_at);
         let session_id = Uuid::now_v7();
         let device_id = device.as_ref().map(|d| d.id.clone());
-        let mut events = vec![
+        let mut events = extra_events;
+        events.extend([
             audit::event(
                 events::LOGIN_SUCCESS,
                 audit::SUCCESS,
@@ -141,7 +143,7 @@ impl Core {
                 client,
                 now,
             ),
-        ];
+        ]);
         if new_device {
             events.push(audit::event(
                 events::DEVICE_NEW,

@@ -47,6 +47,7 @@ pub struct AppState {
         (name = "registration", description = "OPAQUE registration (RFC 9807)"),
         (name = "login", description = "OPAQUE login"),
         (name = "sessions", description = "Session tokens: whoami / forward-auth, refresh, revocation"),
+        (name = "totp", description = "TOTP second factor (RFC 6238) and recovery codes"),
         (name = "devices", description = "Devices the user logs in from"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
@@ -76,6 +77,10 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(v1::auth::registration_finish)
         .service(v1::auth::login_start)
         .service(v1::auth::login_finish)
+        .service(v1::auth::login_totp)
+        .service(v1::totp::enroll)
+        .service(v1::totp::confirm)
+        .service(v1::totp::disable)
         // `current` before `{id}`: routes match in registration order.
         .service(v1::sessions::current)
         .service(v1::sessions::logout)

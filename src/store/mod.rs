@@ -10,6 +10,7 @@ pub mod fast;
 pub mod keyring;
 pub mod server_setup;
 pub mod sessions;
+pub mod totp;
 pub mod users;
 
 pub use error::StoreError;

@@ -101,3 +101,29 @@ pub async fn register(
     audit::append_in(&txn, &[audit_event]).await?;
     txn.commit().await
 }
+
+/// Counts a failed authentication (password or second factor); returns the
+/// number of consecutive failures.
+pub async fn record_failure(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<i32> {
+    use sea_orm::ExprTrait as _;
+    use sea_orm::sea_query::Expr;
+    users::Entity::update_many()
+        .col_expr(users::Column::FailedAttempts, Expr::col(users::Column::FailedAttempts).add(1))
+        .col_expr(users::Column::LastFailureAt, Expr::val(now).into())
+        .filter(users::Column::Id.eq(id))
+        .exec(db.conn())
+        .await?;
+    Ok(find(db, id).await?.map_or(0, |u| u.failed_attempts))
+}
+
+/// A success ends the run of failures.
+pub async fn reset_failures(db: &Db, id: Uuid) -> Result<()> {
+    use sea_orm::sea_query::Expr;
+    users::Entity::update_many()
+        .col_expr(users::Column::FailedAttempts, Expr::val(0).into())
+        .filter(users::Column::Id.eq(id))
+        .filter(users::Column::FailedAttempts.ne(0))
+        .exec(db.conn())
+        .await?;
+    Ok(())
+}

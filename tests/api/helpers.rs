@@ -117,6 +117,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub keys: Keys,
+    pub core: std::sync::Arc<latchkey::domain::core::Core>,
     pub app_db: Db,
     pub fast: Fast,
     _db: TestDb,
@@ -137,9 +138,10 @@ impl TestApp {
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state();
         let (keys, app_db, fast) = (state.core.keys.clone(), state.core.db.clone(), state.core.fast.clone());
+        let core = state.core.clone();
         tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        Self { address, client, keys, app_db, fast, _db: db, _data_dir: data_dir }
+        Self { address, client, keys, core, app_db, fast, _db: db, _data_dir: data_dir }
     }
 
     pub fn url(&self, path: &str) -> String {

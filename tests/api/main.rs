@@ -12,3 +12,4 @@ mod http_basics;
 mod keyring;
 mod opaque_auth;
 mod sessions;
+mod totp;

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::domain::Error;
 use crate::domain::login::{DeviceInput, LoginOutcome};
 use crate::domain::sessions::IssuedSession;
+use crate::domain::totp::SecondFactor;
 use crate::http::AppState;
 use crate::http::auth::Client;
 use crate::http::error::Problem;
@@ -122,6 +123,28 @@ impl From<IssuedSession> for SessionAnswer {
     }
 }
 
+/// The password was right and TOTP is on: finish at /v1/login/totp.
+#[derive(Serialize, ToSchema)]
+pub struct MfaRequired {
+    #[schema(example = true)]
+    pub mfa_required: bool,
+    /// Accepted only by /v1/login/totp; 5 minutes; burned after 5 wrong codes.
+    #[schema(example = "lk_m_T25lIG1vcmUgc3RlcA…")]
+    pub mfa_token: String,
+    pub mfa_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginTotp {
+    pub mfa_token: String,
+    /// The current 6-digit code; or give `recovery_code` instead.
+    #[schema(example = "123456")]
+    pub code: Option<String>,
+    #[schema(example = "abcde-fghij")]
+    pub recovery_code: Option<String>,
+}
+
 /// Start an OPAQUE registration.
 #[utoipa::path(
     tag = "registration",
@@ -181,7 +204,7 @@ pub async fn login_start(state: web::Data<AppState>, body: web::Json<LoginStart>
     tag = "login",
     request_body = LoginFinish,
     responses(
-        (status = 200, body = SessionAnswer),
+        (status = 200, description = "A session, or `mfa_required` when TOTP is on", body = SessionAnswer),
         (status = 400, description = "Malformed message", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "invalid_credentials, for every cause", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "device_blocked", body = Problem, content_type = "application/problem+json"),
@@ -202,5 +225,35 @@ pub async fn login_finish(
         .await?;
     match outcome {
         LoginOutcome::Session(session) => Ok(HttpResponse::Ok().json(SessionAnswer::from(session))),
+        LoginOutcome::MfaRequired { mfa_token, expires_at } => {
+            Ok(HttpResponse::Ok().json(MfaRequired { mfa_required: true, mfa_token, mfa_expires_at: expires_at }))
+        }
     }
+}
+
+/// Second step of a login with TOTP on: a code or a recovery code for the
+/// MFA token gives a new aal2 session.
+#[utoipa::path(
+    tag = "login",
+    request_body = LoginTotp,
+    responses(
+        (status = 200, body = SessionAnswer),
+        (status = 400, description = "Neither or both of code and recovery_code, or a malformed code", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong code, or an unknown, expired or burned MFA token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/login/totp")]
+pub async fn login_totp(
+    state: web::Data<AppState>,
+    Client(client): Client,
+    body: web::Json<LoginTotp>,
+) -> Result<HttpResponse, Error> {
+    let body = body.into_inner();
+    let factor = match (body.code, body.recovery_code) {
+        (Some(code), None) => SecondFactor::Code(code),
+        (None, Some(code)) => SecondFactor::RecoveryCode(code),
+        _ => return Err(Error::InvalidRequest("give exactly one of code and recovery_code".into())),
+    };
+    let session = state.core.login_totp(&body.mfa_token, factor, &client, chrono::Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(SessionAnswer::from(session)))
 }

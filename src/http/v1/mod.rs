@@ -3,3 +3,4 @@
 pub mod auth;
 pub mod devices;
 pub mod sessions;
+pub mod totp;

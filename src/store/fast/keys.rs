@@ -47,6 +47,11 @@ impl Keys {
         self.tagged("login", login_id)
     }
 
+    /// A pending second factor, by the hash of its MFA token.
+    pub fn mfa(&self, token_hash: &str) -> String {
+        self.tagged("mfa", token_hash)
+    }
+
     /// Pending registration (username reserved between start and finish).
     pub fn registration(&self, username: &str) -> String {
         self.tagged("reg", username)

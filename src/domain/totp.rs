@@ -1,0 +1,381 @@
+//! TOTP (RFC 6238) as a second factor, with recovery codes.
+//!
+//! ```text
+//!   enroll ---> pending secret (sealed) --confirm(code)--> on (+10 recovery codes, session -> aal2)
+//!                  ^  re-enroll replaces                      |  disable(aal2 session, code)
+//!                  `------------------------------------------'
+//!
+//!   login/finish (password ok, TOTP on) --> mfa token (lk_m_, 5 min)
+//!   login/totp (mfa token, code | recovery code) --> new aal2 session
+//!                 5 wrong codes burn the mfa token
+//! ```
+//!
+//! Codes: HMAC-SHA1, 6 digits, 30-second steps, one step of skew either
+//! way, by the server's clock only. Each step is accepted at most once per
+//! user and never one older than the last accepted: the store records the
+//! step with a compare-and-set, which holds under concurrent requests and
+//! across replicas. Every function here takes the time as a parameter.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use uuid::Uuid;
+
+use super::audit::{self, events};
+use super::core::{ClientInfo, Core};
+use super::keyring::{Owner, Sealed, SealedColumn};
+use super::sessions::{CurrentSession, IssuedSession};
+use super::tokens::{self, TokenKind};
+use super::{Error, Result};
+use crate::store::FastStore as _;
+use crate::store::devices::DeviceSighting;
+use crate::store::{totp as store, users};
+
+pub use totp_rs::Algorithm;
+
+pub const ISSUER: &str = "latchkey";
+pub const STEP_SECS: u64 = 30;
+pub const DIGITS: u8 = 6;
+/// Steps accepted either side of the current one.
+pub const SKEW_STEPS: u64 = 1;
+/// 160 bits, RFC 4226's recommendation.
+pub const SECRET_BYTES: usize = 20;
+pub const RECOVERY_CODES: usize = 10;
+pub const MFA_TOKEN_TTL: Duration = Duration::from_secs(300);
+pub const MAX_MFA_ATTEMPTS: u8 = 5;
+
+/// The code of `secret` at `unix_time` (any RFC 6238 parameters, so the
+/// RFC's own vectors run through this function).
+pub fn code_at(algorithm: Algorithm, digits: u8, step_secs: u64, secret: &[u8], unix_time: u64) -> String {
+    totp_rs::Builder::new()
+        .with_algorithm(algorithm)
+        .with_digits(digits)
+        .with_step_duration(step_secs)
+        .with_secret(secret.to_vec())
+        .build_noncompliant()
+        .generate(unix_time)
+        .to_string()
+}
+
+/// The time step within the skew window whose code is `code`, oldest
+/// first. Comparisons are constant-time.
+pub fn matching_step(secret: &[u8], code: &str, now: DateTime<Utc>) -> Option<u64> {
+    let now_step = u64::try_from(now.timestamp()).ok()? / STEP_SECS;
+    let mut found = None;
+    for step in now_step.saturating_sub(SKEW_STEPS)..=now_step + SKEW_STEPS {
+        let expected = code_at(Algorithm::SHA1, DIGITS, STEP_SECS, secret, step * STEP_SECS);
+        if bool::from(expected.as_bytes().ct_eq(code.as_bytes())) && found.is_none() {
+            found = Some(step);
+        }
+    }
+    found
+}
+
+fn check_code_format(code: &str) -> Result<()> {
+    if code.len() != usize::from(DIGITS) || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::InvalidRequest(format!("code must be {DIGITS} digits")));
+    }
+    Ok(())
+}
+
+/// Recovery codes: 50 random bits as `xxxxx-xxxxx` (base32, no ambiguous
+/// characters lost to case). Stored as SHA-256 of the normalized form.
+fn new_recovery_code() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut bytes = [0u8; 10];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let chars: String = bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect();
+    format!("{}-{}", &chars[..5], &chars[5..])
+}
+
+fn recovery_code_hash(code: &str) -> String {
+    let normalized: String = code.chars().filter(|c| !matches!(c, '-' | ' ')).flat_map(char::to_lowercase).collect();
+    hex::encode(Sha256::digest(normalized.as_bytes()))
+}
+
+/// What enrolment hands the user once.
+pub struct Enrollment {
+    pub secret_base32: String,
+    pub otpauth_uri: String,
+    pub qr_png_base64: String,
+}
+
+/// The second-factor input at login.
+pub enum SecondFactor {
+    Code(String),
+    RecoveryCode(String),
+}
+
+/// Between a correct password and the second factor.
+#[derive(Serialize, Deserialize)]
+struct PendingMfa {
+    user_id: Uuid,
+    username: String,
+    device_id: Option<String>,
+    device_name: Option<String>,
+    new_device: bool,
+    attempts: u8,
+    expires_at: DateTime<Utc>,
+}
+
+impl Core {
+    /// Starts (or restarts) enrolment: a new secret, pending until confirmed.
+    pub async fn totp_enroll(&self, current: &CurrentSession, now: DateTime<Utc>) -> Result<Enrollment> {
+        let mut secret = vec![0u8; SECRET_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let secret_base32 = totp_rs::Secret::from(secret.clone()).to_base32();
+        let sealed = self.keyring.seal(SealedColumn::TotpSecret, Owner::User(current.user_id), &secret, now).await?;
+        if !store::put_pending(&self.db, current.user_id, (sealed.key_id, sealed.ciphertext), now).await? {
+            return Err(Error::Conflict("TOTP is already on; disable it first".into()));
+        }
+        // The label may not hold a colon (it separates issuer and account).
+        let account = current.username.replace(':', "_");
+        let totp = totp_rs::Builder::new()
+            .with_algorithm(Algorithm::SHA1)
+            .with_digits(DIGITS)
+            .with_step_duration(STEP_SECS)
+            .with_secret(secret)
+            .with_issuer(Some(ISSUER))
+            .with_account_name(account)
+            .build()
+            .map_err(|e| Error::Internal(format!("TOTP parameters refused: {e}")))?;
+        let otpauth_uri = totp.to_url().map_err(|e| Error::Internal(format!("otpauth URI: {e}")))?;
+        let qr_png = totp.to_qr_png().map_err(|e| Error::Internal(format!("QR code: {e}")))?;
+        Ok(Enrollment {
+            secret_base32,
+            otpauth_uri,
+            qr_png_base64: base64::engine::general_purpose::STANDARD.encode(qr_png),
+        })
+    }
+
+    async fn totp_secret(&self, user_id: Uuid, record: &store::TotpRecord) -> Result<Vec<u8>> {
+        self.keyring
+            .open_sealed(
+                SealedColumn::TotpSecret,
+                Owner::User(user_id),
+                &Sealed { key_id: record.key_id, ciphertext: record.ciphertext.clone() },
+            )
+            .await
+    }
+
+    /// Confirms enrolment with a first code: TOTP is on, the session becomes
+    /// aal2, and the recovery codes are returned (only this once).
+    pub async fn totp_confirm(
+        &self,
+        current: &CurrentSession,
+        code: &str,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        check_code_format(code)?;
+        let record = store::find(&self.db, current.user_id).await?;
+        let Some(record) = record else {
+            return Err(Error::InvalidRequest("no TOTP enrolment to confirm; enroll first".into()));
+        };
+        if record.confirmed_at.is_some() {
+            return Err(Error::Conflict("TOTP is already on".into()));
+        }
+        let secret = self.totp_secret(current.user_id, &record).await?;
+        let step = matching_step(&secret, code, now)
+            .ok_or_else(|| Error::InvalidRequest("the code does not match the enrolled secret".into()))?;
+        let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
+        let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
+        let event = audit::event(
+            events::TOTP_ENROLL,
+            audit::SUCCESS,
+            Some(current.user_id),
+            Some(current.session_id),
+            current.device_id.as_deref(),
+            client,
+            now,
+        );
+        let step = i64::try_from(step).map_err(|_| Error::Internal("time step out of range".into()))?;
+        if !store::confirm(&self.db, current.user_id, step, &hashes, current.session_id, now, &[event]).await? {
+            return Err(Error::InvalidRequest("that code was used already; wait for the next one".into()));
+        }
+        // The cached copy still says aal1.
+        self.evict(&[(current.session_id, current.token_hash.clone())]).await;
+        Ok(codes)
+    }
+
+    /// Verifies a code for a user with TOTP on, consuming its step.
+    async fn verify_totp(&self, user_id: Uuid, code: &str, now: DateTime<Utc>) -> Result<bool> {
+        let Some(record) = store::find(&self.db, user_id).await?.filter(|r| r.confirmed_at.is_some()) else {
+            return Ok(false);
+        };
+        let secret = self.totp_secret(user_id, &record).await?;
+        let Some(step) = matching_step(&secret, code, now) else { return Ok(false) };
+        let step = i64::try_from(step).map_err(|_| Error::Internal("time step out of range".into()))?;
+        Ok(store::consume_step(&self.db, user_id, step, now).await?)
+    }
+
+    /// Turns TOTP off. Needs an aal2 session and a current code.
+    pub async fn totp_disable(
+        &self,
+        current: &CurrentSession,
+        code: &str,
+        revoke_other_sessions: bool,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        check_code_format(code)?;
+        if current.aal != "aal2" {
+            return Err(Error::Forbidden);
+        }
+        if !self.verify_totp(current.user_id, code, now).await? {
+            self.second_factor_failed(current.user_id, Some(current.session_id), client, now).await?;
+            return Err(Error::InvalidCredentials);
+        }
+        let event = audit::event(
+            events::TOTP_DISABLE,
+            audit::SUCCESS,
+            Some(current.user_id),
+            Some(current.session_id),
+            current.device_id.as_deref(),
+            client,
+            now,
+        );
+        store::disable(&self.db, current.user_id, &[event]).await?;
+        if revoke_other_sessions { self.revoke_other_sessions(current, client, now).await } else { Ok(0) }
+    }
+
+    async fn second_factor_failed(
+        &self,
+        user_id: Uuid,
+        session_id: Option<Uuid>,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        users::record_failure(&self.db, user_id, now).await?;
+        let event = audit::event(events::MFA_FAILURE, audit::FAILURE, Some(user_id), session_id, None, client, now);
+        crate::store::audit::append(&self.db, &[event]).await?;
+        Ok(())
+    }
+
+    /// After a correct password for a user with TOTP on: an MFA token that
+    /// only `/v1/login/totp` accepts.
+    pub(crate) async fn start_mfa(
+        &self,
+        user_id: Uuid,
+        username: String,
+        device: Option<DeviceSighting>,
+        new_device: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(String, DateTime<Utc>)> {
+        let token = tokens::generate(TokenKind::Mfa);
+        let expires_at = now + chrono::Duration::from_std(MFA_TOKEN_TTL).unwrap_or_default();
+        let pending = PendingMfa {
+            user_id,
+            username,
+            device_id: device.as_ref().map(|d| d.id.clone()),
+            device_name: device.and_then(|d| d.name),
+            new_device,
+            attempts: 0,
+            expires_at,
+        };
+        let bytes = serde_json::to_vec(&pending).map_err(|e| Error::Internal(e.to_string()))?;
+        self.fast.set(&self.keys.mfa(&token.hash), &bytes, MFA_TOKEN_TTL).await?;
+        Ok((token.value, expires_at))
+    }
+
+    /// The second step of a login with TOTP on: a new aal2 session.
+    pub async fn login_totp(
+        &self,
+        mfa_token: &str,
+        factor: SecondFactor,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedSession> {
+        if let SecondFactor::Code(code) = &factor {
+            check_code_format(code)?;
+        }
+        let hash = tokens::verify_shape(TokenKind::Mfa, mfa_token).ok_or(Error::InvalidCredentials)?;
+        let key = self.keys.mfa(&hash);
+        // Taken out while this attempt runs: concurrent attempts with one
+        // token find nothing, so at most one of them can succeed.
+        let Some(mut pending) =
+            self.fast.get_del(&key).await?.and_then(|b| serde_json::from_slice::<PendingMfa>(&b).ok())
+        else {
+            return Err(Error::InvalidCredentials);
+        };
+        if pending.expires_at <= now {
+            return Err(Error::InvalidCredentials);
+        }
+        let user_id = pending.user_id;
+        let (ok, used_recovery) = match &factor {
+            SecondFactor::Code(code) => (self.verify_totp(user_id, code, now).await?, false),
+            SecondFactor::RecoveryCode(code) => {
+                (store::use_recovery_code(&self.db, user_id, &recovery_code_hash(code), now).await?, true)
+            }
+        };
+        if !ok {
+            self.second_factor_failed(user_id, None, client, now).await?;
+            pending.attempts += 1;
+            if pending.attempts < MAX_MFA_ATTEMPTS {
+                if let (Ok(ttl), Ok(bytes)) = ((pending.expires_at - now).to_std(), serde_json::to_vec(&pending)) {
+                    self.fast.set(&key, &bytes, ttl).await?;
+                }
+            } else {
+                tracing::warn!(user_id = %user_id, "MFA token burned after {MAX_MFA_ATTEMPTS} wrong codes");
+            }
+            return Err(Error::InvalidCredentials);
+        }
+        users::reset_failures(&self.db, user_id).await?;
+        let device = pending.device_id.map(|id| DeviceSighting {
+            id,
+            user_id,
+            name: pending.device_name,
+            ip: client.ip_string(),
+            user_agent: client.user_agent.clone(),
+            at: now,
+        });
+        let mut extra = vec![audit::event(events::MFA_SUCCESS, audit::SUCCESS, Some(user_id), None, None, client, now)];
+        if used_recovery {
+            let left = store::recovery_codes_left(&self.db, user_id).await?;
+            let event =
+                audit::event(events::RECOVERY_CODE_USED, audit::SUCCESS, Some(user_id), None, None, client, now);
+            extra.push(self.with_details(event, serde_json::json!({ "remaining": left }), now).await?);
+        }
+        self.issue_session(user_id, pending.username, "aal2", device, pending.new_device, extra, client, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(unix: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(unix, 0).expect("valid time")
+    }
+
+    #[test]
+    fn window_is_one_step_each_way() {
+        let secret = b"12345678901234567890";
+        let now = at(1_700_000_000);
+        let step = 1_700_000_000 / 30;
+        for (offset, expected) in [(-1i64, Some(step - 1)), (0, Some(step)), (1, Some(step + 1))] {
+            let t = u64::try_from(1_700_000_000 + offset * 30).expect("positive");
+            let code = code_at(Algorithm::SHA1, 6, 30, secret, t);
+            assert_eq!(matching_step(secret, &code, now), expected, "offset {offset}");
+        }
+        for offset in [-2i64, 2] {
+            let t = u64::try_from(1_700_000_000 + offset * 30).expect("positive");
+            let code = code_at(Algorithm::SHA1, 6, 30, secret, t);
+            assert_eq!(matching_step(secret, &code, now), None, "offset {offset} is outside the window");
+        }
+        assert_eq!(matching_step(secret, "000000x", now), None);
+    }
+
+    #[test]
+    fn recovery_codes_normalize() {
+        let code = new_recovery_code();
+        assert_eq!(code.len(), 11);
+        assert_eq!(recovery_code_hash(&code), recovery_code_hash(&code.to_uppercase().replace('-', " ")));
+        assert_ne!(recovery_code_hash(&code), recovery_code_hash(&new_recovery_code()));
+    }
+}

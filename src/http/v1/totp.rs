@@ -1,0 +1,113 @@
+//! TOTP enrolment and removal.
+
+use actix_web::{HttpResponse, delete, post, web};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::Error;
+use crate::http::AppState;
+use crate::http::auth::{Authenticated, Client};
+use crate::http::error::Problem;
+
+#[derive(Serialize, ToSchema)]
+pub struct Enrollment {
+    /// The secret, base32, for manual entry.
+    #[schema(example = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP")]
+    pub secret: String,
+    #[schema(example = "otpauth://totp/latchkey:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=latchkey")]
+    pub otpauth_uri: String,
+    /// The otpauth URI as a QR code: a PNG, base64.
+    pub qr_png: String,
+}
+
+/// Start TOTP enrolment: a new secret, pending until confirmed; replaces an
+/// unconfirmed enrolment.
+#[utoipa::path(
+    tag = "totp",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Enrollment),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "TOTP is already on", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/totp/enroll")]
+pub async fn enroll(state: web::Data<AppState>, Authenticated(session): Authenticated) -> Result<HttpResponse, Error> {
+    let e = state.core.totp_enroll(&session, Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(Enrollment {
+        secret: e.secret_base32,
+        otpauth_uri: e.otpauth_uri,
+        qr_png: e.qr_png_base64,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBody {
+    #[schema(example = "123456")]
+    pub code: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecoveryCodes {
+    /// Ten single-use codes, shown only now.
+    #[schema(example = json!(["abcde-fghij", "kmnpq-rstuv"]))]
+    pub recovery_codes: Vec<String>,
+}
+
+/// Confirm enrolment with a first code: TOTP is on, this session becomes
+/// aal2, and the recovery codes are returned once.
+#[utoipa::path(
+    tag = "totp",
+    security(("bearer" = [])),
+    request_body = CodeBody,
+    responses(
+        (status = 200, body = RecoveryCodes),
+        (status = 400, description = "No pending enrolment, or the code does not match", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "TOTP is already on", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/totp/confirm")]
+pub async fn confirm(
+    state: web::Data<AppState>,
+    Authenticated(session): Authenticated,
+    Client(client): Client,
+    body: web::Json<CodeBody>,
+) -> Result<HttpResponse, Error> {
+    let recovery_codes = state.core.totp_confirm(&session, &body.code, &client, Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(RecoveryCodes { recovery_codes }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableBody {
+    #[schema(example = "123456")]
+    pub code: String,
+    /// Also end every other session.
+    #[serde(default)]
+    pub revoke_other_sessions: bool,
+}
+
+/// Turn TOTP off (needs an aal2 session and a current code).
+#[utoipa::path(
+    tag = "totp",
+    security(("bearer" = [])),
+    request_body = DisableBody,
+    responses(
+        (status = 204),
+        (status = 401, description = "Not logged in, or a wrong code", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The session is not aal2", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/totp")]
+pub async fn disable(
+    state: web::Data<AppState>,
+    Authenticated(session): Authenticated,
+    Client(client): Client,
+    body: web::Json<DisableBody>,
+) -> Result<HttpResponse, Error> {
+    state.core.totp_disable(&session, &body.code, body.revoke_other_sessions, &client, Utc::now()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

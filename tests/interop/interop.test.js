@@ -1,0 +1,265 @@
+// Interoperability: the independent npm OPAQUE client @serenity-kit/opaque
+// registers and logs in against a real latchkey process, once on the
+// embedded default (SQLite + in-process store) and once on PostgreSQL + Redis.
+// See README.md.
+
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, it, test } from "node:test";
+
+import opaque from "@serenity-kit/opaque";
+
+import { startLatchkey } from "./support/latchkey.js";
+
+await opaque.ready;
+
+const hex = (bytes) => randomBytes(bytes).toString("hex");
+
+/** Decodes unpadded base64url, refusing anything else. */
+function b64urlBytes(value, what) {
+  assert.equal(typeof value, "string", `${what} is a string`);
+  assert.match(value, /^[A-Za-z0-9_-]*$/, `${what} is base64url without padding`);
+  return Buffer.from(value, "base64url");
+}
+
+// Message sizes of the suite (ristretto255, 3DH, SHA-512), SPEC §3.
+const SIZES = { registrationResponse: 64, registrationRecord: 192, ke1: 96, ke2: 320, ke3: 64 };
+
+// The key stretching the server's suite expects: Argon2id v0x13, m = 64 MiB, t = 3, p = 4.
+const SPEC_KSF = { "argon2id-custom": { memory: 65536, iterations: 3, parallelism: 4 } };
+
+test("the library's default key stretching is Argon2id m=65536 t=3 p=4 (no server)", () => {
+  // Registration with the default (no keyStretching option), then logins
+  // with explicit parameters: only the matching ones can open the envelope.
+  const password = `pw-${hex(8)}`;
+  const serverSetup = opaque.server.createSetup();
+  const reg = opaque.client.startRegistration({ password });
+  const { registrationResponse } = opaque.server.createRegistrationResponse({
+    serverSetup,
+    userIdentifier: "ksf-check",
+    registrationRequest: reg.registrationRequest,
+  });
+  const { registrationRecord } = opaque.client.finishRegistration({
+    clientRegistrationState: reg.clientRegistrationState,
+    registrationResponse,
+    password,
+  });
+  const loginWith = (keyStretching) => {
+    const start = opaque.client.startLogin({ password });
+    const { loginResponse } = opaque.server.startLogin({
+      serverSetup,
+      registrationRecord,
+      startLoginRequest: start.startLoginRequest,
+      userIdentifier: "ksf-check",
+    });
+    return opaque.client.finishLogin({ clientLoginState: start.clientLoginState, loginResponse, password, keyStretching });
+  };
+  assert.ok(loginWith(SPEC_KSF), "m=65536 t=3 p=4 opens a record made with the default");
+  assert.ok(loginWith("memory-constrained"), "the named preset is the same");
+  const other = { "argon2id-custom": { memory: 65536, iterations: 3, parallelism: 1 } };
+  assert.equal(loginWith(other), undefined, "p=1 does not (the check can fail)");
+});
+
+for (const backend of [
+  { name: "embedded SQLite + in-process store", kind: "embedded" },
+  { name: "PostgreSQL + Redis", kind: "postgres-redis" },
+]) {
+  describe(`latchkey on ${backend.name}`, () => {
+    let server;
+    const username = `Interop-${hex(6)}`; // mixed case: the server normalizes it
+    const normalized = username.toLowerCase();
+    const password = `correct horse ${hex(8)}`;
+    let userId;
+
+    before(async () => {
+      server = await startLatchkey(backend.kind);
+    });
+
+    after(async () => {
+      await server?.stop();
+    });
+
+    async function call(method, path, { body, token } = {}) {
+      const headers = {};
+      if (body !== undefined) headers["content-type"] = "application/json";
+      if (token !== undefined) headers.authorization = `Bearer ${token}`;
+      const res = await fetch(`${server.baseUrl}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await res.text();
+      let json;
+      if (text) {
+        try {
+          json = JSON.parse(text);
+        } catch {
+          // left undefined; asserts below show the text
+        }
+      }
+      return { status: res.status, headers: res.headers, json, text };
+    }
+
+    function expectStatus(res, status, what) {
+      assert.equal(res.status, status, `${what}: expected ${status}, got ${res.status} ${res.text}`);
+    }
+
+    function expectProblem(res, status, code, what) {
+      expectStatus(res, status, what);
+      assert.match(res.headers.get("content-type") ?? "", /^application\/problem\+json/, `${what}: content type`);
+      assert.equal(res.json?.code, code, `${what}: problem code`);
+    }
+
+    /** The whole client registration flow; returns the finish response. */
+    async function register(name, pw) {
+      const start = opaque.client.startRegistration({ password: pw });
+      assert.equal(b64urlBytes(start.registrationRequest, "registrationRequest").length, 32);
+      const res1 = await call("POST", "/v1/registration/start", {
+        body: { username: name, registration_request: start.registrationRequest },
+      });
+      expectStatus(res1, 200, "registration/start");
+      const response = res1.json.registration_response;
+      assert.equal(b64urlBytes(response, "registration_response").length, SIZES.registrationResponse);
+      const { registrationRecord } = opaque.client.finishRegistration({
+        clientRegistrationState: start.clientRegistrationState,
+        registrationResponse: response,
+        password: pw,
+      });
+      assert.equal(b64urlBytes(registrationRecord, "registrationRecord").length, SIZES.registrationRecord);
+      return call("POST", "/v1/registration/finish", {
+        body: { username: name, registration_record: registrationRecord },
+      });
+    }
+
+    /** login/start + the client's finishLogin (undefined when it fails). */
+    async function loginStart(name, pw) {
+      const start = opaque.client.startLogin({ password: pw });
+      assert.equal(b64urlBytes(start.startLoginRequest, "startLoginRequest").length, SIZES.ke1);
+      const res = await call("POST", "/v1/login/start", {
+        body: { username: name, credential_request: start.startLoginRequest },
+      });
+      expectStatus(res, 200, "login/start");
+      assert.equal(typeof res.json.login_id, "string");
+      assert.equal(b64urlBytes(res.json.credential_response, "credential_response").length, SIZES.ke2);
+      const client = opaque.client.finishLogin({
+        clientLoginState: start.clientLoginState,
+        loginResponse: res.json.credential_response,
+        password: pw,
+      });
+      return { loginId: res.json.login_id, credentialResponse: res.json.credential_response, client };
+    }
+
+    const device = () => ({ fingerprint: `interop-${hex(8)}`, name: "node interop test" });
+
+    /** A full successful login; returns the session answer. */
+    async function login(name = username, pw = password) {
+      const { loginId, client } = await loginStart(name, pw);
+      assert.ok(client, "finishLogin accepted the server's credential response");
+      assert.equal(b64urlBytes(client.finishLoginRequest, "finishLoginRequest").length, SIZES.ke3);
+      const res = await call("POST", "/v1/login/finish", {
+        body: { login_id: loginId, credential_finalization: client.finishLoginRequest, device: device() },
+      });
+      expectStatus(res, 200, "login/finish");
+      return res.json;
+    }
+
+    const whoami = (token) => call("GET", "/v1/sessions/current", { token });
+
+    it("registers a new user", async () => {
+      const res = await register(username, password);
+      expectStatus(res, 201, "registration/finish");
+      assert.match(res.json.user_id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      userId = res.json.user_id;
+    });
+
+    it("refuses the same username again (other case) with 409 conflict", async () => {
+      assert.ok(userId, "the user was registered");
+      expectProblem(await register(normalized, `other ${password}`), 409, "conflict", "second registration");
+    });
+
+    it("logs in, and whoami names the user", async () => {
+      assert.ok(userId, "the user was registered");
+      const session = await login();
+      assert.ok(session.session_token.startsWith("lk_s_"), "session token prefix");
+      assert.ok(session.refresh_token.startsWith("lk_r_"), "refresh token prefix");
+      assert.equal(session.user_id, userId);
+      assert.equal(session.aal, "aal1");
+      assert.equal(session.new_device, true);
+      for (const field of ["token_expires_at", "session_expires_at"]) {
+        assert.ok(!Number.isNaN(Date.parse(session[field])), `${field} is a timestamp`);
+      }
+
+      const me = await whoami(session.session_token);
+      expectStatus(me, 200, "whoami");
+      assert.equal(me.json.username, normalized);
+      assert.equal(me.json.user_id, userId);
+      assert.equal(me.json.session_id, session.session_id);
+      assert.equal(me.json.aal, "aal1");
+      assert.equal(me.headers.get("x-user-id"), userId);
+      assert.equal(me.headers.get("x-session-id"), session.session_id);
+      assert.equal(me.headers.get("x-aal"), "aal1");
+    });
+
+    it("refreshes (old session token refused, new one works), then logs out", async () => {
+      assert.ok(userId, "the user was registered");
+      const session = await login();
+
+      const refreshed = await call("POST", "/v1/sessions/refresh", { body: { refresh_token: session.refresh_token } });
+      expectStatus(refreshed, 200, "refresh");
+      assert.ok(refreshed.json.session_token.startsWith("lk_s_"));
+      assert.ok(refreshed.json.refresh_token.startsWith("lk_r_"));
+      assert.notEqual(refreshed.json.session_token, session.session_token);
+      assert.notEqual(refreshed.json.refresh_token, session.refresh_token);
+
+      expectProblem(await whoami(session.session_token), 401, "unauthorized", "whoami with the old token");
+      const me = await whoami(refreshed.json.session_token);
+      expectStatus(me, 200, "whoami with the new token");
+      assert.equal(me.headers.get("x-user-id"), userId);
+      assert.equal(me.json.session_id, session.session_id, "same session");
+
+      const out = await call("DELETE", "/v1/sessions/current", { token: refreshed.json.session_token });
+      expectStatus(out, 204, "logout");
+      expectProblem(await whoami(refreshed.json.session_token), 401, "unauthorized", "whoami after logout");
+    });
+
+    it("reusing a rotated refresh token revokes the whole session", async () => {
+      assert.ok(userId, "the user was registered");
+      const session = await login();
+      const refreshed = await call("POST", "/v1/sessions/refresh", { body: { refresh_token: session.refresh_token } });
+      expectStatus(refreshed, 200, "refresh");
+
+      const reuse = await call("POST", "/v1/sessions/refresh", { body: { refresh_token: session.refresh_token } });
+      expectStatus(reuse, 401, "refresh with the rotated token");
+      expectProblem(await whoami(refreshed.json.session_token), 401, "unauthorized", "whoami after reuse");
+      const again = await call("POST", "/v1/sessions/refresh", { body: { refresh_token: refreshed.json.refresh_token } });
+      expectStatus(again, 401, "refresh with the newest token after reuse");
+    });
+
+    it("a wrong password and an unknown user fail alike", async () => {
+      assert.ok(userId, "the user was registered");
+      const wrong = await loginStart(username, `wrong ${password}`);
+      assert.equal(wrong.client, undefined, "finishLogin returns undefined for a wrong password");
+      const unknown = await loginStart(`nobody-${hex(6)}`, password);
+      assert.equal(unknown.client, undefined, "finishLogin returns undefined for a fake credential response");
+      assert.equal(unknown.credentialResponse.length, wrong.credentialResponse.length, "same response size");
+
+      // The client gives up, but a syntactically valid (random) KE3 must still be refused.
+      const finish = (loginId) =>
+        call("POST", "/v1/login/finish", {
+          body: {
+            login_id: loginId,
+            credential_finalization: randomBytes(SIZES.ke3).toString("base64url"),
+            device: device(),
+          },
+        });
+      const wrongRes = await finish(wrong.loginId);
+      const unknownRes = await finish(unknown.loginId);
+      expectProblem(wrongRes, 401, "invalid_credentials", "finish with a wrong password");
+      expectProblem(unknownRes, 401, "invalid_credentials", "finish for an unknown user");
+      assert.deepEqual(unknownRes.json, wrongRes.json, "identical problem bodies");
+
+      // The user can still log in.
+      await login();
+    });
+  });
+}
