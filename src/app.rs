@@ -12,10 +12,13 @@ use actix_web::{HttpServer, web};
 use base64::Engine as _;
 use rand::RngCore as _;
 use secrecy::SecretString;
+use sha2::Digest as _;
 
 use crate::config::Config;
-use crate::domain::core::{Core, SessionPolicy};
+use crate::domain::core::{Core, Policies, SessionPolicy};
 use crate::domain::keyring::{Keyring, RotationPolicy};
+use crate::domain::lockout::LockoutPolicy;
+use crate::domain::ratelimit::BuiltinLimits;
 use crate::domain::{self, server_setup};
 use crate::http::{self, AppState};
 use crate::store::db::{Db, DbOptions};
@@ -145,17 +148,42 @@ impl Application {
         let port = listener.local_addr().map_err(|e| StartupError::Io(e.to_string()))?.port();
 
         let config = Arc::new(config);
-        let sessions = SessionPolicy {
-            token_lifetime: config.sessions.token_lifetime,
-            idle_timeout: config.sessions.idle_timeout,
-            absolute_lifetime: config.sessions.absolute_lifetime,
+        let r = &config.ratelimit;
+        let policies = Policies {
+            sessions: SessionPolicy {
+                token_lifetime: config.sessions.token_lifetime,
+                idle_timeout: config.sessions.idle_timeout,
+                absolute_lifetime: config.sessions.absolute_lifetime,
+            },
+            limits: BuiltinLimits {
+                registration: r.registration,
+                login_start: r.login_start,
+                login_finish: r.login_finish,
+                totp: r.totp,
+                refresh: r.refresh,
+            },
+            lockout: LockoutPolicy {
+                threshold: r.lockout_threshold,
+                hard_limit: r.lockout_hard_limit,
+                hard_lock: r.hard_lock,
+            },
+            namespaces: r.namespaces.clone(),
         };
         let core =
-            Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring.clone(), Arc::new(setup), sessions);
+            Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring.clone(), Arc::new(setup), policies);
         let state = web::Data::new(AppState {
             config: config.clone(),
             core: Arc::new(core),
             metrics: metrics.clone(),
+            service_token_hashes: config
+                .service_tokens
+                .iter()
+                .map(|t| sha2::Sha256::digest(secrecy::ExposeSecret::expose_secret(t).as_bytes()).into())
+                .collect(),
+            prefilter: Arc::new(http::middleware::new_prefilter(
+                config.ratelimit.prefilter_per_second,
+                config.ratelimit.prefilter_burst,
+            )),
             openapi_json: openapi_json.into(),
         });
         let app_state = state.clone();
@@ -172,6 +200,7 @@ impl Application {
             "latchkey listening"
         );
 
+        let prefilter = state.prefilter.clone();
         let background = vec![
             tokio::spawn(keyring_maintenance(
                 keyring,
@@ -183,6 +212,8 @@ impl Application {
                 loop {
                     tick.tick().await;
                     metrics.run_upkeep();
+                    prefilter.retain_recent();
+                    prefilter.shrink_to_fit();
                 }
             }),
         ];

@@ -85,6 +85,96 @@ pub struct Config {
     pub redis: RedisConfig,
     pub keyring: KeyringConfig,
     pub sessions: SessionsConfig,
+    pub ratelimit: RateLimitConfig,
+}
+
+/// One sliding-window rule: at most `limit` in any `window`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub limit: u64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Rule {
+    pub const fn new(limit: u64, window_secs: u64) -> Self {
+        Self { limit, window: Duration::from_secs(window_secs) }
+    }
+}
+
+/// The built-in limits of one endpoint, per client IP, per username and
+/// per (IP, username). A missing rule is not enforced.
+#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EndpointLimits {
+    pub per_ip: Option<Rule>,
+    pub per_username: Option<Rule>,
+    pub per_ip_username: Option<Rule>,
+}
+
+/// A namespace of the rate-limit API for other services.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    pub name: String,
+    pub limit: u64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+/// Abuse resistance. Defaults and their reasoning are in the README.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Per-instance pre-filter on the unauthenticated endpoints, per IP,
+    /// before Redis is touched.
+    pub prefilter_per_second: u32,
+    pub prefilter_burst: u32,
+    pub registration: EndpointLimits,
+    pub login_start: EndpointLimits,
+    pub login_finish: EndpointLimits,
+    pub totp: EndpointLimits,
+    pub refresh: EndpointLimits,
+    /// Consecutive failures before the first lock.
+    pub lockout_threshold: u32,
+    /// Failures at which the account is hard-locked.
+    pub lockout_hard_limit: u32,
+    /// How long a hard lock lasts (an admin can lift it sooner).
+    #[serde(with = "humantime_serde")]
+    pub hard_lock: Duration,
+    pub namespaces: Vec<Namespace>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let login = EndpointLimits {
+            per_ip: Some(Rule::new(300, 300)),
+            per_username: Some(Rule::new(30, 300)),
+            per_ip_username: Some(Rule::new(10, 60)),
+        };
+        Self {
+            prefilter_per_second: 20,
+            prefilter_burst: 60,
+            registration: EndpointLimits {
+                per_ip: Some(Rule::new(20, 3600)),
+                per_username: Some(Rule::new(5, 600)),
+                per_ip_username: None,
+            },
+            login_start: login,
+            login_finish: login,
+            totp: EndpointLimits {
+                per_ip: Some(Rule::new(100, 300)),
+                per_username: Some(Rule::new(10, 60)),
+                per_ip_username: Some(Rule::new(10, 60)),
+            },
+            refresh: EndpointLimits { per_ip: Some(Rule::new(600, 300)), per_username: None, per_ip_username: None },
+            lockout_threshold: 5,
+            lockout_hard_limit: 100,
+            hard_lock: Duration::from_secs(24 * 3600),
+            namespaces: Vec::new(),
+        }
+    }
 }
 
 /// Session lifetimes (defaults: NIST SP 800-63B AAL2 reauthentication).
@@ -167,6 +257,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             keyring: KeyringConfig::default(),
             sessions: SessionsConfig::default(),
+            ratelimit: RateLimitConfig::default(),
         }
     }
 }
@@ -276,6 +367,21 @@ impl Config {
                     .into(),
             ));
         }
+        let r = &self.ratelimit;
+        if r.prefilter_per_second == 0 || r.prefilter_burst == 0 || r.lockout_threshold == 0 {
+            return Err(ConfigError::Invalid(
+                "ratelimit: prefilter rates and lockout_threshold must be positive".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for ns in &r.namespaces {
+            if ns.name.is_empty() || ns.limit == 0 || ns.window.is_zero() || !names.insert(ns.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "ratelimit.namespaces: {:?} needs a unique non-empty name, a positive limit and window",
+                    ns.name
+                )));
+            }
+        }
         if self.env != Environment::Production {
             return Ok(());
         }
@@ -347,6 +453,11 @@ const KNOWN_KEYS: &[&str] = &[
     "sessions__token_lifetime",
     "sessions__idle_timeout",
     "sessions__absolute_lifetime",
+    "ratelimit__prefilter_per_second",
+    "ratelimit__prefilter_burst",
+    "ratelimit__lockout_threshold",
+    "ratelimit__lockout_hard_limit",
+    "ratelimit__hard_lock",
 ];
 
 /// One environment value as a figment provider, keyed by a dotted path.
@@ -553,6 +664,27 @@ mod tests {
         let (config, report) = Config::load_from(active).expect(".env.example loads");
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         assert_eq!(config.keyring.rotate_after, Duration::from_secs(90 * 86400));
+    }
+
+    #[test]
+    fn ratelimit_namespaces_from_toml() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[[ratelimit.namespaces]]\nname = \"api\"\nlimit = 100\nwindow = \"60s\"\n\n\
+             [ratelimit.login_start]\nper_ip = { limit = 7, window = \"1m\" }\n",
+        )
+        .expect("write");
+        let (c, _) = Config::load_from(env(&[("LATCHKEY_CONFIG", path.to_str().expect("utf8"))])).expect("load");
+        assert_eq!(c.ratelimit.namespaces.len(), 1);
+        assert_eq!(c.ratelimit.namespaces[0].window, Duration::from_secs(60));
+        assert_eq!(c.ratelimit.login_start.per_ip, Some(Rule::new(7, 60)));
+        assert_eq!(c.ratelimit.login_start.per_username, None, "a section replaces the defaults it names");
+
+        std::fs::write(&path, "[[ratelimit.namespaces]]\nname = \"api\"\nlimit = 0\nwindow = \"60s\"\n")
+            .expect("write");
+        assert!(Config::load_from(env(&[("LATCHKEY_CONFIG", path.to_str().expect("utf8"))])).is_err());
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub mod events {
     pub const TOTP_ENROLL: &str = "totp.enroll";
     pub const TOTP_DISABLE: &str = "totp.disable";
     pub const RECOVERY_CODE_USED: &str = "recovery_code.used";
+    pub const ACCOUNT_LOCK: &str = "account.lock";
+    pub const DEVICE_TRUST: &str = "device.trust";
 }
 
 pub const SUCCESS: &str = "success";

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::keyring::Keyring;
+use super::lockout::LockoutPolicy;
 use super::opaque::ServerSetup;
+use super::ratelimit::{BuiltinLimits, Limiter};
+use crate::config::Namespace;
 use crate::store::db::Db;
 use crate::store::{Fast, Keys};
 
@@ -31,6 +34,15 @@ impl ClientInfo {
     }
 }
 
+/// Policies the domain enforces, from configuration.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    pub sessions: SessionPolicy,
+    pub limits: BuiltinLimits,
+    pub lockout: LockoutPolicy,
+    pub namespaces: Vec<Namespace>,
+}
+
 pub struct Core {
     pub db: Db,
     pub fast: Fast,
@@ -38,6 +50,10 @@ pub struct Core {
     pub keyring: Arc<Keyring>,
     pub setup: Arc<ServerSetup>,
     pub sessions: SessionPolicy,
+    pub limiter: Limiter,
+    pub(crate) limits: BuiltinLimits,
+    pub(crate) lockout: LockoutPolicy,
+    pub(crate) namespaces: Vec<Namespace>,
     /// Keys the per-user device id hash.
     pub(crate) device_key: [u8; 32],
 }
@@ -49,9 +65,21 @@ impl Core {
         keys: Keys,
         keyring: Arc<Keyring>,
         setup: Arc<ServerSetup>,
-        sessions: SessionPolicy,
+        policies: Policies,
     ) -> Self {
         let device_key = keyring.subkey("device-id");
-        Self { db, fast, keys, keyring, setup, sessions, device_key }
+        Self {
+            limiter: Limiter::new(fast.clone()),
+            db,
+            fast,
+            keys,
+            keyring,
+            setup,
+            sessions: policies.sessions,
+            limits: policies.limits,
+            lockout: policies.lockout,
+            namespaces: policies.namespaces,
+            device_key,
+        }
     }
 }

@@ -52,3 +52,40 @@ impl Core {
         Ok(())
     }
 }
+
+impl Core {
+    /// The user's own trust marking: `trusted` or `unknown`, never touching
+    /// a block (only an admin blocks and unblocks).
+    pub async fn set_own_device_trust(
+        &self,
+        current: &CurrentSession,
+        device_id: &str,
+        trust: &str,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if !matches!(trust, "trusted" | "unknown") {
+            return Err(Error::InvalidRequest("trust must be \"trusted\" or \"unknown\"".into()));
+        }
+        let device = devices::find(&self.db, device_id)
+            .await?
+            .filter(|d| d.user_id == current.user_id)
+            .ok_or(Error::NotFound)?;
+        if device.trust == "blocked" {
+            return Err(Error::Forbidden);
+        }
+        let event = audit::event(
+            events::DEVICE_TRUST,
+            audit::SUCCESS,
+            Some(current.user_id),
+            Some(current.session_id),
+            Some(device_id),
+            client,
+            now,
+        );
+        let event =
+            self.with_details(event, serde_json::json!({"from": device.trust, "to": trust, "by": "user"}), now).await?;
+        devices::set_trust(&self.db, device_id, trust, &[event]).await?;
+        Ok(())
+    }
+}

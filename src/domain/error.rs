@@ -23,7 +23,7 @@ pub enum Error {
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("rate limited")]
-    RateLimited { retry_after_ms: u64 },
+    RateLimited { retry_after_ms: u64, limit: u64, remaining: u64, reset_ms: u64, window_secs: u64 },
     #[error("account locked")]
     AccountLocked,
     #[error("device blocked")]

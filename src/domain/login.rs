@@ -24,6 +24,7 @@ use super::core::{ClientInfo, Core};
 use super::keyring::{Owner, Sealed, SealedColumn};
 use super::messages::{self, CREDENTIAL_FINALIZATION_LEN, CREDENTIAL_REQUEST_LEN};
 use super::opaque::Suite;
+use super::ratelimit::Action;
 use super::sessions::IssuedSession;
 use super::tokens;
 use super::username::Username;
@@ -88,8 +89,9 @@ impl PendingLogin {
 
 impl Core {
     /// Answers KE1 with KE2; returns (login_id, KE2).
-    pub async fn login_start(&self, username: &str, request: &str) -> Result<(String, String)> {
+    pub async fn login_start(&self, username: &str, request: &str, client: &ClientInfo) -> Result<(String, String)> {
         let username = Username::parse(username)?;
+        self.enforce(Action::LoginStart, client, Some(username.as_str())).await?;
         let bytes = messages::decode("credential_request", request, CREDENTIAL_REQUEST_LEN)?;
         let request = CredentialRequest::<Suite>::deserialize(&bytes)
             .map_err(|_| Error::InvalidRequest("credential_request is not a valid KE1 message".into()))?;
@@ -165,6 +167,7 @@ impl Core {
             // Expired, already used, or never issued.
             return Err(Error::InvalidCredentials);
         };
+        self.enforce(Action::LoginFinish, client, Some(&pending.username)).await?;
         let verified = match pending.user_id {
             Some(user_id) => ServerLogin::<Suite>::deserialize(&pending.state)
                 .ok()
@@ -185,6 +188,13 @@ impl Core {
                 audit::event(events::LOGIN_FAILURE, "blocked", Some(user_id), None, Some(&device_id), client, now);
             crate::store::audit::append(&self.db, &[event]).await?;
             return Err(Error::DeviceBlocked);
+        }
+        let trusted = known.as_ref().is_some_and(|d| d.trust == "trusted");
+        if let Err(e) = self.ensure_not_locked(user_id, trusted, now).await {
+            let event =
+                audit::event(events::LOGIN_FAILURE, "locked", Some(user_id), None, Some(&device_id), client, now);
+            crate::store::audit::append(&self.db, &[event]).await?;
+            return Err(e);
         }
         let sighting = DeviceSighting {
             id: device_id,
@@ -214,7 +224,7 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<()> {
         if let Some(user_id) = user_id {
-            users::record_failure(&self.db, user_id, now).await?;
+            self.authentication_failed(user_id, client, now).await?;
         }
         let event = audit::event(events::LOGIN_FAILURE, audit::FAILURE, user_id, None, None, client, now);
         // The attempted name is personal data: sealed, and only kept when it

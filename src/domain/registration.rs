@@ -18,6 +18,7 @@ use super::core::{ClientInfo, Core};
 use super::keyring::{Owner, SealedColumn};
 use super::messages::{self, REGISTRATION_RECORD_LEN, REGISTRATION_REQUEST_LEN};
 use super::opaque::Suite;
+use super::ratelimit::Action;
 use super::username::Username;
 use super::{Error, Result};
 use crate::store::{FastStore as _, users};
@@ -28,8 +29,9 @@ const PENDING_TTL: Duration = Duration::from_secs(300);
 
 impl Core {
     /// Answers the client's registration request with the OPRF evaluation.
-    pub async fn registration_start(&self, username: &str, request: &str) -> Result<String> {
+    pub async fn registration_start(&self, username: &str, request: &str, client: &ClientInfo) -> Result<String> {
         let username = Username::parse(username)?;
+        self.enforce(Action::Registration, client, Some(username.as_str())).await?;
         let bytes = messages::decode("registration_request", request, REGISTRATION_REQUEST_LEN)?;
         let request = RegistrationRequest::<Suite>::deserialize(&bytes)
             .map_err(|_| Error::InvalidRequest("registration_request is not a valid group element".into()))?;

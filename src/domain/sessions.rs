@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::audit::{self, events};
 use super::core::{ClientInfo, Core};
+use super::ratelimit::Action;
 use super::tokens::{self, TokenKind};
 use super::{Error, Result};
 use crate::store::FastStore as _;
@@ -343,6 +344,7 @@ impl Core {
 
     /// Exchanges a refresh token for a new session token and refresh token.
     pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo, now: DateTime<Utc>) -> Result<IssuedSession> {
+        self.enforce(Action::Refresh, client, None).await?;
         let hash = tokens::verify_shape(TokenKind::Refresh, refresh_token).ok_or(Error::Unauthorized)?;
         let refresh = store::find_refresh(&self.db, &hash).await?.ok_or(Error::Unauthorized)?;
         let session = store::find(&self.db, refresh.session_id).await?.ok_or(Error::Unauthorized)?;

@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::audit::{self, events};
 use super::core::{ClientInfo, Core};
 use super::keyring::{Owner, Sealed, SealedColumn};
+use super::ratelimit::Action;
 use super::sessions::{CurrentSession, IssuedSession};
 use super::tokens::{self, TokenKind};
 use super::{Error, Result};
@@ -124,6 +125,13 @@ struct PendingMfa {
 }
 
 impl Core {
+    async fn put_back(&self, key: &str, pending: &PendingMfa, now: DateTime<Utc>) -> Result<()> {
+        if let (Ok(ttl), Ok(bytes)) = ((pending.expires_at - now).to_std(), serde_json::to_vec(pending)) {
+            self.fast.set(key, &bytes, ttl).await?;
+        }
+        Ok(())
+    }
+
     /// Starts (or restarts) enrolment: a new secret, pending until confirmed.
     pub async fn totp_enroll(&self, current: &CurrentSession, now: DateTime<Utc>) -> Result<Enrollment> {
         let mut secret = vec![0u8; SECRET_BYTES];
@@ -251,7 +259,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        users::record_failure(&self.db, user_id, now).await?;
+        self.authentication_failed(user_id, client, now).await?;
         let event = audit::event(events::MFA_FAILURE, audit::FAILURE, Some(user_id), session_id, None, client, now);
         crate::store::audit::append(&self.db, &[event]).await?;
         Ok(())
@@ -306,6 +314,11 @@ impl Core {
         if pending.expires_at <= now {
             return Err(Error::InvalidCredentials);
         }
+        if let Err(limited) = self.enforce(Action::Totp, client, Some(&pending.username)).await {
+            // Not an attempt: the token stays usable after the wait.
+            self.put_back(&key, &pending, now).await?;
+            return Err(limited);
+        }
         let user_id = pending.user_id;
         let (ok, used_recovery) = match &factor {
             SecondFactor::Code(code) => (self.verify_totp(user_id, code, now).await?, false),
@@ -317,14 +330,17 @@ impl Core {
             self.second_factor_failed(user_id, None, client, now).await?;
             pending.attempts += 1;
             if pending.attempts < MAX_MFA_ATTEMPTS {
-                if let (Ok(ttl), Ok(bytes)) = ((pending.expires_at - now).to_std(), serde_json::to_vec(&pending)) {
-                    self.fast.set(&key, &bytes, ttl).await?;
-                }
+                self.put_back(&key, &pending, now).await?;
             } else {
                 tracing::warn!(user_id = %user_id, "MFA token burned after {MAX_MFA_ATTEMPTS} wrong codes");
             }
             return Err(Error::InvalidCredentials);
         }
+        let trusted = match &pending.device_id {
+            Some(id) => crate::store::devices::find(&self.db, id).await?.is_some_and(|d| d.trust == "trusted"),
+            None => false,
+        };
+        self.ensure_not_locked(user_id, trusted, now).await?;
         users::reset_failures(&self.db, user_id).await?;
         let device = pending.device_id.map(|id| DeviceSighting {
             id,

@@ -102,10 +102,13 @@ impl ResponseError for Error {
             _ => None,
         };
         let mut response = Problem::new(status, code, detail).response();
-        if let Error::RateLimited { retry_after_ms } = self {
-            let secs = retry_after_ms.div_ceil(1000).max(1);
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
+        if let Error::RateLimited { retry_after_ms, limit, remaining, reset_ms, window_secs } = self {
+            let headers = response.headers_mut();
+            for (name, value) in rate_limit_headers(*limit, *remaining, *reset_ms, *window_secs) {
+                headers.insert(name, value);
+            }
+            if let Ok(v) = HeaderValue::from_str(&retry_after_ms.div_ceil(1000).max(1).to_string()) {
+                headers.insert(header::RETRY_AFTER, v);
             }
         }
         response
@@ -151,4 +154,24 @@ pub fn payload_too_large() -> HttpResponse {
 
 pub async fn not_found() -> HttpResponse {
     Problem::new(StatusCode::NOT_FOUND, "not_found", None).response()
+}
+
+/// `RateLimit-Limit`, `-Remaining`, `-Reset` (seconds, rounded up) and
+/// `-Policy` (`<limit>;w=<window seconds>`).
+pub fn rate_limit_headers(
+    limit: u64,
+    remaining: u64,
+    reset_ms: u64,
+    window_secs: u64,
+) -> Vec<(header::HeaderName, HeaderValue)> {
+    let pairs = [
+        ("ratelimit-limit", limit.to_string()),
+        ("ratelimit-remaining", remaining.to_string()),
+        ("ratelimit-reset", reset_ms.div_ceil(1000).to_string()),
+        ("ratelimit-policy", format!("{limit};w={window_secs}")),
+    ];
+    pairs
+        .into_iter()
+        .filter_map(|(name, value)| Some((header::HeaderName::from_static(name), HeaderValue::from_str(&value).ok()?)))
+        .collect()
 }

@@ -46,6 +46,53 @@ pub async fn request_id_header(
     Ok(res)
 }
 
+/// The per-IP pre-filter: a GCRA limiter in this process, in front of the
+/// unauthenticated endpoints, so a flood from one address is refused
+/// before it costs a Redis round trip or any cryptography.
+pub type Prefilter = governor::DefaultKeyedRateLimiter<std::net::IpAddr>;
+
+pub fn new_prefilter(per_second: u32, burst: u32) -> Prefilter {
+    let per_second = std::num::NonZeroU32::new(per_second).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::RateLimiter::keyed(governor::Quota::per_second(per_second).allow_burst(burst))
+}
+
+/// Paths the pre-filter guards.
+fn prefiltered(path: &str) -> bool {
+    path.starts_with("/v1/login/") || path.starts_with("/v1/registration/") || path == "/v1/sessions/refresh"
+}
+
+pub async fn prefilter(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    if prefiltered(req.path()) {
+        if let Some(state) = req.app_data::<actix_web::web::Data<super::AppState>>() {
+            let ip =
+                super::auth::client_ip(req.peer_addr().map(|a| a.ip()), req.headers(), &state.config.trusted_proxies)
+                    .ok()
+                    .flatten();
+            if let Some(ip) = ip {
+                if let Err(not_until) = state.prefilter.check_key(&ip) {
+                    use governor::clock::Clock as _;
+                    let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                    metrics::counter!("latchkey_prefilter_refused_total").increment(1);
+                    let err = crate::domain::Error::RateLimited {
+                        retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+                        limit: u64::from(state.config.ratelimit.prefilter_burst),
+                        remaining: 0,
+                        reset_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        window_secs: 1,
+                    };
+                    let response = actix_web::ResponseError::error_response(&err);
+                    return Ok(req.into_response(response).map_into_right_body());
+                }
+            }
+        }
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
 /// Query parameters that would carry a bearer token.
 const TOKEN_PARAMS: &[&str] = &["token", "access_token", "session_token", "refresh_token", "mfa_token"];
 

@@ -3,7 +3,7 @@
 
 pub mod auth;
 pub mod error;
-mod middleware;
+pub mod middleware;
 pub mod ops;
 pub mod v1;
 
@@ -30,6 +30,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub core: Arc<Core>,
     pub metrics: PrometheusHandle,
+    /// SHA-256 of each configured service token.
+    pub service_token_hashes: Vec<[u8; 32]>,
+    /// Per-instance, per-IP pre-filter on the unauthenticated endpoints.
+    pub prefilter: Arc<middleware::Prefilter>,
     /// The OpenAPI document, rendered once at start-up.
     pub openapi_json: web::Bytes,
 }
@@ -49,6 +53,7 @@ pub struct AppState {
         (name = "sessions", description = "Session tokens: whoami / forward-auth, refresh, revocation"),
         (name = "totp", description = "TOTP second factor (RFC 6238) and recovery codes"),
         (name = "devices", description = "Devices the user logs in from"),
+        (name = "ratelimit", description = "Sliding-window rate-limit decisions for other services"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
 )]
@@ -61,6 +66,15 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "service_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A configured service token"))
+                    .build(),
+            ),
+        );
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
@@ -88,6 +102,8 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(v1::sessions::list)
         .service(v1::sessions::revoke_others)
         .service(v1::sessions::refresh)
+        .service(v1::ratelimit::check)
+        .service(v1::devices::trust)
         .service(v1::devices::list)
         .service(v1::devices::remove)
         .service(ops::healthz)
@@ -134,6 +150,7 @@ pub fn app(
         .into_app()
         // Innermost first: metrics see the final status; the request id is
         // set by TracingLogger (outermost) before anything logs.
+        .wrap(from_fn(middleware::prefilter))
         .wrap(from_fn(middleware::refuse_tokens_in_query))
         .wrap(from_fn(middleware::metrics))
         .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))

@@ -112,3 +112,16 @@ pub(crate) async fn delete<C: ConnectionTrait>(conn: &C, user_id: Uuid, id: &str
         .await?;
     Ok(result.rows_affected > 0)
 }
+
+/// Sets a device's trust, with its audit event, atomically.
+pub async fn set_trust(db: &Db, id: &str, trust: &str, events: &[super::audit::NewAuditEvent]) -> Result<()> {
+    use sea_orm::sea_query::Expr;
+    let txn = db.begin_write().await?;
+    devices::Entity::update_many()
+        .col_expr(devices::Column::Trust, Expr::val(trust).into())
+        .filter(devices::Column::Id.eq(id))
+        .exec(&*txn)
+        .await?;
+    super::audit::append_in(&txn, events).await?;
+    txn.commit().await
+}

@@ -17,8 +17,12 @@ pub struct UserRecord {
     pub username: String,
     pub created_at: DateTime<Utc>,
     pub locked_until: Option<DateTime<Utc>>,
+    pub lock_reason: Option<String>,
     pub failed_attempts: i32,
 }
+
+/// `lock_reason` of a lock caused by failed attempts (not by an admin).
+pub const AUTOMATIC_LOCK: &str = "failed_attempts";
 
 impl From<users::Model> for UserRecord {
     fn from(m: users::Model) -> Self {
@@ -27,6 +31,7 @@ impl From<users::Model> for UserRecord {
             username: m.username,
             created_at: m.created_at,
             locked_until: m.locked_until,
+            lock_reason: m.lock_reason,
             failed_attempts: m.failed_attempts,
         }
     }
@@ -116,7 +121,8 @@ pub async fn record_failure(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<i32
     Ok(find(db, id).await?.map_or(0, |u| u.failed_attempts))
 }
 
-/// A success ends the run of failures.
+/// A success ends the run of failures and lifts an automatic lock (never
+/// an admin's).
 pub async fn reset_failures(db: &Db, id: Uuid) -> Result<()> {
     use sea_orm::sea_query::Expr;
     users::Entity::update_many()
@@ -125,5 +131,30 @@ pub async fn reset_failures(db: &Db, id: Uuid) -> Result<()> {
         .filter(users::Column::FailedAttempts.ne(0))
         .exec(db.conn())
         .await?;
+    users::Entity::update_many()
+        .col_expr(users::Column::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None).into())
+        .col_expr(users::Column::LockReason, Expr::val(Option::<String>::None).into())
+        .filter(users::Column::Id.eq(id))
+        .filter(users::Column::LockReason.eq(AUTOMATIC_LOCK))
+        .exec(db.conn())
+        .await?;
+    Ok(())
+}
+
+/// Locks the account until `until` (an admin's lock is never shortened by
+/// an automatic one).
+pub async fn lock(db: &Db, id: Uuid, until: DateTime<Utc>, reason: &str) -> Result<()> {
+    use sea_orm::Condition;
+    use sea_orm::sea_query::Expr;
+    let mut query = users::Entity::update_many()
+        .col_expr(users::Column::LockedUntil, Expr::val(until).into())
+        .col_expr(users::Column::LockReason, Expr::val(reason).into())
+        .filter(users::Column::Id.eq(id));
+    if reason == AUTOMATIC_LOCK {
+        query = query.filter(
+            Condition::any().add(users::Column::LockReason.is_null()).add(users::Column::LockReason.eq(AUTOMATIC_LOCK)),
+        );
+    }
+    query.exec(db.conn()).await?;
     Ok(())
 }

@@ -109,6 +109,16 @@ pub fn test_config(db: &TestDb, cache: CacheKind, data_dir: &std::path::Path) ->
     config.redis_prefix = unique_prefix();
     config.master_password = Some(SecretString::from(TEST_MASTER_PASSWORD));
     config.keyring.pbkdf2_iterations = TEST_PBKDF2_ITERATIONS;
+    // Tests log in many times from one address: the abuse tests set their
+    // own limits; everything else runs under generous ones.
+    let r = &mut config.ratelimit;
+    r.prefilter_per_second = 10_000;
+    r.prefilter_burst = 10_000;
+    for limits in [&mut r.registration, &mut r.login_start, &mut r.login_finish, &mut r.totp, &mut r.refresh] {
+        for rule in [&mut limits.per_ip, &mut limits.per_username, &mut limits.per_ip_username].into_iter().flatten() {
+            rule.limit *= 1000;
+        }
+    }
     config
 }
 

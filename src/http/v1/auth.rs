@@ -157,9 +157,10 @@ pub struct LoginTotp {
 #[post("/v1/registration/start")]
 pub async fn registration_start(
     state: web::Data<AppState>,
+    Client(client): Client,
     body: web::Json<RegistrationStart>,
 ) -> Result<HttpResponse, Error> {
-    let response = state.core.registration_start(&body.username, &body.registration_request).await?;
+    let response = state.core.registration_start(&body.username, &body.registration_request, &client).await?;
     Ok(HttpResponse::Ok().json(RegistrationStartAnswer { registration_response: response }))
 }
 
@@ -194,8 +195,12 @@ pub async fn registration_finish(
     )
 )]
 #[post("/v1/login/start")]
-pub async fn login_start(state: web::Data<AppState>, body: web::Json<LoginStart>) -> Result<HttpResponse, Error> {
-    let (login_id, response) = state.core.login_start(&body.username, &body.credential_request).await?;
+pub async fn login_start(
+    state: web::Data<AppState>,
+    Client(client): Client,
+    body: web::Json<LoginStart>,
+) -> Result<HttpResponse, Error> {
+    let (login_id, response) = state.core.login_start(&body.username, &body.credential_request, &client).await?;
     Ok(HttpResponse::Ok().json(LoginStartAnswer { login_id, credential_response: response }))
 }
 

@@ -1,6 +1,6 @@
 //! The caller's devices.
 
-use actix_web::{HttpResponse, delete, get, web};
+use actix_web::{HttpResponse, delete, get, put, web};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -76,5 +76,40 @@ pub async fn remove(
     id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
     state.core.remove_device(&session, &id, &client, Utc::now()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustBody {
+    /// `trusted` or `unknown`. A trusted device is not locked out by failed
+    /// logins from elsewhere; only an admin can block or unblock.
+    #[schema(example = "trusted")]
+    pub trust: String,
+}
+
+/// Mark one of the caller's devices trusted (or back to unknown).
+#[utoipa::path(
+    tag = "devices",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Device id")),
+    request_body = TrustBody,
+    responses(
+        (status = 204),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The device is blocked", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/devices/{id}/trust")]
+pub async fn trust(
+    state: web::Data<AppState>,
+    Authenticated(session): Authenticated,
+    Client(client): Client,
+    id: web::Path<String>,
+    body: web::Json<TrustBody>,
+) -> Result<HttpResponse, Error> {
+    state.core.set_own_device_trust(&session, &id, &body.trust, &client, Utc::now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

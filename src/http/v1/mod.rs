@@ -2,5 +2,6 @@
 
 pub mod auth;
 pub mod devices;
+pub mod ratelimit;
 pub mod sessions;
 pub mod totp;

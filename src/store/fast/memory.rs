@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::window::{WindowDecision, WindowLog};
 use super::{FastStore, Result};
 use crate::store::StoreError;
 
@@ -23,6 +24,7 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     map: HashMap<String, Entry>,
+    windows: HashMap<String, WindowLog>,
     writes: u64,
 }
 
@@ -46,6 +48,14 @@ impl Inner {
             self.map.retain(|_, e| e.expires_at > now);
         }
         self.map.insert(key.to_owned(), Entry { value, expires_at });
+    }
+
+    /// Drops the logs of keys with nothing left in their window.
+    fn sweep_windows(&mut self, now_ms: u64) {
+        self.writes += 1;
+        if self.writes % SWEEP_EVERY == 0 {
+            self.windows.retain(|_, w| !w.is_idle(now_ms));
+        }
     }
 }
 
@@ -79,7 +89,9 @@ impl MemoryStore {
 
     /// Drops everything, like `FLUSHDB`.
     pub fn clear(&self) {
-        self.lock().map.clear();
+        let mut inner = self.lock();
+        inner.map.clear();
+        inner.windows.clear();
     }
 }
 
@@ -145,4 +157,19 @@ impl FastStore for MemoryStore {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
+
+    async fn sliding_window(&self, key: &str, limit: u64, window: Duration, cost: u64) -> Result<WindowDecision> {
+        let now_ms = now_millis();
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut inner = self.lock();
+        inner.sweep_windows(now_ms);
+        Ok(inner.windows.entry(key.to_owned()).or_default().decide(now_ms, window_ms, limit, cost))
+    }
+}
+
+/// Wall-clock milliseconds (the limiter's time base, as Redis `TIME` is).
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -9,6 +9,7 @@
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod window;
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub use keys::Keys;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
+pub use window::WindowDecision;
 
 use super::StoreError;
 
@@ -40,6 +42,16 @@ pub trait FastStore: Send + Sync + 'static {
     /// Remaining time to live, `None` if the key does not exist.
     fn ttl(&self, key: &str) -> impl Future<Output = Result<Option<Duration>>> + Send;
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+    /// One sliding-window decision (see [`window`]): admits `cost` units
+    /// under `key` if at most `limit` are used in the last `window`.
+    /// Atomic: concurrent callers never overshoot the limit together.
+    fn sliding_window(
+        &self,
+        key: &str,
+        limit: u64,
+        window: Duration,
+        cost: u64,
+    ) -> impl Future<Output = Result<WindowDecision>> + Send;
 }
 
 /// The configured fast-path store. An enum rather than a trait object: the
@@ -94,5 +106,8 @@ impl FastStore for Fast {
     }
     async fn ping(&self) -> Result<()> {
         delegate!(self, s => s.ping())
+    }
+    async fn sliding_window(&self, key: &str, limit: u64, window: Duration, cost: u64) -> Result<WindowDecision> {
+        delegate!(self, s => s.sliding_window(key, limit, window, cost))
     }
 }

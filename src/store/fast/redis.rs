@@ -11,6 +11,7 @@ use std::time::Duration;
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use redis::{AsyncCommands, Script};
 
+use super::window::WindowDecision;
 use super::{FastStore, Result};
 use crate::store::StoreError;
 
@@ -26,6 +27,60 @@ return v
 ";
 
 static INCR_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INCR_WITH_TTL));
+
+/// One sliding-window-log decision (algorithm in `window.rs`).
+/// KEYS[1]: the log (sorted set: score = ms, member = `<id>:<cost>`).
+/// KEYS[2]: the cost in the log (counter). Both share a hash tag.
+/// ARGV[1]: window ms. ARGV[2]: limit. ARGV[3]: cost. ARGV[4]: unique id.
+/// Returns {allowed (0/1), remaining, reset_ms, retry_after_ms}.
+/// The clock is the server's (`TIME`), the same for every replica.
+pub const SLIDING_WINDOW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local cutoff = now - window
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+if #expired > 0 then
+  for _, m in ipairs(expired) do
+    used = used - tonumber(string.match(m, ':(%d+)$'))
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+  if used < 0 then used = 0 end
+end
+local allowed = 0
+local retry = 0
+if used + cost <= limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. cost)
+  used = used + cost
+  allowed = 1
+else
+  local need = used + cost - limit
+  local freed = 0
+  local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #entries, 2 do
+    freed = freed + tonumber(string.match(entries[i], ':(%d+)$'))
+    if freed >= need then
+      retry = tonumber(entries[i + 1]) + window - now
+      break
+    end
+  end
+end
+local reset = 0
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #oldest > 0 then
+  reset = tonumber(oldest[2]) + window - now
+  redis.call('PEXPIRE', KEYS[1], window)
+  redis.call('SET', KEYS[2], used, 'PX', window)
+else
+  redis.call('DEL', KEYS[2])
+end
+return {allowed, limit - used, reset, retry}
+";
+
+static WINDOW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SLIDING_WINDOW));
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -86,9 +141,13 @@ impl RedisStore {
                     .query_async(&mut conn)
                     .await?;
                 for key in keys {
-                    if let Some(value) = conn.get::<_, Option<Vec<u8>>>(&key).await? {
-                        out.push((key, value));
-                    }
+                    let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;
+                    let value: Vec<u8> = match kind.as_str() {
+                        "string" => conn.get::<_, Option<Vec<u8>>>(&key).await?.unwrap_or_default(),
+                        "zset" => conn.zrange::<_, Vec<Vec<u8>>>(&key, 0, -1).await?.join(&b' '),
+                        _ => continue,
+                    };
+                    out.push((key, value));
                 }
                 if next == 0 {
                     return Ok(out);
@@ -181,5 +240,31 @@ impl FastStore for RedisStore {
     async fn ping(&self) -> Result<()> {
         let _: String = self.run(|mut c| async move { redis::cmd("PING").query_async(&mut c).await }).await?;
         Ok(())
+    }
+
+    async fn sliding_window(&self, key: &str, limit: u64, window: Duration, cost: u64) -> Result<WindowDecision> {
+        let count_key = format!("{key}:n");
+        let id: u64 = rand::random();
+        let (allowed, remaining, reset, retry): (i64, i64, i64, i64) = self
+            .run(|mut c| async move {
+                WINDOW_SCRIPT
+                    .key(key)
+                    .key(&count_key)
+                    .arg(ttl_ms(window))
+                    .arg(limit)
+                    .arg(cost)
+                    .arg(id)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(WindowDecision {
+            allowed: allowed == 1,
+            limit,
+            remaining: non_negative(remaining),
+            reset_ms: non_negative(reset),
+            retry_after_ms: non_negative(retry),
+        })
     }
 }

@@ -1,0 +1,192 @@
+//! Sliding-window rate limits: the built-in limits on the authentication
+//! endpoints, and decisions for other services (`/v1/ratelimit/check`).
+//!
+//! Decisions come from the shared fast-path store (Redis), so every replica
+//! counts against one window. When Redis does not answer, decisions fall
+//! back to an in-process window of the same shape: limits get per-instance
+//! rather than shared for the outage, never unlimited. The fallback is
+//! logged once per outage, counted in metrics, and ends by itself: after a
+//! short pause the next decision tries Redis again.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::core::{ClientInfo, Core};
+use super::{Error, Result};
+use crate::config::{EndpointLimits, Namespace, Rule};
+use crate::store::fast::{MemoryStore, WindowDecision};
+use crate::store::{Fast, FastStore as _, Keys};
+
+/// After a failed Redis call, decide locally for this long before trying
+/// Redis again (so an outage does not add a timeout to every request).
+const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
+pub const MAX_KEY_CHARS: usize = 256;
+
+/// The limited endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Registration,
+    LoginStart,
+    LoginFinish,
+    Totp,
+    Refresh,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Registration => "registration",
+            Self::LoginStart => "login_start",
+            Self::LoginFinish => "login_finish",
+            Self::Totp => "totp",
+            Self::Refresh => "refresh",
+        }
+    }
+}
+
+/// The configured built-in limits.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltinLimits {
+    pub registration: EndpointLimits,
+    pub login_start: EndpointLimits,
+    pub login_finish: EndpointLimits,
+    pub totp: EndpointLimits,
+    pub refresh: EndpointLimits,
+}
+
+impl BuiltinLimits {
+    fn of(&self, action: Action) -> &EndpointLimits {
+        match action {
+            Action::Registration => &self.registration,
+            Action::LoginStart => &self.login_start,
+            Action::LoginFinish => &self.login_finish,
+            Action::Totp => &self.totp,
+            Action::Refresh => &self.refresh,
+        }
+    }
+}
+
+/// Shared decisions with a local fallback.
+pub struct Limiter {
+    fast: Fast,
+    local: MemoryStore,
+    falling_back: AtomicBool,
+    retry_redis_at_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Limiter {
+    pub fn new(fast: Fast) -> Self {
+        Self {
+            fast,
+            local: MemoryStore::new(),
+            falling_back: AtomicBool::new(false),
+            retry_redis_at_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether decisions are currently local because Redis is down.
+    pub fn is_falling_back(&self) -> bool {
+        self.falling_back.load(Ordering::Relaxed)
+    }
+
+    pub async fn decide(&self, key: &str, rule: Rule, cost: u64) -> WindowDecision {
+        if matches!(self.fast, Fast::Redis(_)) && now_ms() >= self.retry_redis_at_ms.load(Ordering::Relaxed) {
+            match self.fast.sliding_window(key, rule.limit, rule.window, cost).await {
+                Ok(decision) => {
+                    if self.falling_back.swap(false, Ordering::Relaxed) {
+                        tracing::info!("Redis answers again: rate limits are shared again");
+                    }
+                    return decision;
+                }
+                Err(e) => {
+                    self.retry_redis_at_ms.store(
+                        now_ms() + u64::try_from(RETRY_REDIS_AFTER.as_millis()).unwrap_or(1000),
+                        Ordering::Relaxed,
+                    );
+                    if !self.falling_back.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "Redis unavailable: rate limits fall back to this instance");
+                    }
+                }
+            }
+        }
+        if matches!(self.fast, Fast::Redis(_)) {
+            metrics::counter!("latchkey_ratelimit_fallback_total").increment(1);
+        }
+        let store = match &self.fast {
+            Fast::Memory(memory) => memory,
+            Fast::Redis(_) => &self.local,
+        };
+        // The in-process store cannot fail.
+        match store.sliding_window(key, rule.limit, rule.window, cost).await {
+            Ok(decision) => decision,
+            Err(_) => {
+                WindowDecision { allowed: false, limit: rule.limit, remaining: 0, reset_ms: 0, retry_after_ms: 1000 }
+            }
+        }
+    }
+}
+
+fn refused(decision: WindowDecision, rule: Rule) -> Error {
+    Error::RateLimited {
+        retry_after_ms: decision.retry_after_ms,
+        limit: rule.limit,
+        remaining: decision.remaining,
+        reset_ms: decision.reset_ms,
+        window_secs: rule.window.as_secs().max(1),
+    }
+}
+
+impl Core {
+    /// Applies the built-in limits of `action` for this client (and user,
+    /// when known): per IP, per username, per (IP, username).
+    pub(crate) async fn enforce(&self, action: Action, client: &ClientInfo, username: Option<&str>) -> Result<()> {
+        let limits = self.limits.of(action);
+        let ip = client.ip_string().unwrap_or_else(|| "-".to_owned());
+        let checks = [
+            (limits.per_ip, Some(format!("ip|{ip}"))),
+            (limits.per_username, username.map(|u| format!("user|{u}"))),
+            (limits.per_ip_username, username.map(|u| format!("ipuser|{ip}|{u}"))),
+        ];
+        for (rule, subject) in checks {
+            let (Some(rule), Some(subject)) = (rule, subject) else { continue };
+            let key = rate_key(&self.keys, action.name(), &subject);
+            let decision = self.limiter.decide(&key, rule, 1).await;
+            if !decision.allowed {
+                metrics::counter!("latchkey_ratelimited_total", "action" => action.name()).increment(1);
+                return Err(refused(decision, rule));
+            }
+        }
+        Ok(())
+    }
+
+    /// A decision for another service.
+    pub async fn ratelimit_check(&self, namespace: &str, key: &str, cost: u64) -> Result<(WindowDecision, Rule)> {
+        let ns: &Namespace = self.namespaces.iter().find(|n| n.name == namespace).ok_or(Error::NotFound)?;
+        if cost == 0 || cost > ns.limit {
+            return Err(Error::InvalidRequest(format!(
+                "cost must be between 1 and the namespace limit ({})",
+                ns.limit
+            )));
+        }
+        if key.is_empty() || key.chars().count() > MAX_KEY_CHARS {
+            return Err(Error::InvalidRequest(format!("key must be 1 to {MAX_KEY_CHARS} characters")));
+        }
+        let rule = Rule { limit: ns.limit, window: ns.window };
+        let decision = self.limiter.decide(&rate_key(&self.keys, &format!("ns:{namespace}"), key), rule, cost).await;
+        Ok((decision, rule))
+    }
+}
+
+/// One limiter bucket: the hash tag covers the whole subject, so the log
+/// and its counter share a Redis Cluster slot.
+fn rate_key(keys: &Keys, scope: &str, subject: &str) -> String {
+    // Braces in a subject would move the hash tag: hash such subjects.
+    let subject = if subject.contains(['{', '}']) { super::tokens::hash(subject) } else { subject.to_owned() };
+    keys.tagged("rl", &format!("{scope}|{subject}"))
+}
