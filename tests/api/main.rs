@@ -5,6 +5,7 @@
 mod client;
 mod helpers;
 
+mod abuse;
 mod cli;
 mod database;
 mod fast_store;

@@ -1,0 +1,347 @@
+//! Abuse resistance: the sliding window, built-in limits and their headers,
+//! client addresses behind proxies, the pre-filter, lockout, the rate-limit
+//! API, and the fallback while Redis is down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey::config::{Namespace, Rule};
+use latchkey::store::{FastStore as _, Keys};
+use opaque_ke::ClientLogin;
+use rand::rngs::OsRng;
+use serde_json::{Value, json};
+
+use crate::client::b64;
+use crate::helpers::{CacheKind, DbKind, PrivateRedis, TestApp, fast_store, unique_prefix};
+use crate::{each_cache, each_stack};
+use latchkey::domain::opaque::Suite;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn window_has_no_boundary_burst(kind: CacheKind) {
+    let store = fast_store(kind);
+    let key = Keys::new(unique_prefix()).tagged("rl", "boundary");
+    let window = Duration::from_millis(1000);
+    for i in 0..5 {
+        let d = store.sliding_window(&key, 5, window, 1).await.expect("decide");
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 4 - i);
+    }
+    let refused = store.sliding_window(&key, 5, window, 1).await.expect("decide");
+    assert!(!refused.allowed);
+    assert!(refused.retry_after_ms > 0 && refused.retry_after_ms <= 1000, "{refused:?}");
+    // Well past where a fixed window would have reset, but inside the
+    // sliding one: still refused.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!store.sliding_window(&key, 5, window, 1).await.expect("decide").allowed);
+    // Once the first five have left the window, five fit again, not ten.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        assert!(store.sliding_window(&key, 5, window, 1).await.expect("decide").allowed);
+    }
+    assert!(!store.sliding_window(&key, 5, window, 1).await.expect("decide").allowed);
+    // Costs.
+    let costly = Keys::new(unique_prefix()).tagged("rl", "cost");
+    assert!(store.sliding_window(&costly, 10, window, 7).await.expect("decide").allowed);
+    let d = store.sliding_window(&costly, 10, window, 4).await.expect("decide");
+    assert_eq!((d.allowed, d.remaining), (false, 3));
+    assert!(store.sliding_window(&costly, 10, window, 3).await.expect("decide").allowed);
+}
+each_cache!(window_has_no_boundary_burst_on, window_has_no_boundary_burst);
+
+async fn parallel_decisions_never_exceed_the_limit(kind: CacheKind) {
+    let store = Arc::new(fast_store(kind));
+    let key = Keys::new(unique_prefix()).tagged("rl", "parallel");
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { store.sliding_window(&key, 30, Duration::from_secs(60), 1).await.expect("d") })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        allowed += usize::from(t.await.expect("join").allowed);
+    }
+    assert_eq!(allowed, 30);
+}
+each_cache!(parallel_decisions_never_exceed_the_limit_on, parallel_decisions_never_exceed_the_limit);
+
+fn ke1() -> String {
+    b64(&ClientLogin::<Suite>::start(&mut OsRng, b"pw").expect("start").message.serialize())
+}
+
+async fn login_start(app: &TestApp, username: &str, xff: Option<&str>) -> reqwest::Response {
+    let mut req =
+        app.client.post(app.url("/v1/login/start")).json(&json!({"username": username, "credential_request": ke1()}));
+    if let Some(xff) = xff {
+        req = req.header("x-forwarded-for", xff);
+    }
+    req.send().await.expect("request")
+}
+
+async fn builtin_limits_answer_429_with_headers(db: DbKind, cache: CacheKind) {
+    let app =
+        TestApp::spawn_with(db, cache, |c| c.ratelimit.login_start.per_ip_username = Some(Rule::new(3, 60))).await;
+    // "Alice" and "ALICE" are one bucket.
+    for name in ["Alice", "ALICE", "alice"] {
+        assert_eq!(login_start(&app, name, None).await.status(), 200);
+    }
+    let res = login_start(&app, "\u{ff41}lice", None).await;
+    assert_eq!(res.status(), 429);
+    let h = res.headers().clone();
+    assert_eq!(h["ratelimit-limit"], "3");
+    assert_eq!(h["ratelimit-remaining"], "0");
+    assert_eq!(h["ratelimit-policy"], "3;w=60");
+    let retry: u64 = h["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    let reset: u64 = h["ratelimit-reset"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry) && (1..=60).contains(&reset), "{retry} {reset}");
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["code"], "rate_limited");
+    // Another user from the same address is not affected by this bucket.
+    assert_eq!(login_start(&app, "bob", None).await.status(), 200);
+}
+each_stack!(builtin_limits_answer_429_with_headers_on, builtin_limits_answer_429_with_headers);
+
+async fn spoofed_forwarded_for_is_ignored(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn_with(db, cache, |c| {
+        c.ratelimit.login_start =
+            latchkey::config::EndpointLimits { per_ip: Some(Rule::new(5, 60)), ..Default::default() };
+    })
+    .await;
+    let mut allowed = 0;
+    for i in 0..200 {
+        let res = login_start(&app, &format!("user{i}"), Some(&format!("198.51.100.{}", i % 250))).await;
+        allowed += usize::from(res.status() == 200);
+    }
+    assert_eq!(allowed, 5, "a client that is not a trusted proxy cannot choose its address");
+}
+each_stack!(spoofed_forwarded_for_is_ignored_on, spoofed_forwarded_for_is_ignored);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_from_a_trusted_proxy() {
+    let app = TestApp::spawn_with(DbKind::Sqlite, CacheKind::Memory, |c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+        c.ratelimit.login_start =
+            latchkey::config::EndpointLimits { per_ip: Some(Rule::new(2, 60)), ..Default::default() };
+    })
+    .await;
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        for _ in 0..2 {
+            assert_eq!(login_start(&app, "x", Some(&format!("6.6.6.6, {client}"))).await.status(), 200);
+        }
+        assert_eq!(login_start(&app, "x", Some(client)).await.status(), 429, "per real client");
+    }
+    assert_eq!(login_start(&app, "x", Some("not an address")).await.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefilter_refuses_floods_per_address() {
+    let app = TestApp::spawn_with(DbKind::Sqlite, CacheKind::Memory, |c| {
+        c.ratelimit.prefilter_per_second = 1;
+        c.ratelimit.prefilter_burst = 3;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(login_start(&app, "flood", None).await.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200]);
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    // Authenticated and operational routes are not pre-filtered.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let metrics = app.get("/metrics").await.text().await.expect("text");
+    assert!(metrics.contains("latchkey_prefilter_refused_total"), "{metrics}");
+}
+
+async fn user_of(app: &TestApp, username: &str) -> entity::users::Model {
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+    entity::users::Entity::find()
+        .filter(entity::users::Column::Username.eq(username))
+        .one(app.app_db.conn())
+        .await
+        .expect("query")
+        .expect("user")
+}
+
+async fn lockout_grows_and_resets(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn_with(db, cache, |c| c.ratelimit.lockout_threshold = 3).await;
+    assert_eq!(app.register("lou", PASSWORD).await.status(), 201);
+    for _ in 0..3 {
+        assert_eq!(app.login_response("lou", "wrong", json!({"fingerprint": "x"})).await.status(), 401);
+    }
+    let user = user_of(&app, "lou").await;
+    assert_eq!(user.failed_attempts, 3);
+    let first_lock = user.locked_until.expect("locked") - user.last_failure_at.expect("failure");
+    assert_eq!(first_lock.num_seconds(), 1);
+    // A wrong password still gets the usual 401 (the lock is not revealed);
+    // it counts and the lock grows.
+    assert_eq!(app.login_response("lou", "wrong", json!({"fingerprint": "x"})).await.status(), 401);
+    let user = user_of(&app, "lou").await;
+    assert_eq!((user.locked_until.expect("locked") - user.last_failure_at.expect("failure")).num_seconds(), 5);
+    // The right password during the lock: 423.
+    let res = app.login_response("lou", PASSWORD, json!({"fingerprint": "x"})).await;
+    assert_eq!(res.status(), 423);
+    assert_eq!(res.json::<Value>().await.expect("json")["code"], "account_locked");
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    app.login("lou", PASSWORD, "x").await;
+    let user = user_of(&app, "lou").await;
+    assert_eq!((user.failed_attempts, user.locked_until), (0, None), "success resets");
+    let events = app.audit_events().await;
+    assert!(events.iter().any(|e| e == "account.lock"), "{events:?}");
+}
+each_stack!(lockout_grows_and_resets_on, lockout_grows_and_resets);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_one_hundred_failures_then_a_hard_lock() {
+    let app = TestApp::spawn(DbKind::Postgres, CacheKind::Redis).await;
+    assert_eq!(app.register("max", PASSWORD).await.status(), 201);
+    let id = user_of(&app, "max").await.id;
+    // 99 failures recorded as the login path records them...
+    for _ in 0..99 {
+        latchkey::store::users::record_failure(&app.app_db, id, chrono::Utc::now()).await.expect("record");
+    }
+    // ...and the hundredth through a real wrong login.
+    assert_eq!(app.login_response("max", "wrong", json!({"fingerprint": "x"})).await.status(), 401);
+    let user = user_of(&app, "max").await;
+    assert_eq!(user.failed_attempts, 100);
+    let hard = user.locked_until.expect("locked") - chrono::Utc::now();
+    assert!(hard > chrono::Duration::hours(23), "hard lock: {hard}");
+    assert_eq!(app.login_response("max", PASSWORD, json!({"fingerprint": "x"})).await.status(), 423);
+}
+
+async fn trusted_device_is_not_locked_out(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn_with(db, cache, |c| c.ratelimit.lockout_threshold = 3).await;
+    let s = app.register_and_login("tess", PASSWORD).await;
+    let devices: Value = app.get_auth("/v1/devices", &s.token).await.json().await.expect("json");
+    let id = devices["devices"][0]["device_id"].as_str().expect("id").to_owned();
+    let res = app
+        .client
+        .put(app.url(&format!("/v1/devices/{id}/trust")))
+        .bearer_auth(&s.token)
+        .json(&json!({"trust": "trusted"}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 204);
+    let res = app
+        .client
+        .put(app.url(&format!("/v1/devices/{id}/trust")))
+        .bearer_auth(&s.token)
+        .json(&json!({"trust": "blocked"}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 400, "only an admin blocks");
+
+    // Someone else guesses from elsewhere and locks the account.
+    for _ in 0..3 {
+        assert_eq!(app.login_response("tess", "guess", json!({"fingerprint": "attacker"})).await.status(), 401);
+    }
+    assert_eq!(app.login_response("tess", PASSWORD, json!({"fingerprint": "new-laptop"})).await.status(), 423);
+    // The user's trusted device still gets in.
+    let res = app.login_response("tess", PASSWORD, json!({"fingerprint": "device-1"})).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+}
+each_stack!(trusted_device_is_not_locked_out_on, trusted_device_is_not_locked_out);
+
+const SERVICE_TOKEN: &str = "svc-test-token-0123456789";
+
+async fn check(app: &TestApp, token: Option<&str>, body: Value) -> reqwest::Response {
+    let mut req = app.client.post(app.url("/v1/ratelimit/check")).json(&body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.expect("request")
+}
+
+fn with_namespace(c: &mut latchkey::config::Config) {
+    c.service_tokens = vec![secrecy::SecretString::from(SERVICE_TOKEN)];
+    c.ratelimit.namespaces = vec![Namespace { name: "api".into(), limit: 5, window: Duration::from_secs(2) }];
+}
+
+async fn ratelimit_api(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn_with(db, cache, with_namespace).await;
+    let ok = json!({"namespace": "api", "key": "user:1"});
+    assert_eq!(check(&app, None, ok.clone()).await.status(), 401);
+    assert_eq!(check(&app, Some("wrong-token"), ok.clone()).await.status(), 401);
+    let session = app.register_and_login("svc", PASSWORD).await;
+    assert_eq!(check(&app, Some(&session.token), ok.clone()).await.status(), 401, "a user session is no service token");
+    assert_eq!(check(&app, Some(SERVICE_TOKEN), json!({"namespace": "nope", "key": "k"})).await.status(), 404);
+    for cost in [0, 6] {
+        assert_eq!(
+            check(&app, Some(SERVICE_TOKEN), json!({"namespace": "api", "key": "k", "cost": cost})).await.status(),
+            400
+        );
+    }
+    assert_eq!(check(&app, Some(SERVICE_TOKEN), json!({"namespace": "api", "key": ""})).await.status(), 400);
+    assert_eq!(
+        check(&app, Some(SERVICE_TOKEN), json!({"namespace": "api", "key": "k".repeat(257)})).await.status(),
+        400
+    );
+
+    for expected_remaining in (0..5).rev() {
+        let res = check(&app, Some(SERVICE_TOKEN), ok.clone()).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["ratelimit-remaining"], expected_remaining.to_string().as_str());
+        let d: Value = res.json().await.expect("json");
+        assert_eq!(
+            (d["allowed"].as_bool(), d["limit"].as_u64(), d["remaining"].as_u64()),
+            (Some(true), Some(5), Some(expected_remaining))
+        );
+        assert_eq!(d["retry_after_ms"], 0);
+    }
+    let d: Value = check(&app, Some(SERVICE_TOKEN), ok.clone()).await.json().await.expect("json");
+    assert_eq!(d["allowed"], false);
+    let retry = d["retry_after_ms"].as_u64().expect("retry");
+    assert!(retry > 0 && retry <= 2000, "{d}");
+    assert!(d["reset_ms"].as_u64().expect("reset") <= 2000);
+    // Another key has its own window; costs count in units.
+    let d: Value = check(&app, Some(SERVICE_TOKEN), json!({"namespace": "api", "key": "user:2", "cost": 5}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!((d["allowed"].as_bool(), d["remaining"].as_u64()), (Some(true), Some(0)));
+    // After the window the first key is allowed again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let d: Value = check(&app, Some(SERVICE_TOKEN), ok).await.json().await.expect("json");
+    assert_eq!(d["allowed"], true);
+}
+each_stack!(ratelimit_api_on, ratelimit_api);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_falls_back_locally_and_recovers() {
+    let mut redis = PrivateRedis::start().await;
+    let (url, port) = (redis.url(), redis.port);
+    let app = TestApp::spawn_with(DbKind::Postgres, CacheKind::Redis, |c| {
+        with_namespace(c);
+        c.redis_url = Some(secrecy::SecretString::from(url));
+        c.redis.timeout = Duration::from_millis(500);
+    })
+    .await;
+    let body = json!({"namespace": "api", "key": "k"});
+    let d: Value = check(&app, Some(SERVICE_TOKEN), body.clone()).await.json().await.expect("json");
+    assert_eq!(d["allowed"], true);
+
+    redis.kill();
+    // Decisions keep coming, from this instance, and are still limits.
+    let mut allowed = 0;
+    for _ in 0..8 {
+        let res = check(&app, Some(SERVICE_TOKEN), body.clone()).await;
+        assert_eq!(res.status(), 200);
+        allowed += usize::from(res.json::<Value>().await.expect("json")["allowed"] == true);
+    }
+    assert_eq!(allowed, 5, "the local window applies the same limit");
+    assert!(app.core.limiter.is_falling_back());
+    let metrics = app.get("/metrics").await.text().await.expect("text");
+    assert!(metrics.contains("latchkey_ratelimit_fallback_total"), "{metrics}");
+    assert_eq!(app.get("/readyz").await.status(), 503);
+
+    // Redis comes back (empty): decisions are shared again by themselves.
+    let _redis = PrivateRedis::start_on(port).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let res = check(&app, Some(SERVICE_TOKEN), json!({"namespace": "api", "key": "after"})).await;
+    assert_eq!(res.json::<Value>().await.expect("json")["allowed"], true);
+    assert!(!app.core.limiter.is_falling_back(), "recovered");
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}
