@@ -123,6 +123,39 @@ pub async fn open_keyring(config: &Config, db: &Db) -> Result<Keyring, StartupEr
     Ok(Keyring::open(db.clone(), &password, config.keyring.pbkdf2_iterations, policy, chrono::Utc::now()).await?)
 }
 
+/// The domain services without the HTTP server (for CLI commands).
+pub async fn open_core(config: &Config) -> Result<Core, StartupError> {
+    let db = open_db(config, config.migrate_on_start()).await?;
+    let fast = open_fast(config)?;
+    let keyring = Arc::new(open_keyring(config, &db).await?);
+    let setup = server_setup::load_or_create(&db, &keyring, chrono::Utc::now()).await?;
+    Ok(Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring, Arc::new(setup), policies(config)))
+}
+
+fn policies(config: &Config) -> Policies {
+    let r = &config.ratelimit;
+    Policies {
+        sessions: SessionPolicy {
+            token_lifetime: config.sessions.token_lifetime,
+            idle_timeout: config.sessions.idle_timeout,
+            absolute_lifetime: config.sessions.absolute_lifetime,
+        },
+        limits: BuiltinLimits {
+            registration: r.registration,
+            login_start: r.login_start,
+            login_finish: r.login_finish,
+            totp: r.totp,
+            refresh: r.refresh,
+        },
+        lockout: LockoutPolicy {
+            threshold: r.lockout_threshold,
+            hard_limit: r.lockout_hard_limit,
+            hard_lock: r.hard_lock,
+        },
+        namespaces: r.namespaces.clone(),
+    }
+}
+
 /// A built, bound, not yet running server.
 pub struct Application {
     server: actix_web::dev::Server,
@@ -148,29 +181,14 @@ impl Application {
         let port = listener.local_addr().map_err(|e| StartupError::Io(e.to_string()))?.port();
 
         let config = Arc::new(config);
-        let r = &config.ratelimit;
-        let policies = Policies {
-            sessions: SessionPolicy {
-                token_lifetime: config.sessions.token_lifetime,
-                idle_timeout: config.sessions.idle_timeout,
-                absolute_lifetime: config.sessions.absolute_lifetime,
-            },
-            limits: BuiltinLimits {
-                registration: r.registration,
-                login_start: r.login_start,
-                login_finish: r.login_finish,
-                totp: r.totp,
-                refresh: r.refresh,
-            },
-            lockout: LockoutPolicy {
-                threshold: r.lockout_threshold,
-                hard_limit: r.lockout_hard_limit,
-                hard_lock: r.hard_lock,
-            },
-            namespaces: r.namespaces.clone(),
-        };
-        let core =
-            Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring.clone(), Arc::new(setup), policies);
+        let core = Core::new(
+            db,
+            fast,
+            Keys::new(config.redis_prefix.clone()),
+            keyring.clone(),
+            Arc::new(setup),
+            policies(&config),
+        );
         let state = web::Data::new(AppState {
             config: config.clone(),
             core: Arc::new(core),

@@ -27,8 +27,30 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Grant or revoke the admin role (the only way to make the first admin).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Print the OpenAPI document.
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    Grant { username: String },
+    Revoke { username: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Walk the hash chain; exits non-zero at the first broken row.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]

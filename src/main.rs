@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use latchkey::cli::{Cli, Command, KeysAction, MigrateAction};
+use latchkey::cli::{AdminAction, AuditAction, Cli, Command, KeysAction, MigrateAction};
 use latchkey::config::Config;
 use latchkey::{app, http, telemetry};
 
@@ -51,6 +51,28 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             }
             for name in pending {
                 println!("pending  {name}");
+            }
+        }
+        Command::Admin { action } => {
+            let core = app::open_core(&config).await?;
+            let (username, grant) = match &action {
+                AdminAction::Grant { username } => (username, true),
+                AdminAction::Revoke { username } => (username, false),
+            };
+            let changed = core.set_admin(username, grant, chrono::Utc::now()).await?;
+            let verb = if grant { "granted to" } else { "revoked from" };
+            let note = if changed { "" } else { " (no change)" };
+            println!("admin role {verb} {username}{note}");
+        }
+        Command::Audit { action: AuditAction::Verify } => {
+            let db = app::open_db(&config, false).await?;
+            let (checked, broken) = latchkey::store::audit::verify_chain(&db).await?;
+            match broken {
+                None => println!("audit chain intact: {checked} events verified"),
+                Some(id) => {
+                    println!("audit chain BROKEN at event id {id} ({checked} events before it verified)");
+                    return Err(format!("audit chain broken at event {id}").into());
+                }
             }
         }
         Command::Keys { action } => {

@@ -56,6 +56,8 @@ pub struct Core {
     pub(crate) namespaces: Vec<Namespace>,
     /// Keys the per-user device id hash.
     pub(crate) device_key: [u8; 32],
+    /// Keys the pseudonyms of users in the audit log.
+    pub(crate) audit_key: [u8; 32],
 }
 
 impl Core {
@@ -68,6 +70,7 @@ impl Core {
         policies: Policies,
     ) -> Self {
         let device_key = keyring.subkey("device-id");
+        let audit_key = keyring.subkey("audit-pseudonym");
         Self {
             limiter: Limiter::new(fast.clone()),
             db,
@@ -80,6 +83,7 @@ impl Core {
             lockout: policies.lockout,
             namespaces: policies.namespaces,
             device_key,
+            audit_key,
         }
     }
 }

@@ -24,7 +24,7 @@ impl Core {
     ) -> Result<()> {
         let user_id = current.user_id;
         let removed = session_store::remove_device(&self.db, user_id, device_id, now, |ids| {
-            let mut events = vec![audit::event(
+            let mut events = vec![self.audit_event(
                 events::DEVICE_REMOVE,
                 audit::SUCCESS,
                 Some(user_id),
@@ -34,7 +34,7 @@ impl Core {
                 now,
             )];
             events.extend(ids.iter().map(|id| {
-                audit::event(
+                self.audit_event(
                     events::SESSION_REVOKE,
                     audit::SUCCESS,
                     Some(user_id),
@@ -74,7 +74,7 @@ impl Core {
         if device.trust == "blocked" {
             return Err(Error::Forbidden);
         }
-        let event = audit::event(
+        let event = self.audit_event(
             events::DEVICE_TRUST,
             audit::SUCCESS,
             Some(current.user_id),

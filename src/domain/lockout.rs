@@ -25,7 +25,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::audit::{self, events};
+use super::audit::events;
 use super::core::{ClientInfo, Core};
 use super::{Error, Result};
 use crate::store::users::{self, AUTOMATIC_LOCK};
@@ -64,7 +64,7 @@ impl Core {
         if let Some(duration) = self.lockout.lock_for(failures) {
             let until = now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
             users::lock(&self.db, user_id, until, AUTOMATIC_LOCK).await?;
-            let event = audit::event(events::ACCOUNT_LOCK, "locked", Some(user_id), None, None, client, now);
+            let event = self.audit_event(events::ACCOUNT_LOCK, "locked", Some(user_id), None, None, client, now);
             let event = self
                 .with_details(
                     event,

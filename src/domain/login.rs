@@ -185,14 +185,14 @@ impl Core {
         let known = devices::find(&self.db, &device_id).await?;
         if known.as_ref().is_some_and(|d| d.trust == "blocked") {
             let event =
-                audit::event(events::LOGIN_FAILURE, "blocked", Some(user_id), None, Some(&device_id), client, now);
+                self.audit_event(events::LOGIN_FAILURE, "blocked", Some(user_id), None, Some(&device_id), client, now);
             crate::store::audit::append(&self.db, &[event]).await?;
             return Err(Error::DeviceBlocked);
         }
         let trusted = known.as_ref().is_some_and(|d| d.trust == "trusted");
         if let Err(e) = self.ensure_not_locked(user_id, trusted, now).await {
             let event =
-                audit::event(events::LOGIN_FAILURE, "locked", Some(user_id), None, Some(&device_id), client, now);
+                self.audit_event(events::LOGIN_FAILURE, "locked", Some(user_id), None, Some(&device_id), client, now);
             crate::store::audit::append(&self.db, &[event]).await?;
             return Err(e);
         }
@@ -226,7 +226,7 @@ impl Core {
         if let Some(user_id) = user_id {
             self.authentication_failed(user_id, client, now).await?;
         }
-        let event = audit::event(events::LOGIN_FAILURE, audit::FAILURE, user_id, None, None, client, now);
+        let event = self.audit_event(events::LOGIN_FAILURE, audit::FAILURE, user_id, None, None, client, now);
         // The attempted name is personal data: sealed, and only kept when it
         // matched no account (otherwise the user id says it).
         let event = match user_id {

@@ -2,6 +2,7 @@
 //! current time in, so expiry, rotation and lockout are testable at any
 //! instant.
 
+pub mod admin;
 pub mod audit;
 pub mod core;
 pub mod devices;

@@ -183,10 +183,10 @@ impl Core {
     }
 }
 
-/// One limiter bucket: the hash tag covers the whole subject, so the log
-/// and its counter share a Redis Cluster slot.
+/// One limiter bucket. The subject (an address, a username, a caller's
+/// key) is hashed: Redis never holds a username, and braces in a subject
+/// cannot move the hash tag, which covers the whole bucket so the log and
+/// its counter share a Redis Cluster slot.
 fn rate_key(keys: &Keys, scope: &str, subject: &str) -> String {
-    // Braces in a subject would move the hash tag: hash such subjects.
-    let subject = if subject.contains(['{', '}']) { super::tokens::hash(subject) } else { subject.to_owned() };
-    keys.tagged("rl", &format!("{scope}|{subject}"))
+    keys.tagged("rl", &format!("{scope}|{}", super::tokens::hash(subject)))
 }

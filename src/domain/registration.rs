@@ -62,7 +62,7 @@ impl Core {
         let record = ServerRegistration::<Suite>::finish(upload).serialize();
         let user_id = Uuid::now_v7();
         let sealed = self.keyring.seal(SealedColumn::OpaqueRecord, Owner::User(user_id), &record, now).await?;
-        let event = audit::event(events::REGISTRATION, audit::SUCCESS, Some(user_id), None, None, client, now);
+        let event = self.audit_event(events::REGISTRATION, audit::SUCCESS, Some(user_id), None, None, client, now);
         users::register(&self.db, user_id, username.as_str(), (sealed.key_id, sealed.ciphertext), now, event)
             .await
             .map_err(|e| match Error::from(e) {

@@ -126,7 +126,7 @@ impl Core {
         let device_id = device.as_ref().map(|d| d.id.clone());
         let mut events = extra_events;
         events.extend([
-            audit::event(
+            self.audit_event(
                 events::LOGIN_SUCCESS,
                 audit::SUCCESS,
                 Some(user_id),
@@ -135,7 +135,7 @@ impl Core {
                 client,
                 now,
             ),
-            audit::event(
+            self.audit_event(
                 events::SESSION_CREATE,
                 audit::SUCCESS,
                 Some(user_id),
@@ -146,7 +146,7 @@ impl Core {
             ),
         ]);
         if new_device {
-            events.push(audit::event(
+            events.push(self.audit_event(
                 events::DEVICE_NEW,
                 audit::SUCCESS,
                 Some(user_id),
@@ -290,7 +290,7 @@ impl Core {
         let revoked = store::revoke(&self.db, &scope, reason, now, |ids| {
             let mut events = extra;
             events.extend(ids.iter().map(|id| {
-                audit::event(events::SESSION_REVOKE, audit::SUCCESS, Some(user_id), Some(*id), None, client, now)
+                self.audit_event(events::SESSION_REVOKE, audit::SUCCESS, Some(user_id), Some(*id), None, client, now)
             }));
             events
         })
@@ -362,7 +362,7 @@ impl Core {
         let session_token = tokens::generate(TokenKind::Session);
         let new_refresh = tokens::generate(TokenKind::Refresh);
         let token_expires_at = (now + chrono_duration(self.sessions.token_lifetime)).min(session.expires_at);
-        let event = audit::event(
+        let event = self.audit_event(
             events::SESSION_REFRESH,
             audit::SUCCESS,
             Some(session.user_id),
@@ -411,7 +411,7 @@ impl Core {
     /// whole session.
     async fn refresh_reused(&self, session: &SessionRecord, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
         tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused; revoking the session");
-        let event = audit::event(
+        let event = self.audit_event(
             events::REFRESH_REUSE,
             audit::FAILURE,
             Some(session.user_id),

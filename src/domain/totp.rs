@@ -193,7 +193,7 @@ impl Core {
             .ok_or_else(|| Error::InvalidRequest("the code does not match the enrolled secret".into()))?;
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
         let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
-        let event = audit::event(
+        let event = self.audit_event(
             events::TOTP_ENROLL,
             audit::SUCCESS,
             Some(current.user_id),
@@ -239,7 +239,7 @@ impl Core {
             self.second_factor_failed(current.user_id, Some(current.session_id), client, now).await?;
             return Err(Error::InvalidCredentials);
         }
-        let event = audit::event(
+        let event = self.audit_event(
             events::TOTP_DISABLE,
             audit::SUCCESS,
             Some(current.user_id),
@@ -260,7 +260,7 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.authentication_failed(user_id, client, now).await?;
-        let event = audit::event(events::MFA_FAILURE, audit::FAILURE, Some(user_id), session_id, None, client, now);
+        let event = self.audit_event(events::MFA_FAILURE, audit::FAILURE, Some(user_id), session_id, None, client, now);
         crate::store::audit::append(&self.db, &[event]).await?;
         Ok(())
     }
@@ -350,11 +350,12 @@ impl Core {
             user_agent: client.user_agent.clone(),
             at: now,
         });
-        let mut extra = vec![audit::event(events::MFA_SUCCESS, audit::SUCCESS, Some(user_id), None, None, client, now)];
+        let mut extra =
+            vec![self.audit_event(events::MFA_SUCCESS, audit::SUCCESS, Some(user_id), None, None, client, now)];
         if used_recovery {
             let left = store::recovery_codes_left(&self.db, user_id).await?;
             let event =
-                audit::event(events::RECOVERY_CODE_USED, audit::SUCCESS, Some(user_id), None, None, client, now);
+                self.audit_event(events::RECOVERY_CODE_USED, audit::SUCCESS, Some(user_id), None, None, client, now);
             extra.push(self.with_details(event, serde_json::json!({ "remaining": left }), now).await?);
         }
         self.issue_session(user_id, pending.username, "aal2", device, pending.new_device, extra, client, now).await

@@ -53,6 +53,8 @@ pub struct AppState {
         (name = "sessions", description = "Session tokens: whoami / forward-auth, refresh, revocation"),
         (name = "totp", description = "TOTP second factor (RFC 6238) and recovery codes"),
         (name = "devices", description = "Devices the user logs in from"),
+        (name = "account", description = "The caller's own account"),
+        (name = "admin", description = "Administration: needs the admin role (aal2 when the admin has TOTP)"),
         (name = "ratelimit", description = "Sliding-window rate-limit decisions for other services"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
@@ -103,6 +105,19 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(v1::sessions::revoke_others)
         .service(v1::sessions::refresh)
         .service(v1::ratelimit::check)
+        .service(v1::admin::list_users)
+        .service(v1::admin::get_user)
+        .service(v1::admin::user_sessions)
+        .service(v1::admin::revoke_user_sessions)
+        .service(v1::admin::user_devices)
+        .service(v1::admin::device_trust)
+        .service(v1::admin::lock)
+        .service(v1::admin::unlock)
+        .service(v1::admin::delete_user)
+        .service(v1::admin::audit)
+        .service(v1::admin::keys)
+        .service(v1::admin::rotate_keys)
+        .service(v1::admin::delete_account)
         .service(v1::devices::trust)
         .service(v1::devices::list)
         .service(v1::devices::remove)

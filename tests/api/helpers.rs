@@ -100,11 +100,11 @@ pub fn fast_store(kind: CacheKind) -> Fast {
 }
 
 /// Configuration for a test app on a free port.
-pub fn test_config(db: &TestDb, cache: CacheKind, data_dir: &std::path::Path) -> Config {
+pub fn test_config(database_url: &str, cache: CacheKind, data_dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.bind = "127.0.0.1:0".parse().expect("addr");
     config.data_dir = data_dir.to_path_buf();
-    config.database_url = Some(SecretString::from(db.url.clone()));
+    config.database_url = Some(SecretString::from(database_url.to_owned()));
     config.redis_url = (cache == CacheKind::Redis).then(|| SecretString::from(redis_url()));
     config.redis_prefix = unique_prefix();
     config.master_password = Some(SecretString::from(TEST_MASTER_PASSWORD));
@@ -130,7 +130,7 @@ pub struct TestApp {
     pub core: std::sync::Arc<latchkey::domain::core::Core>,
     pub app_db: Db,
     pub fast: Fast,
-    _db: TestDb,
+    _db: Option<TestDb>,
     _data_dir: tempfile::TempDir,
 }
 
@@ -141,10 +141,20 @@ impl TestApp {
 
     pub async fn spawn_with(db_kind: DbKind, cache: CacheKind, tweak: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new(db_kind).await;
+        let url = db.url.clone();
+        Self::spawn_inner(Some(db), &url, cache, tweak).await
+    }
+
+    /// An app on an existing database (another role, a shared database).
+    pub async fn spawn_on_url(url: &str, cache: CacheKind, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_inner(None, url, cache, tweak).await
+    }
+
+    async fn spawn_inner(db: Option<TestDb>, url: &str, cache: CacheKind, tweak: impl FnOnce(&mut Config)) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let mut config = test_config(&db, cache, data_dir.path());
+        let mut config = test_config(url, cache, data_dir.path());
         tweak(&mut config);
-        let app = Application::build(config, true).await.expect("the app starts");
+        let app = Application::build(config, false).await.expect("the app starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state();
         let (keys, app_db, fast) = (state.core.keys.clone(), state.core.db.clone(), state.core.fast.clone());

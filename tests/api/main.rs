@@ -6,6 +6,7 @@ mod client;
 mod helpers;
 
 mod abuse;
+mod admin;
 mod cli;
 mod database;
 mod fast_store;

@@ -1,13 +1,15 @@
 // Interoperability: the independent npm OPAQUE client @serenity-kit/opaque
 // registers and logs in against a real latchkey process, once on the
-// embedded default (SQLite + in-process store) and once on PostgreSQL + Redis.
-// See README.md.
+// embedded default (SQLite + in-process store) and once on PostgreSQL + Redis;
+// a user there also turns TOTP on and logs in with codes from the independent
+// npm library otpauth. See README.md.
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it, test } from "node:test";
 
 import opaque from "@serenity-kit/opaque";
+import * as OTPAuth from "otpauth";
 
 import { startLatchkey } from "./support/latchkey.js";
 
@@ -24,6 +26,27 @@ function b64urlBytes(value, what) {
 
 // Message sizes of the suite (ristretto255, 3DH, SHA-512), SPEC §3.
 const SIZES = { registrationResponse: 64, registrationRecord: 192, ke1: 96, ke2: 320, ke3: 64 };
+
+// TOTP as latchkey does it: RFC 6238, HMAC-SHA1, 6 digits, 30-second steps.
+const TOTP_PERIOD = 30;
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until the current TOTP step has at least 12 s left. */
+async function awaitFreshStep() {
+  while (Math.floor(Date.now() / 1000) % TOTP_PERIOD >= 18) await sleep(250);
+}
+
+/** A well-formed 6-digit code matching none of the steps near now. */
+function wrongCode(totp) {
+  const near = new Set();
+  for (let k = -3; k <= 3; k++) near.add(totp.generate({ timestamp: Date.now() + k * TOTP_PERIOD * 1000 }));
+  for (let n = Number(totp.generate()) + 500_000; ; n++) {
+    const candidate = String(n % 1_000_000).padStart(6, "0");
+    if (!near.has(candidate)) return candidate;
+  }
+}
 
 // The key stretching the server's suite expects: Argon2id v0x13, m = 64 MiB, t = 3, p = 4.
 const SPEC_KSF = { "argon2id-custom": { memory: 65536, iterations: 3, parallelism: 4 } };
@@ -260,6 +283,114 @@ for (const backend of [
 
       // The user can still log in.
       await login();
+    });
+
+    it("enrolls TOTP, then logs in with codes from otpauth and with a recovery code", async () => {
+      // A user of its own: with TOTP on, the other tests' logins would stop at mfa_required.
+      const name = `Totp-${hex(6)}`;
+      const normalizedName = name.toLowerCase();
+      const pw = `battery staple ${hex(8)}`;
+      const reg = await register(name, pw);
+      expectStatus(reg, 201, "registration/finish");
+      const totpUserId = reg.json.user_id;
+      const first = await login(name, pw);
+      assert.equal(first.aal, "aal1");
+
+      // Enrolment: the otpauth URI, parsed by the independent library.
+      const enroll = await call("POST", "/v1/totp/enroll", { token: first.session_token });
+      expectStatus(enroll, 200, "totp/enroll");
+      const { secret, otpauth_uri: uri, qr_png: qrPng } = enroll.json;
+      assert.match(secret, /^[A-Z2-7]+$/, "secret is base32 (RFC 4648, unpadded)");
+      assert.ok(uri.startsWith(`otpauth://totp/latchkey:${normalizedName}?`), `otpauth URI: ${uri}`);
+      const totp = OTPAuth.URI.parse(uri);
+      assert.ok(totp instanceof OTPAuth.TOTP, "the URI is a TOTP one");
+      assert.equal(totp.issuer, "latchkey");
+      assert.equal(totp.label, normalizedName);
+      assert.equal(totp.algorithm, "SHA1");
+      assert.equal(totp.digits, 6);
+      assert.equal(totp.period, TOTP_PERIOD);
+      assert.equal(totp.secret.base32, secret, "the URI's secret is the secret field");
+      assert.equal(totp.secret.bytes.length, 20, "a 160-bit secret");
+      assert.equal(typeof qrPng, "string");
+      assert.match(qrPng, /^[A-Za-z0-9+/]+={0,2}$/, "qr_png is base64");
+      const png = Buffer.from(qrPng, "base64");
+      assert.ok(png.length > PNG_SIGNATURE.length, "qr_png is not empty");
+      assert.deepEqual(png.subarray(0, PNG_SIGNATURE.length), PNG_SIGNATURE, "qr_png is a PNG");
+
+      // Confirming consumes the code's step (and every older one), so it
+      // uses the previous step's code and leaves the current step for login.
+      await awaitFreshStep();
+      const confirm = await call("POST", "/v1/totp/confirm", {
+        token: first.session_token,
+        body: { code: totp.generate({ timestamp: Date.now() - TOTP_PERIOD * 1000 }) },
+      });
+      expectStatus(confirm, 200, "totp/confirm");
+      const recoveryCodes = confirm.json.recovery_codes;
+      assert.ok(Array.isArray(recoveryCodes), "recovery_codes is an array");
+      assert.equal(recoveryCodes.length, 10);
+      assert.equal(new Set(recoveryCodes).size, 10, "distinct recovery codes");
+      for (const code of recoveryCodes) assert.equal(typeof code, "string");
+      const confirmed = await whoami(first.session_token);
+      expectStatus(confirmed, 200, "whoami after confirm");
+      assert.equal(confirmed.json.aal, "aal2", "the confirming session is aal2");
+      assert.equal(confirmed.headers.get("x-aal"), "aal2");
+
+      /** Password login now stops at the second factor: returns the MFA token. */
+      async function passwordStep() {
+        const { loginId, client } = await loginStart(name, pw);
+        assert.ok(client, "finishLogin accepted the server's credential response");
+        const res = await call("POST", "/v1/login/finish", {
+          body: { login_id: loginId, credential_finalization: client.finishLoginRequest, device: device() },
+        });
+        expectStatus(res, 200, "login/finish with TOTP on");
+        assert.equal(res.json.mfa_required, true);
+        assert.ok(res.json.mfa_token.startsWith("lk_m_"), "MFA token prefix");
+        assert.ok(!Number.isNaN(Date.parse(res.json.mfa_expires_at)), "mfa_expires_at is a timestamp");
+        assert.equal(res.json.session_token, undefined, "no session before the second factor");
+        return res.json.mfa_token;
+      }
+      const secondFactor = (mfaToken, factor) => call("POST", "/v1/login/totp", { body: { mfa_token: mfaToken, ...factor } });
+
+      // A wrong code, then the current step's code.
+      const mfaToken = await passwordStep();
+      expectProblem(await secondFactor(mfaToken, { code: wrongCode(totp) }), 401, "invalid_credentials", "a wrong code");
+      const currentCode = totp.generate();
+      const session = await secondFactor(mfaToken, { code: currentCode });
+      expectStatus(session, 200, "login/totp with the current code");
+      assert.ok(session.json.session_token.startsWith("lk_s_"), "session token prefix");
+      assert.ok(session.json.refresh_token.startsWith("lk_r_"), "refresh token prefix");
+      assert.equal(session.json.user_id, totpUserId);
+      assert.equal(session.json.aal, "aal2");
+      const me = await whoami(session.json.session_token);
+      expectStatus(me, 200, "whoami after login/totp");
+      assert.equal(me.json.username, normalizedName);
+      assert.equal(me.json.user_id, totpUserId);
+      assert.equal(me.json.aal, "aal2");
+      assert.equal(me.headers.get("x-aal"), "aal2");
+
+      // The same code once more: its step is used up.
+      expectProblem(
+        await secondFactor(await passwordStep(), { code: currentCode }),
+        401,
+        "invalid_credentials",
+        "a replayed code",
+      );
+
+      // A recovery code works once.
+      const recoveryCode = recoveryCodes[0];
+      const recovered = await secondFactor(await passwordStep(), { recovery_code: recoveryCode });
+      expectStatus(recovered, 200, "login/totp with a recovery code");
+      assert.equal(recovered.json.user_id, totpUserId);
+      assert.equal(recovered.json.aal, "aal2");
+      const meAgain = await whoami(recovered.json.session_token);
+      expectStatus(meAgain, 200, "whoami after a recovery code");
+      assert.equal(meAgain.headers.get("x-aal"), "aal2");
+      expectProblem(
+        await secondFactor(await passwordStep(), { recovery_code: recoveryCode }),
+        401,
+        "invalid_credentials",
+        "a used recovery code",
+      );
     });
   });
 }

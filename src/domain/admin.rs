@@ -1,0 +1,311 @@
+//! Administration: users, their sessions and devices, device trust, locks,
+//! deletion, the audit log and the keyring. Only sessions of users with the
+//! `admin` role pass [`Core::require_admin`], and only at aal2 when that
+//! admin has TOTP on. The first admin is made with the CLI
+//! (`latchkey admin grant USERNAME`): there are no default accounts.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::audit::{self, events};
+use super::core::{ClientInfo, Core};
+use super::keyring::{KeyringStatus, Owner, Sealed, SealedColumn};
+use super::sessions::CurrentSession;
+use super::username::Username;
+use super::{Error, Result};
+use crate::store::admin::{self as store, AuditFilter, UserSummary};
+use crate::store::devices::{self, DeviceRecord};
+use crate::store::sessions::{self as session_store, RevokeScope, SessionRecord};
+use crate::store::{totp, users};
+
+pub const ADMIN_ROLE: &str = "admin";
+
+/// "Until an admin unlocks": the last second of year 9999.
+fn forever() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default()
+}
+pub const MAX_PAGE: u64 = 200;
+
+/// One user with counts.
+#[derive(Debug, Clone)]
+pub struct UserDetail {
+    pub summary: UserSummary,
+    pub active_sessions: u64,
+    pub devices: u64,
+}
+
+/// One audit row as an admin sees it (details opened).
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub event: String,
+    pub user_ref: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub device_id: Option<String>,
+    pub ip: Option<String>,
+    pub outcome: String,
+    pub details: Option<serde_json::Value>,
+}
+
+impl Core {
+    /// Refuses anyone but an admin (at aal2 when the admin has TOTP on).
+    pub async fn require_admin(&self, current: &CurrentSession) -> Result<()> {
+        if !users::roles(&self.db, current.user_id).await?.iter().any(|r| r == ADMIN_ROLE) {
+            return Err(Error::Forbidden);
+        }
+        if current.aal != "aal2" && totp::is_enabled(&self.db, current.user_id).await? {
+            return Err(Error::Forbidden);
+        }
+        Ok(())
+    }
+
+    /// `latchkey admin grant|revoke USERNAME`.
+    pub async fn set_admin(&self, username: &str, grant: bool, now: DateTime<Utc>) -> Result<bool> {
+        let username = Username::parse(username)?;
+        let user = users::find_by_username(&self.db, username.as_str()).await?.ok_or(Error::NotFound)?;
+        let name = if grant { events::ADMIN_GRANT } else { events::ADMIN_REVOKE };
+        let event = self.audit_event(name, audit::SUCCESS, Some(user.id), None, None, &ClientInfo::default(), now);
+        let event = self.with_details(event, serde_json::json!({"role": ADMIN_ROLE, "by": "cli"}), now).await?;
+        Ok(store::set_role(&self.db, user.id, ADMIN_ROLE, grant, &[event]).await?)
+    }
+
+    pub async fn admin_list_users(&self, after: Option<Uuid>, limit: u64) -> Result<Vec<UserSummary>> {
+        Ok(store::users_page(&self.db, after, limit.clamp(1, MAX_PAGE)).await?)
+    }
+
+    pub async fn admin_get_user(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<UserDetail> {
+        let user = users::find(&self.db, user_id).await?.ok_or(Error::NotFound)?;
+        let summary = store::summarize(&self.db, vec![user]).await?.pop().ok_or(Error::NotFound)?;
+        let (active_sessions, devices) = store::counts(&self.db, user_id, now).await?;
+        Ok(UserDetail { summary, active_sessions, devices })
+    }
+
+    pub async fn admin_user_sessions(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<Vec<SessionRecord>> {
+        users::find(&self.db, user_id).await?.ok_or(Error::NotFound)?;
+        Ok(session_store::list_active(&self.db, user_id, now).await?)
+    }
+
+    pub async fn admin_user_devices(&self, user_id: Uuid) -> Result<Vec<DeviceRecord>> {
+        users::find(&self.db, user_id).await?.ok_or(Error::NotFound)?;
+        Ok(devices::list(&self.db, user_id).await?)
+    }
+
+    /// Revokes every session of a user.
+    pub async fn admin_revoke_sessions(
+        &self,
+        admin: &CurrentSession,
+        user_id: Uuid,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        users::find(&self.db, user_id).await?.ok_or(Error::NotFound)?;
+        let by_admin = self.admin_event(events::ADMIN_REVOKE_SESSIONS, admin, Some(user_id), None, client, now).await?;
+        let revoked = session_store::revoke(&self.db, &RevokeScope::All { user_id }, "revoked_by_admin", now, |ids| {
+            let mut events = vec![by_admin];
+            events.extend(ids.iter().map(|id| {
+                self.audit_event(events::SESSION_REVOKE, audit::SUCCESS, Some(user_id), Some(*id), None, client, now)
+            }));
+            events
+        })
+        .await?;
+        self.evict(&revoked).await;
+        Ok(revoked.len() as u64)
+    }
+
+    /// Sets a device's trust; blocking revokes its sessions at once (and
+    /// its logins are refused from then on).
+    pub async fn admin_set_device_trust(
+        &self,
+        admin: &CurrentSession,
+        device_id: &str,
+        trust: &str,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if !matches!(trust, "unknown" | "trusted" | "blocked") {
+            return Err(Error::InvalidRequest("trust must be \"unknown\", \"trusted\" or \"blocked\"".into()));
+        }
+        let device = devices::find(&self.db, device_id).await?.ok_or(Error::NotFound)?;
+        let event = self.audit_event(
+            events::DEVICE_TRUST,
+            audit::SUCCESS,
+            Some(device.user_id),
+            Some(admin.session_id),
+            Some(device_id),
+            client,
+            now,
+        );
+        let details = serde_json::json!({"from": device.trust, "to": trust, "by": "admin", "admin": self.pseudonym(admin.user_id)});
+        let event = self.with_details(event, details, now).await?;
+        devices::set_trust(&self.db, device_id, trust, &[event]).await?;
+        if trust == "blocked" {
+            let user_id = device.user_id;
+            let scope = RevokeScope::Device { user_id, device_id: device_id.to_owned() };
+            let revoked = session_store::revoke(&self.db, &scope, "device_blocked", now, |ids| {
+                ids.iter()
+                    .map(|id| {
+                        self.audit_event(
+                            events::SESSION_REVOKE,
+                            audit::SUCCESS,
+                            Some(user_id),
+                            Some(*id),
+                            Some(device_id),
+                            client,
+                            now,
+                        )
+                    })
+                    .collect()
+            })
+            .await?;
+            self.evict(&revoked).await;
+        }
+        Ok(())
+    }
+
+    /// Locks an account (every device, trusted or not) and ends its sessions.
+    pub async fn admin_lock(
+        &self,
+        admin: &CurrentSession,
+        user_id: Uuid,
+        reason: &str,
+        until: Option<DateTime<Utc>>,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if reason.trim().is_empty() || reason.chars().count() > 200 {
+            return Err(Error::InvalidRequest("reason must be 1 to 200 characters".into()));
+        }
+        if until.is_some_and(|u| u <= now) {
+            return Err(Error::InvalidRequest("until must be in the future".into()));
+        }
+        users::find(&self.db, user_id).await?.ok_or(Error::NotFound)?;
+        // No end given: locked until an admin unlocks.
+        let until = until.unwrap_or_else(forever);
+        users::lock(&self.db, user_id, until, &format!("admin: {reason}")).await?;
+        let event = self.admin_event(events::ACCOUNT_LOCK, admin, Some(user_id), Some(reason), client, now).await?;
+        crate::store::audit::append(&self.db, &[event]).await?;
+        self.admin_revoke_sessions(admin, user_id, client, now).await?;
+        Ok(())
+    }
+
+    pub async fn admin_unlock(
+        &self,
+        admin: &CurrentSession,
+        user_id: Uuid,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        users::find(&self.db, user_id).await?.ok_or(Error::NotFound)?;
+        let event = self.admin_event(events::ACCOUNT_UNLOCK, admin, Some(user_id), None, client, now).await?;
+        store::unlock(&self.db, user_id, &[event]).await?;
+        Ok(())
+    }
+
+    /// Deletes a user and every row and cache entry of theirs.
+    pub async fn admin_delete_user(
+        &self,
+        admin: &CurrentSession,
+        user_id: Uuid,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let event = self.admin_event(events::ACCOUNT_DELETE, admin, Some(user_id), None, client, now).await?;
+        self.delete_user(user_id, event).await
+    }
+
+    /// The caller deletes their own account (aal2 when TOTP is on).
+    pub async fn delete_own_account(
+        &self,
+        current: &CurrentSession,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if current.aal != "aal2" && totp::is_enabled(&self.db, current.user_id).await? {
+            return Err(Error::Forbidden);
+        }
+        let event = self.audit_event(
+            events::ACCOUNT_DELETE,
+            audit::SUCCESS,
+            Some(current.user_id),
+            Some(current.session_id),
+            None,
+            client,
+            now,
+        );
+        self.delete_user(current.user_id, event).await
+    }
+
+    async fn delete_user(&self, user_id: Uuid, event: crate::store::audit::NewAuditEvent) -> Result<()> {
+        let sessions = store::delete_user(&self.db, user_id, &[event]).await?.ok_or(Error::NotFound)?;
+        self.evict(&sessions).await;
+        tracing::info!(user_id = %user_id, "deleted a user and all their data");
+        Ok(())
+    }
+
+    async fn admin_event(
+        &self,
+        name: &'static str,
+        admin: &CurrentSession,
+        user_id: Option<Uuid>,
+        reason: Option<&str>,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<crate::store::audit::NewAuditEvent> {
+        let event = self.audit_event(name, audit::SUCCESS, user_id, Some(admin.session_id), None, client, now);
+        let details = serde_json::json!({"by": "admin", "admin": self.pseudonym(admin.user_id), "reason": reason});
+        self.with_details(event, details, now).await
+    }
+
+    /// The audit log, newest first. `user_id` is the real id; rows hold its
+    /// pseudonym.
+    pub async fn admin_audit(
+        &self,
+        user_id: Option<Uuid>,
+        mut filter: AuditFilter,
+        limit: u64,
+    ) -> Result<Vec<AuditEntry>> {
+        filter.user_ref = user_id.map(|id| self.pseudonym(id));
+        let rows = store::audit_page(&self.db, &filter, limit.clamp(1, MAX_PAGE)).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let details = match (row.details_key_id, &row.details) {
+                (Some(key_id), Some(ciphertext)) => {
+                    let owner = row.user_id.map_or(Owner::System, Owner::User);
+                    let sealed = Sealed { key_id, ciphertext: ciphertext.clone() };
+                    let plain = self.keyring.open_sealed(SealedColumn::AuditDetails, owner, &sealed).await?;
+                    serde_json::from_slice(&plain).ok()
+                }
+                _ => None,
+            };
+            out.push(AuditEntry {
+                id: row.id,
+                occurred_at: row.occurred_at,
+                event: row.event,
+                user_ref: row.user_id,
+                session_id: row.session_id,
+                device_id: row.device_id,
+                ip: row.ip,
+                outcome: row.outcome,
+                details,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn admin_keys(&self, now: DateTime<Utc>) -> Result<KeyringStatus> {
+        self.keyring.status(now).await
+    }
+
+    pub async fn admin_rotate_keys(
+        &self,
+        admin: &CurrentSession,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<Uuid> {
+        let key_id = self.keyring.rotate(now).await?;
+        let event = self.admin_event(events::KEY_ROTATE, admin, None, None, client, now).await?;
+        crate::store::audit::append(&self.db, &[event]).await?;
+        Ok(key_id)
+    }
+}
