@@ -47,9 +47,15 @@ pub struct CurrentSession {
     pub user_id: Uuid,
     pub username: String,
     pub aal: String,
+    // Integers, not RFC 3339 text: parsing four dates per whoami showed in
+    // the profile.
+    #[serde(with = "chrono::serde::ts_microseconds")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
     pub last_seen_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
     pub token_expires_at: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_microseconds")]
     pub expires_at: DateTime<Utc>,
     pub device_id: Option<String>,
     pub device_name: Option<String>,

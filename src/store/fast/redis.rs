@@ -88,8 +88,56 @@ pub struct RedisStore {
 }
 
 struct Inner {
+    id: u64,
+    client: redis::Client,
     pool: Pool,
     timeout: Duration,
+}
+
+static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// One multiplexed connection per store per thread. actix-web runs a
+    /// single-threaded runtime per worker; a connection created on the
+    /// worker's own thread has its I/O task there too, so a command never
+    /// wakes another thread (the profile of whoami showed those cross-thread
+    /// wake-ups as the largest cost).
+    static LOCAL: std::cell::RefCell<std::collections::HashMap<u64, redis::aio::MultiplexedConnection>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// A connection from either source.
+pub enum Conn {
+    Pooled(deadpool_redis::Connection),
+    Local(redis::aio::MultiplexedConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Pooled(c) => c.req_packed_command(cmd),
+            Self::Local(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Pooled(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Local(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Pooled(c) => c.get_db(),
+            Self::Local(c) => c.get_db(),
+        }
+    }
 }
 
 impl RedisStore {
@@ -105,22 +153,53 @@ impl RedisStore {
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| StoreError::Cache(format!("invalid Redis configuration: {e}")))?;
-        Ok(Self { inner: Arc::new(Inner { pool, timeout }) })
+        let client = redis::Client::open(url).map_err(|e| StoreError::Cache(format!("invalid Redis URL: {e}")))?;
+        let id = NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Self { inner: Arc::new(Inner { id, client, pool, timeout }) })
     }
 
     /// Runs `f` on a pooled connection under the command timeout.
+    /// This thread's connection, made on first use (on a worker thread of
+    /// actix) or a pooled one (elsewhere).
+    async fn connection(&self) -> Result<Conn> {
+        let on_local_runtime = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !on_local_runtime {
+            return Ok(Conn::Pooled(self.inner.pool.get().await?));
+        }
+        if let Some(conn) = LOCAL.with(|l| l.borrow().get(&self.inner.id).cloned()) {
+            return Ok(Conn::Local(conn));
+        }
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(self.inner.timeout));
+        let conn = self.inner.client.get_multiplexed_async_connection_with_config(&config).await?;
+        LOCAL.with(|l| l.borrow_mut().insert(self.inner.id, conn.clone()));
+        Ok(Conn::Local(conn))
+    }
+
+    fn forget_local(&self) {
+        let _ = LOCAL.try_with(|l| l.borrow_mut().remove(&self.inner.id));
+    }
+
     async fn run<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let work = async {
-            let conn = self.inner.pool.get().await?;
-            f(conn).await.map_err(StoreError::from)
+            let conn = self.connection().await?;
+            let result = f(conn).await.map_err(StoreError::from);
+            if matches!(result, Err(ref e) if e.is_transient()) {
+                // A broken connection is replaced on the next call.
+                self.forget_local();
+            }
+            result
         };
         match tokio::time::timeout(self.inner.timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::CacheUnavailable(format!("no answer within {:?}", self.inner.timeout))),
+            Err(_) => {
+                self.forget_local();
+                Err(StoreError::CacheUnavailable(format!("no answer within {:?}", self.inner.timeout)))
+            }
         }
     }
 
