@@ -87,18 +87,27 @@ impl Core {
         user_id: Uuid,
         trusted_device: bool,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<users::UserRecord> {
         let user = users::find(&self.db, user_id).await?.ok_or(Error::InvalidCredentials)?;
         match user.locked_until {
             Some(until) if until > now => {
                 if trusted_device && user.lock_reason.as_deref() == Some(AUTOMATIC_LOCK) {
-                    Ok(())
+                    Ok(user)
                 } else {
                     Err(Error::AccountLocked)
                 }
             }
-            _ => Ok(()),
+            _ => Ok(user),
         }
+    }
+
+    /// A success ends a run of failures (a database write only when there
+    /// was one).
+    pub(crate) async fn authentication_succeeded(&self, user: &users::UserRecord) -> Result<()> {
+        if user.failed_attempts != 0 || user.lock_reason.as_deref() == Some(AUTOMATIC_LOCK) {
+            users::reset_failures(&self.db, user.id).await?;
+        }
+        Ok(())
     }
 }
 

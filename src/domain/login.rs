@@ -190,12 +190,22 @@ impl Core {
             return Err(Error::DeviceBlocked);
         }
         let trusted = known.as_ref().is_some_and(|d| d.trust == "trusted");
-        if let Err(e) = self.ensure_not_locked(user_id, trusted, now).await {
-            let event =
-                self.audit_event(events::LOGIN_FAILURE, "locked", Some(user_id), None, Some(&device_id), client, now);
-            crate::store::audit::append(&self.db, &[event]).await?;
-            return Err(e);
-        }
+        let user = match self.ensure_not_locked(user_id, trusted, now).await {
+            Ok(user) => user,
+            Err(e) => {
+                let event = self.audit_event(
+                    events::LOGIN_FAILURE,
+                    "locked",
+                    Some(user_id),
+                    None,
+                    Some(&device_id),
+                    client,
+                    now,
+                );
+                crate::store::audit::append(&self.db, &[event]).await?;
+                return Err(e);
+            }
+        };
         let sighting = DeviceSighting {
             id: device_id,
             user_id,
@@ -209,7 +219,7 @@ impl Core {
                 self.start_mfa(user_id, pending.username, Some(sighting), known.is_none(), now).await?;
             return Ok(LoginOutcome::MfaRequired { mfa_token, expires_at });
         }
-        users::reset_failures(&self.db, user_id).await?;
+        self.authentication_succeeded(&user).await?;
         let session = self
             .issue_session(user_id, pending.username, "aal1", Some(sighting), known.is_none(), Vec::new(), client, now)
             .await?;

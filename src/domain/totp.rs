@@ -35,7 +35,7 @@ use super::tokens::{self, TokenKind};
 use super::{Error, Result};
 use crate::store::FastStore as _;
 use crate::store::devices::DeviceSighting;
-use crate::store::{totp as store, users};
+use crate::store::totp as store;
 
 pub use totp_rs::Algorithm;
 
@@ -340,8 +340,8 @@ impl Core {
             Some(id) => crate::store::devices::find(&self.db, id).await?.is_some_and(|d| d.trust == "trusted"),
             None => false,
         };
-        self.ensure_not_locked(user_id, trusted, now).await?;
-        users::reset_failures(&self.db, user_id).await?;
+        let user = self.ensure_not_locked(user_id, trusted, now).await?;
+        self.authentication_succeeded(&user).await?;
         let device = pending.device_id.map(|id| DeviceSighting {
             id,
             user_id,

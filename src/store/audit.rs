@@ -74,6 +74,7 @@ pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), S
         .one(conn)
         .await?;
     let mut prev = last.unwrap_or_else(|| GENESIS_HASH.to_owned());
+    let mut rows = Vec::with_capacity(events.len());
     for event in events {
         // Postgres keeps microseconds: hash what will be read back.
         let occurred_at = DateTime::from_timestamp_micros(event.occurred_at.timestamp_micros()).unwrap_or_default();
@@ -92,7 +93,8 @@ pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), S
             hash: String::new(),
         };
         row.hash = chain_hash(&prev, &row);
-        audit_events::Entity::insert(audit_events::ActiveModel {
+        prev = row.hash.clone();
+        rows.push(audit_events::ActiveModel {
             occurred_at: Set(row.occurred_at),
             event: Set(row.event),
             user_id: Set(row.user_id),
@@ -103,13 +105,12 @@ pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), S
             details_key_id: Set(row.details_key_id),
             details: Set(row.details),
             prev_hash: Set(row.prev_hash),
-            hash: Set(row.hash.clone()),
+            hash: Set(row.hash),
             ..Default::default()
-        })
-        .exec_without_returning(conn)
-        .await?;
-        prev = row.hash;
+        });
     }
+    // One statement for all of them: ids follow the order of the rows.
+    audit_events::Entity::insert_many(rows).exec_without_returning(conn).await?;
     Ok(())
 }
 
