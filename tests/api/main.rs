@@ -8,6 +8,7 @@ mod helpers;
 mod abuse;
 mod admin;
 mod cli;
+mod cluster;
 mod database;
 mod fast_store;
 mod http_basics;

@@ -89,9 +89,39 @@ pub struct RedisStore {
 
 struct Inner {
     id: u64,
-    client: redis::Client,
-    pool: Pool,
+    backend: Backend,
     timeout: Duration,
+}
+
+enum Backend {
+    Single { client: redis::Client, pool: Pool },
+    Cluster { pool: deadpool_redis::cluster::Pool },
+}
+
+/// The scheme that names a Redis Cluster: `redis+cluster://host1:port,host2:port`
+/// (`rediss+cluster://` for TLS). Any node will do; the client discovers the rest.
+const CLUSTER_SCHEMES: [(&str, &str); 2] = [("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")];
+
+/// The node URLs of a cluster URL, or `None` for a single server's URL.
+pub fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    CLUSTER_SCHEMES.iter().find_map(|(scheme, node_scheme)| {
+        let rest = url.strip_prefix(scheme)?;
+        let (credentials, hosts) = match rest.rsplit_once('@') {
+            Some((c, h)) => (format!("{c}@"), h),
+            None => (String::new(), rest),
+        };
+        let (hosts, path) = match hosts.split_once('/') {
+            Some((h, p)) => (h, format!("/{p}")),
+            None => (hosts, String::new()),
+        };
+        Some(
+            hosts
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("{node_scheme}{credentials}{h}{path}"))
+                .collect(),
+        )
+    })
 }
 
 static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -110,6 +140,7 @@ thread_local! {
 pub enum Conn {
     Pooled(deadpool_redis::Connection),
     Local(redis::aio::MultiplexedConnection),
+    Cluster(deadpool_redis::cluster::Connection),
 }
 
 impl redis::aio::ConnectionLike for Conn {
@@ -117,6 +148,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Self::Pooled(c) => c.req_packed_command(cmd),
             Self::Local(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -129,6 +161,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Self::Pooled(c) => c.req_packed_commands(cmd, offset, count),
             Self::Local(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -136,6 +169,7 @@ impl redis::aio::ConnectionLike for Conn {
         match self {
             Self::Pooled(c) => c.get_db(),
             Self::Local(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
         }
     }
 }
@@ -144,34 +178,51 @@ impl RedisStore {
     /// Builds the pool; connections are opened lazily, so this succeeds even
     /// while Redis is down (readiness reports it).
     pub fn connect(url: &str, pool_size: usize, timeout: Duration) -> Result<Self> {
-        let mut config = Config::from_url(url);
-        config.pool = Some(PoolConfig {
+        let pool_config = PoolConfig {
             max_size: pool_size,
             timeouts: Timeouts { wait: Some(timeout), create: Some(timeout), recycle: Some(timeout) },
             ..PoolConfig::default()
-        });
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| StoreError::Cache(format!("invalid Redis configuration: {e}")))?;
-        let client = redis::Client::open(url).map_err(|e| StoreError::Cache(format!("invalid Redis URL: {e}")))?;
+        };
+        let invalid = |e: &dyn std::fmt::Display| StoreError::Cache(format!("invalid Redis configuration: {e}"));
+        let backend = match cluster_nodes(url) {
+            Some(nodes) => {
+                let mut config = deadpool_redis::cluster::Config::from_urls(nodes);
+                config.pool = Some(pool_config);
+                Backend::Cluster { pool: config.create_pool(Some(Runtime::Tokio1)).map_err(|e| invalid(&e))? }
+            }
+            None => {
+                let mut config = Config::from_url(url);
+                config.pool = Some(pool_config);
+                let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(|e| invalid(&e))?;
+                let client = redis::Client::open(url).map_err(|e| invalid(&e))?;
+                Backend::Single { client, pool }
+            }
+        };
         let id = NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Self { inner: Arc::new(Inner { id, client, pool, timeout }) })
+        Ok(Self { inner: Arc::new(Inner { id, backend, timeout }) })
     }
 
-    /// Runs `f` on a pooled connection under the command timeout.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.backend, Backend::Cluster { .. })
+    }
+
     /// This thread's connection, made on first use (on a worker thread of
     /// actix) or a pooled one (elsewhere).
     async fn connection(&self) -> Result<Conn> {
+        let (client, pool) = match &self.inner.backend {
+            Backend::Cluster { pool } => return Ok(Conn::Cluster(pool.get().await?)),
+            Backend::Single { client, pool } => (client, pool),
+        };
         let on_local_runtime = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         if !on_local_runtime {
-            return Ok(Conn::Pooled(self.inner.pool.get().await?));
+            return Ok(Conn::Pooled(pool.get().await?));
         }
         if let Some(conn) = LOCAL.with(|l| l.borrow().get(&self.inner.id).cloned()) {
             return Ok(Conn::Local(conn));
         }
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(self.inner.timeout));
-        let conn = self.inner.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
         LOCAL.with(|l| l.borrow_mut().insert(self.inner.id, conn.clone()));
         Ok(Conn::Local(conn))
     }
@@ -345,5 +396,23 @@ impl FastStore for RedisStore {
             reset_ms: non_negative(reset),
             retry_after_ms: non_negative(retry),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_nodes;
+
+    #[test]
+    fn cluster_urls() {
+        assert_eq!(cluster_nodes("redis://127.0.0.1:6379"), None);
+        assert_eq!(
+            cluster_nodes("redis+cluster://a:7000,b:7001"),
+            Some(vec!["redis://a:7000".to_owned(), "redis://b:7001".to_owned()])
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://user:pw@a:7000,b:7001"),
+            Some(vec!["rediss://user:pw@a:7000".to_owned(), "rediss://user:pw@b:7001".to_owned()])
+        );
     }
 }
