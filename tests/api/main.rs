@@ -14,5 +14,6 @@ mod fast_store;
 mod http_basics;
 mod keyring;
 mod opaque_auth;
+mod replicas;
 mod sessions;
 mod totp;

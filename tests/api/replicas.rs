@@ -1,0 +1,129 @@
+//! Two latchkey instances on one Postgres and one Redis (standalone and
+//! cluster), and Redis dying under a running instance.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::client::b64;
+use crate::helpers::{CacheKind, DbKind, PrivateCluster, PrivateRedis, TestApp, TestDb, redis_url, unique_prefix};
+
+const PASSWORD: &str = "correct horse battery staple";
+const TOKEN: &str = "replica-service-token";
+
+/// Two instances sharing the database and the Redis key space.
+async fn pair(redis: String) -> (TestApp, TestApp, TestDb) {
+    let db = TestDb::new(DbKind::Postgres).await;
+    let prefix = unique_prefix();
+    let configure = |redis: String, prefix: String| {
+        move |c: &mut latchkey::config::Config| {
+            c.redis_url = Some(secrecy::SecretString::from(redis));
+            c.redis_prefix = prefix;
+            c.service_tokens = vec![secrecy::SecretString::from(TOKEN)];
+            c.ratelimit.namespaces =
+                vec![latchkey::config::Namespace { name: "api".into(), limit: 10, window: Duration::from_secs(60) }];
+        }
+    };
+    // The first migrates; the second starts on the migrated database.
+    let a = TestApp::spawn_on_url(&db.url, CacheKind::Redis, configure(redis.clone(), prefix.clone())).await;
+    let b = TestApp::spawn_on_url(&db.url, CacheKind::Redis, configure(redis, prefix)).await;
+    (a, b, db)
+}
+
+async fn replicas_share_everything(redis: String) {
+    let (a, b, _db) = pair(redis).await;
+
+    // One OPAQUE server setup: a login started on A finishes on B.
+    assert_eq!(a.register("rhea", PASSWORD).await.status(), 201);
+    let (login_id, ke3) = a.login_messages("rhea", PASSWORD).await;
+    let res =
+        b.post_json("/v1/login/finish", &json!({"login_id": login_id, "credential_finalization": b64(&ke3)})).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+    let on_b = crate::client::Session::from_json(res.json().await.expect("json"));
+
+    // A session made on one is valid, listed and revocable on the other.
+    let on_a = a.login("rhea", PASSWORD, "laptop").await;
+    assert_eq!(b.whoami(&on_a.token).await.status(), 200);
+    assert_eq!(a.whoami(&on_b.token).await.status(), 200);
+    let listed: Value = b.get_auth("/v1/sessions", &on_a.token).await.json().await.expect("json");
+    assert_eq!(listed["sessions"].as_array().expect("list").len(), 2);
+    let id = on_b.body["session_id"].as_str().expect("id");
+    assert_eq!(b.delete_auth(&format!("/v1/sessions/{id}"), &on_a.token).await.status(), 204);
+    assert_eq!(a.whoami(&on_b.token).await.status(), 401, "revoked on B, refused on A");
+    let next = b.refreshed(&on_a.refresh).await;
+    assert_eq!(a.whoami(&next.token).await.status(), 200, "refreshed on B, valid on A");
+
+    // One limit across both: 10 allowed in total, not 10 each.
+    let checks = (0..40).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.client
+            .post(app.url("/v1/ratelimit/check"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"namespace": "api", "key": "k"}))
+            .send()
+    });
+    let mut allowed = 0;
+    for res in futures_util::future::join_all(checks).await {
+        allowed += usize::from(res.expect("request").json::<Value>().await.expect("json")["allowed"] == true);
+    }
+    assert_eq!(allowed, 10);
+
+    // One keyring: a rotation on A is used by B at once, without restart.
+    let now = chrono::Utc::now();
+    let rotated = a.core.keyring.rotate(now).await.expect("rotate");
+    assert_eq!(b.core.keyring.status(now).await.expect("status").active_key_id, Some(rotated));
+    assert_eq!(b.register("theo", PASSWORD).await.status(), 201, "B seals under A's new key");
+    a.login("theo", PASSWORD, "x").await;
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+    let theo = entity::users::Entity::find()
+        .filter(entity::users::Column::Username.eq("theo"))
+        .one(a.app_db.conn())
+        .await
+        .expect("q")
+        .expect("theo");
+    let record =
+        entity::opaque_credentials::Entity::find_by_id(theo.id).one(a.app_db.conn()).await.expect("q").expect("row");
+    assert_eq!(record.key_id, rotated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_standalone_redis() {
+    replicas_share_everything(redis_url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_a_redis_cluster() {
+    let cluster = PrivateCluster::start().await;
+    replicas_share_everything(cluster.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_empty() {
+    let mut redis = PrivateRedis::start().await;
+    let (url, port) = (redis.url(), redis.port);
+    let app = TestApp::spawn_with(DbKind::Postgres, CacheKind::Redis, move |c| {
+        c.redis_url = Some(secrecy::SecretString::from(url));
+        c.redis.timeout = Duration::from_millis(500);
+    })
+    .await;
+    let active = app.register_and_login("ulla", PASSWORD).await;
+    let revoked = app.login("ulla", PASSWORD, "other").await;
+    let revoked_id = revoked.body["session_id"].as_str().expect("id");
+    assert_eq!(app.delete_auth(&format!("/v1/sessions/{revoked_id}"), &active.token).await.status(), 204);
+    let (in_flight, ke3) = app.login_messages("ulla", PASSWORD).await;
+
+    redis.kill();
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    assert_eq!(app.whoami(&active.token).await.status(), 200, "whoami falls back to Postgres");
+    assert_eq!(app.whoami(&revoked.token).await.status(), 401, "and revocations hold");
+
+    let _redis = PrivateRedis::start_on(port).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.get("/readyz").await.status(), 200, "readiness recovers by itself");
+    let res =
+        app.post_json("/v1/login/finish", &json!({"login_id": in_flight, "credential_finalization": b64(&ke3)})).await;
+    assert_eq!(res.status(), 401, "the login whose state was lost fails, alone");
+    assert_eq!(app.whoami(&active.token).await.status(), 200, "refilled from Postgres");
+    assert_eq!(app.whoami(&revoked.token).await.status(), 401, "no revoked session comes back");
+    app.login("ulla", PASSWORD, "again").await;
+}
