@@ -127,3 +127,138 @@ async fn redis_killed_and_restarted_empty() {
     assert_eq!(app.whoami(&revoked.token).await.status(), 401, "no revoked session comes back");
     app.login("ulla", PASSWORD, "again").await;
 }
+
+/// A latchkey process of its own, on the given database and key prefix.
+struct Process {
+    child: std::process::Child,
+    address: String,
+}
+
+impl Process {
+    async fn start(database_url: &str, prefix: &str, data_dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .arg("serve")
+            .env_clear()
+            .env("LATCHKEY_BIND", format!("127.0.0.1:{port}"))
+            .env("LATCHKEY_DATABASE_URL", database_url)
+            .env("LATCHKEY_REDIS_URL", redis_url())
+            .env("LATCHKEY_REDIS_PREFIX", prefix)
+            .env("LATCHKEY_DATA_DIR", data_dir)
+            .env("LATCHKEY_MASTER_PASSWORD", crate::helpers::TEST_MASTER_PASSWORD)
+            .env("LATCHKEY_KEYRING__PBKDF2_ITERATIONS", "1000")
+            .env("LATCHKEY_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn latchkey");
+        let address = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if reqwest::get(format!("{address}/healthz")).await.is_ok_and(|r| r.status() == 200) {
+                return Self { child, address };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("latchkey did not start");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").args(["-s", signal, &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -s {signal}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_nothing_committed_and_sigterm_drains() {
+    // Users and sessions come from an in-process instance on the same
+    // database and key space; the process under test serves them.
+    let db = TestDb::new(DbKind::Postgres).await;
+    let prefix = unique_prefix();
+    let shared = prefix.clone();
+    let app = TestApp::spawn_on_url(&db.url, CacheKind::Redis, move |c| c.redis_prefix = shared).await;
+    let s = app.register_and_login("vic", PASSWORD).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::new();
+    let whoami = |address: String, token: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("{address}/v1/sessions/current"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+
+    let mut process = Process::start(&db.url, &prefix, data.path()).await;
+    // A refresh committed by the process, then SIGKILL in the middle of load.
+    let res = client
+        .post(format!("{}/v1/sessions/refresh", process.address))
+        .json(&json!({"refresh_token": s.refresh}))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(res.status(), 200);
+    let refreshed = crate::client::Session::from_json(res.json().await.expect("json"));
+    let load: Vec<_> =
+        (0..200).map(|_| tokio::spawn(whoami(process.address.clone(), refreshed.token.clone()))).collect();
+    process.signal("KILL");
+    for task in load {
+        // Each request either answered 200 or lost its connection: never a wrong answer.
+        if let Ok(status) = task.await.expect("join") {
+            assert_eq!(status, 200);
+        }
+    }
+    let _ = process.child.wait();
+
+    let process = Process::start(&db.url, &prefix, data.path()).await;
+    assert_eq!(
+        whoami(process.address.clone(), refreshed.token.clone()).await.expect("whoami"),
+        200,
+        "the committed refresh survived"
+    );
+    assert_eq!(
+        whoami(process.address.clone(), s.token.clone()).await.expect("whoami"),
+        401,
+        "the old token stays dead"
+    );
+    let reuse = client
+        .post(format!("{}/v1/sessions/refresh", process.address))
+        .json(&json!({"refresh_token": s.refresh}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(reuse.status(), 401);
+
+    // SIGTERM: requests in flight are answered, then the process exits cleanly.
+    let mut process = process;
+    let s2 = app.login("vic", PASSWORD, "second").await;
+    let load: Vec<_> = (0..100).map(|_| tokio::spawn(whoami(process.address.clone(), s2.token.clone()))).collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    process.signal("TERM");
+    let mut answered = 0;
+    for task in load {
+        if let Ok(status) = task.await.expect("join") {
+            assert_eq!(status, 200);
+            answered += 1;
+        }
+    }
+    assert!(answered > 0);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = process.child.wait();
+        (status, process)
+    })
+    .await
+    .expect("join")
+    .0
+    .expect("wait");
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+}
