@@ -222,9 +222,15 @@ impl Core {
             return Err(Error::Unauthorized);
         }
         if now - session.last_seen_at >= chrono_duration(TOUCH_EVERY) {
-            store::touch(&self.db, session.session_id, now).await?;
-            session.last_seen_at = now;
-            self.cache_session(&session, now).await;
+            // Best effort: with Postgres down, a cached session keeps
+            // working for the rest of its token's life.
+            match store::touch(&self.db, session.session_id, now).await {
+                Ok(()) => {
+                    session.last_seen_at = now;
+                    self.cache_session(&session, now).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not record session activity"),
+            }
         }
         Ok(session)
     }

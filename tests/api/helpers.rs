@@ -393,3 +393,100 @@ async fn wait_for_port(port: u16) {
     }
     panic!("nothing listens on port {port}");
 }
+
+/// A Postgres server of the test's own (initdb + pg_ctl on a free port),
+/// for tests that stop and start it. Run as the `postgres` user when the
+/// tests run as root (initdb refuses root).
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    fn program(name: &str) -> String {
+        let debian = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|mut versions| versions.find_map(|v| v.ok()))
+            .map(|v| v.path().join("bin").join(name))
+            .filter(|p| p.exists());
+        debian.map_or_else(|| name.to_owned(), |p| p.display().to_string())
+    }
+
+    fn run(args: &[&str]) -> std::process::Output {
+        let as_root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let mut cmd = if as_root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]);
+            c
+        } else {
+            std::process::Command::new(args[0])
+        };
+        if as_root {
+            cmd.arg(args[0]);
+        }
+        cmd.args(&args[1..]).output().expect("run a postgres program")
+    }
+
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _ = std::process::Command::new("chown").args(["postgres"]).arg(dir.path()).status();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let data = dir.path().join("data");
+        let out = Self::run(&[
+            &Self::program("initdb"),
+            "-D",
+            data.to_str().expect("utf8"),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ]);
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let pg = Self { port, dir };
+        pg.pg_ctl("start");
+        pg
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let data = self.dir.path().join("data");
+        let opts =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
+        let log = self.dir.path().join("log");
+        let mut args = vec![
+            Self::program("pg_ctl"),
+            "-D".into(),
+            data.display().to_string(),
+            "-w".into(),
+            "-m".into(),
+            "fast".into(),
+        ];
+        if action == "start" {
+            args.extend(["-o".into(), opts, "-l".into(), log.display().to_string()]);
+        }
+        args.push(action.into());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = Self::run(&refs);
+        assert!(out.status.success(), "pg_ctl {action}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn stop(&self) {
+        self.pg_ctl("stop");
+    }
+
+    pub fn restart(&self) {
+        self.pg_ctl("start");
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ =
+            Self::run(&[&Self::program("pg_ctl"), "-D", data.to_str().unwrap_or_default(), "-m", "immediate", "stop"]);
+    }
+}

@@ -262,3 +262,51 @@ async fn sigkill_loses_nothing_committed_and_sigterm_drains() {
     .expect("wait");
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_answers_503_and_recovers() {
+    let pg = crate::helpers::PrivatePostgres::start().await;
+    let app = TestApp::spawn_on_url(&pg.url(), CacheKind::Redis, |c| {
+        c.database.acquire_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let s = app.register_and_login("wren", PASSWORD).await;
+    use sea_orm::{EntityTrait as _, PaginatorTrait as _};
+    let users_before = entity::users::Entity::find().count(app.app_db.conn()).await.expect("count");
+
+    pg.stop();
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    let ready: Value = app.get("/readyz").await.json().await.expect("json");
+    assert_eq!(ready["down"], json!(["postgres"]));
+    // Whoami on a cached session keeps working within the token's life.
+    assert_eq!(app.whoami(&s.token).await.status(), 200);
+    // Login, registration and refresh answer 503 `unavailable`.
+    let start = app
+        .post_json("/v1/login/start", &json!({"username": "wren", "credential_request": b64(&opaque_ke::ClientLogin::<latchkey::domain::opaque::Suite>::start(&mut rand::rngs::OsRng, b"pw").expect("start").message.serialize())}))
+        .await;
+    assert_eq!(start.status(), 503);
+    assert_eq!(start.json::<Value>().await.expect("json")["code"], "unavailable");
+    let refresh = app.refresh(&s.refresh).await;
+    assert_eq!(refresh.status(), 503);
+    let registration = app.register("yves", PASSWORD).await;
+    assert_eq!(registration.status(), 503);
+
+    pg.restart();
+    let mut ready = false;
+    for _ in 0..50 {
+        if app.get("/readyz").await.status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ready, "recovers without a restart of latchkey");
+    assert_eq!(
+        entity::users::Entity::find().count(app.app_db.conn()).await.expect("count"),
+        users_before,
+        "nothing half-written"
+    );
+    assert_eq!(app.register("yves", PASSWORD).await.status(), 201);
+    app.refreshed(&s.refresh).await;
+    app.login("wren", PASSWORD, "after").await;
+}

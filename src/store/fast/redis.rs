@@ -208,23 +208,25 @@ impl RedisStore {
 
     /// This thread's connection, made on first use (on a worker thread of
     /// actix) or a pooled one (elsewhere).
-    async fn connection(&self) -> Result<Conn> {
+    /// The connection, and whether it is a kept thread-local one (which
+    /// may have died with a Redis restart since its last use).
+    async fn connection(&self) -> Result<(Conn, bool)> {
         let (client, pool) = match &self.inner.backend {
-            Backend::Cluster { pool } => return Ok(Conn::Cluster(pool.get().await?)),
+            Backend::Cluster { pool } => return Ok((Conn::Cluster(pool.get().await?), false)),
             Backend::Single { client, pool } => (client, pool),
         };
         let on_local_runtime = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
         if !on_local_runtime {
-            return Ok(Conn::Pooled(pool.get().await?));
+            return Ok((Conn::Pooled(pool.get().await?), false));
         }
         if let Some(conn) = LOCAL.with(|l| l.borrow().get(&self.inner.id).cloned()) {
-            return Ok(Conn::Local(conn));
+            return Ok((Conn::Local(conn), true));
         }
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(self.inner.timeout));
         let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
         LOCAL.with(|l| l.borrow_mut().insert(self.inner.id, conn.clone()));
-        Ok(Conn::Local(conn))
+        Ok((Conn::Local(conn), false))
     }
 
     fn forget_local(&self) {
@@ -233,17 +235,27 @@ impl RedisStore {
 
     async fn run<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(Conn) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let work = async {
-            let conn = self.connection().await?;
+            let (conn, kept) = self.connection().await?;
             let result = f(conn).await.map_err(StoreError::from);
-            if matches!(result, Err(ref e) if e.is_transient()) {
-                // A broken connection is replaced on the next call.
+            if !matches!(result, Err(ref e) if e.is_transient()) {
+                return result;
+            }
+            // A broken connection is replaced. A kept one most likely died
+            // with a Redis restart while idle: try once more on a new one.
+            self.forget_local();
+            if !kept {
+                return result;
+            }
+            let (conn, _) = self.connection().await?;
+            let retried = f(conn).await.map_err(StoreError::from);
+            if matches!(retried, Err(ref e) if e.is_transient()) {
                 self.forget_local();
             }
-            result
+            retried
         };
         match tokio::time::timeout(self.inner.timeout, work).await {
             Ok(result) => result,
@@ -258,6 +270,7 @@ impl RedisStore {
     /// stored).
     pub async fn dump_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let pattern = format!("{prefix}:*");
+        let pattern = pattern.as_str();
         self.run(|mut conn| async move {
             let mut out = Vec::new();
             let mut cursor: u64 = 0;
@@ -265,7 +278,7 @@ impl RedisStore {
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(&pattern)
+                    .arg(pattern)
                     .arg("COUNT")
                     .arg(500)
                     .query_async(&mut conn)
@@ -292,6 +305,7 @@ impl RedisStore {
     /// themselves). SCAN-based, so it never blocks the server.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
         let pattern = format!("{prefix}:*");
+        let pattern = pattern.as_str();
         self.run(|mut conn| async move {
             let mut deleted = 0u64;
             let mut cursor: u64 = 0;
@@ -299,7 +313,7 @@ impl RedisStore {
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(&pattern)
+                    .arg(pattern)
                     .arg("COUNT")
                     .arg(500)
                     .query_async(&mut conn)
@@ -374,12 +388,13 @@ impl FastStore for RedisStore {
 
     async fn sliding_window(&self, key: &str, limit: u64, window: Duration, cost: u64) -> Result<WindowDecision> {
         let count_key = format!("{key}:n");
+        let count_key = count_key.as_str();
         let id: u64 = rand::random();
         let (allowed, remaining, reset, retry): (i64, i64, i64, i64) = self
             .run(|mut c| async move {
                 WINDOW_SCRIPT
                     .key(key)
-                    .key(&count_key)
+                    .key(count_key)
                     .arg(ttl_ms(window))
                     .arg(limit)
                     .arg(cost)
