@@ -52,6 +52,7 @@ pub async fn open_db(config: &Config, migrate: bool) -> Result<Db, StartupError>
         acquire_timeout: config.database.acquire_timeout,
         // Statement logging would put bound values in logs: never in production.
         log_statements: config.database.log_statements && !config.is_production(),
+        statement_timeout: config.database.statement_timeout,
     };
     let db = Db::connect(&url, &options).await.map_err(StartupError::Database)?;
     if migrate {

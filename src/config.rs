@@ -211,6 +211,10 @@ pub struct DatabaseConfig {
     pub acquire_timeout: Duration,
     /// Log every SQL statement (never honoured in production).
     pub log_statements: bool,
+    /// Postgres `statement_timeout`: a statement running longer is
+    /// cancelled (0 = no limit).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,7 +268,13 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { max_connections: 16, min_connections: 1, acquire_timeout: Duration::from_secs(5), log_statements: false }
+        Self {
+            max_connections: 16,
+            min_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+            log_statements: false,
+            statement_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -443,6 +453,7 @@ const KNOWN_KEYS: &[&str] = &[
     "database__min_connections",
     "database__acquire_timeout",
     "database__log_statements",
+    "database__statement_timeout",
     "redis__pool_size",
     "redis__timeout",
     "keyring__pbkdf2_iterations",

@@ -49,6 +49,8 @@ pub struct DbOptions {
     pub min_connections: u32,
     pub acquire_timeout: Duration,
     pub log_statements: bool,
+    /// Postgres only; zero means none.
+    pub statement_timeout: Duration,
 }
 
 impl Db {
@@ -65,6 +67,9 @@ impl Db {
             .acquire_timeout(options.acquire_timeout)
             .connect_timeout(options.acquire_timeout)
             .sqlx_logging(options.log_statements);
+        if url.starts_with("postgres") && !options.statement_timeout.is_zero() {
+            opts.statement_timeout(options.statement_timeout);
+        }
         let conn = Database::connect(opts).await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
         let sqlite_writer = (conn.get_database_backend() == DatabaseBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
         Ok(Self { conn, sqlite_writer })

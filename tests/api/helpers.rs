@@ -82,6 +82,7 @@ pub fn db_options() -> DbOptions {
         min_connections: 1,
         acquire_timeout: Duration::from_secs(10),
         log_statements: false,
+        statement_timeout: Duration::from_secs(30),
     }
 }
 
