@@ -13,6 +13,7 @@ mod database;
 mod fast_store;
 mod http_basics;
 mod keyring;
+mod nginx;
 mod opaque_auth;
 mod replicas;
 mod sessions;
