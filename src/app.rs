@@ -222,7 +222,7 @@ impl Application {
         let prefilter = state.prefilter.clone();
         let background = vec![
             tokio::spawn(keyring_maintenance(
-                keyring,
+                state.core.clone(),
                 config.keyring.maintenance_interval,
                 config.keyring.reencrypt_batch,
             )),
@@ -263,17 +263,12 @@ impl Application {
 }
 
 /// Rotates the data key when due and moves rows onto the active key.
-async fn keyring_maintenance(keyring: Arc<Keyring>, every: Duration, batch: u64) {
+async fn keyring_maintenance(core: Arc<Core>, every: Duration, batch: u64) {
     let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
     loop {
         tick.tick().await;
-        let now = chrono::Utc::now();
-        if let Err(e) = keyring.rotate_if_due(now).await {
-            tracing::warn!(error = %e, "automatic key rotation failed; will retry");
-            continue;
-        }
-        if let Err(e) = keyring.reencrypt(batch, now).await {
-            tracing::warn!(error = %e, "re-encryption failed; will resume");
+        if let Err(e) = core.keyring_maintenance(batch, chrono::Utc::now()).await {
+            tracing::warn!(error = %e, "key maintenance failed; it resumes on the next run");
         }
     }
 }

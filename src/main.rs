@@ -76,14 +76,14 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             }
         }
         Command::Keys { action } => {
-            let db = app::open_db(&config, config.migrate_on_start()).await?;
-            let keyring = app::open_keyring(&config, &db).await?;
+            let core = app::open_core(&config).await?;
+            let keyring = core.keyring.clone();
             let now = chrono::Utc::now();
             match action {
                 KeysAction::Status => {}
-                KeysAction::Rotate => println!("new active key {}", keyring.rotate(now).await?),
+                KeysAction::Rotate => println!("new active key {}", core.rotate_keys("cli", now).await?),
                 KeysAction::Reencrypt => {
-                    let report = keyring.reencrypt(config.keyring.reencrypt_batch, now).await?;
+                    let report = core.reencrypt_keys(config.keyring.reencrypt_batch, "cli", now).await?;
                     println!(
                         "moved {} rows, {} unreadable, retired {} keys",
                         report.moved,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::audit::{self, events};
 use super::core::{ClientInfo, Core};
-use super::keyring::{KeyringStatus, Owner, Sealed, SealedColumn};
+use super::keyring::{KeyringStatus, Owner, ReencryptReport, Sealed, SealedColumn};
 use super::sessions::CurrentSession;
 use super::username::Username;
 use super::{Error, Result};
@@ -307,5 +307,45 @@ impl Core {
         let event = self.admin_event(events::KEY_ROTATE, admin, None, None, client, now).await?;
         crate::store::audit::append(&self.db, &[event]).await?;
         Ok(key_id)
+    }
+}
+
+impl Core {
+    /// A rotation asked for outside the admin API (the CLI), audited.
+    pub async fn rotate_keys(&self, by: &'static str, now: DateTime<Utc>) -> Result<Uuid> {
+        let key_id = self.keyring.rotate(now).await?;
+        self.audit_key_event(events::KEY_ROTATE, serde_json::json!({"by": by, "key_id": key_id}), now).await?;
+        Ok(key_id)
+    }
+
+    /// Moves rows onto the active key and retires unused keys, audited when
+    /// anything moved.
+    pub async fn reencrypt_keys(&self, batch: u64, by: &'static str, now: DateTime<Utc>) -> Result<ReencryptReport> {
+        let report = self.keyring.reencrypt(batch, now).await?;
+        if report.moved > 0 || report.failed > 0 || !report.retired.is_empty() {
+            let details = serde_json::json!({
+                "by": by, "moved": report.moved, "unreadable": report.failed, "retired": report.retired,
+            });
+            self.audit_key_event(events::KEY_REENCRYPT, details, now).await?;
+        }
+        Ok(report)
+    }
+
+    /// The background job: rotation when the policy says so, then
+    /// re-encryption.
+    pub async fn keyring_maintenance(&self, batch: u64, now: DateTime<Utc>) -> Result<()> {
+        if let Some(key_id) = self.keyring.rotate_if_due(now).await? {
+            self.audit_key_event(events::KEY_ROTATE, serde_json::json!({"by": "policy", "key_id": key_id}), now)
+                .await?;
+        }
+        self.reencrypt_keys(batch, "background job", now).await?;
+        Ok(())
+    }
+
+    async fn audit_key_event(&self, name: &'static str, details: serde_json::Value, now: DateTime<Utc>) -> Result<()> {
+        let event = self.audit_event(name, audit::SUCCESS, None, None, None, &ClientInfo::default(), now);
+        let event = self.with_details(event, details, now).await?;
+        crate::store::audit::append(&self.db, &[event]).await?;
+        Ok(())
     }
 }

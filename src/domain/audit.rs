@@ -33,6 +33,7 @@ pub mod events {
     pub const ADMIN_REVOKE: &str = "admin.revoke";
     pub const ADMIN_REVOKE_SESSIONS: &str = "admin.revoke_sessions";
     pub const KEY_ROTATE: &str = "key.rotate";
+    pub const KEY_REENCRYPT: &str = "key.reencrypt";
 }
 
 pub const SUCCESS: &str = "success";

@@ -40,6 +40,20 @@ async fn keys_commands_and_wrong_master_password() {
     assert!(reencrypt.status.success(), "{}", text(&reencrypt.stderr));
     assert!(text(&reencrypt.stdout).contains("retired 1 keys"), "{}", text(&reencrypt.stdout));
 
+    // Both are in the audit log.
+    let conn = latchkey::store::db::Db::connect(&db.url, &crate::helpers::db_options()).await.expect("connect");
+    use sea_orm::{EntityTrait as _, QueryOrder as _};
+    let events: Vec<String> = entity::audit_events::Entity::find()
+        .order_by_asc(entity::audit_events::Column::Id)
+        .all(conn.conn())
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(events, ["key.rotate", "key.reencrypt"]);
+    conn.close().await;
+
     // A wrong master password stops `serve` before it listens.
     let serve = latchkey(&db, data.path(), "a different master password", &["serve"]);
     assert!(!serve.status.success());
