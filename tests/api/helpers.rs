@@ -401,6 +401,7 @@ async fn wait_for_port(port: u16) {
 pub struct PrivatePostgres {
     pub port: u16,
     dir: tempfile::TempDir,
+    extra_options: String,
 }
 
 impl PrivatePostgres {
@@ -429,6 +430,15 @@ impl PrivatePostgres {
     }
 
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server that also speaks TLS with this certificate and key (PEM).
+    pub async fn start_tls(cert_pem: &std::path::Path, key_pem: &std::path::Path) -> Self {
+        Self::start_with(Some((cert_pem, key_pem))).await
+    }
+
+    async fn start_with(tls: Option<(&std::path::Path, &std::path::Path)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let _ = std::process::Command::new("chown").args(["postgres"]).arg(dir.path()).status();
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
@@ -444,15 +454,30 @@ impl PrivatePostgres {
             "UTF8",
         ]);
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let pg = Self { port, dir };
+        let mut extra_options = String::new();
+        if let Some((cert, key)) = tls {
+            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = data.join(name);
+                std::fs::copy(from, &to).expect("copy certificate");
+                let _ = std::process::Command::new("chown").arg("postgres").arg(&to).status();
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            }
+            extra_options = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".to_owned();
+        }
+        let pg = Self { port, dir, extra_options };
         pg.pg_ctl("start");
         pg
     }
 
     fn pg_ctl(&self, action: &str) {
         let data = self.dir.path().join("data");
-        let opts =
-            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}",
+            self.port,
+            self.dir.path().display(),
+            self.extra_options
+        );
         let log = self.dir.path().join("log");
         let mut args = vec![
             Self::program("pg_ctl"),

@@ -17,4 +17,5 @@ mod nginx;
 mod opaque_auth;
 mod replicas;
 mod sessions;
+mod tls;
 mod totp;

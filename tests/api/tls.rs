@@ -1,0 +1,113 @@
+//! TLS to Postgres, verified against a certificate authority made in the
+//! test (rustls; `sslmode=verify-full` with `sslrootcert`).
+
+use std::path::Path;
+
+use crate::helpers::{CacheKind, PrivatePostgres, TestApp};
+
+/// A throw-away CA and a server certificate for localhost / 127.0.0.1.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("write");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=latchkey test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    // A second, unrelated CA, to prove verification is real.
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "other.key",
+        "-out",
+        "other.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=other CA",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_verified_tls() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certificates(certs.path());
+    let pg = PrivatePostgres::start_tls(&certs.path().join("server.pem"), &certs.path().join("server.key")).await;
+    let ca = certs.path().join("ca.pem");
+    let url =
+        format!("postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}", pg.port, ca.display());
+
+    let app = TestApp::spawn_on_url(&url, CacheKind::Memory, |_| {}).await;
+    let s = app.register_and_login("tls", "correct horse battery staple").await;
+    assert_eq!(app.whoami(&s.token).await.status(), 200);
+    use sea_orm::ConnectionTrait as _;
+    let row = app
+        .app_db
+        .conn()
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    assert!(row.try_get::<bool>("", "ssl").expect("ssl column"), "the connection is encrypted");
+
+    // The wrong authority is refused.
+    let wrong = format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        certs.path().join("other.pem").display()
+    );
+    let options = latchkey::store::db::DbOptions {
+        acquire_timeout: std::time::Duration::from_secs(2),
+        ..crate::helpers::db_options()
+    };
+    assert!(latchkey::store::db::Db::connect(&wrong, &options).await.is_err(), "an unknown CA must fail");
+}
