@@ -52,6 +52,8 @@ pub use crate::store::keyring::{Owner, SealedColumn};
 const KDF_NAME: &str = "pbkdf2-hmac-sha256";
 const CANARY: &[u8] = b"latchkey keyring canary v1";
 const ENVELOPE_VERSION: u8 = 1;
+/// How long after a rotation the previous keys may be retired.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(120);
 
 /// When the active key is replaced automatically.
 #[derive(Debug, Clone, Copy)]
@@ -211,26 +213,26 @@ impl Keyring {
 
     /// Makes a new active key now; the previous one becomes decrypt-only.
     pub async fn rotate(&self, now: DateTime<Utc>) -> Result<Uuid> {
-        loop {
-            let active = self.active().await?;
-            let next = new_data_key(&self.kek, now);
-            if store::rotate(&self.db, active.id, &next).await? {
-                tracing::info!(old_key_id = %active.id, new_key_id = %next.id, "rotated the data key");
-                return Ok(next.id);
-            }
-            // Someone else rotated between our read and our write: their key
-            // is as new as ours would be.
-            let current = self.active().await?;
-            if current.id != active.id {
-                return Ok(current.id);
-            }
+        let active = self.active().await?;
+        self.rotate_from(&active, now).await
+    }
+
+    /// Replaces `expected` if it is still the active key; if another writer
+    /// replaced it first, their key stands (so N concurrent rotations of a
+    /// due key make one new key, not N).
+    async fn rotate_from(&self, expected: &DataKey, now: DateTime<Utc>) -> Result<Uuid> {
+        let next = new_data_key(&self.kek, now);
+        if store::rotate(&self.db, expected.id, &next).await? {
+            tracing::info!(old_key_id = %expected.id, new_key_id = %next.id, "rotated the data key");
+            return Ok(next.id);
         }
+        Ok(self.active().await?.id)
     }
 
     /// Rotates if the active key is too old or too used.
     pub async fn rotate_if_due(&self, now: DateTime<Utc>) -> Result<Option<Uuid>> {
         let active = self.active().await?;
-        if self.is_due(&active, now) { self.rotate(now).await.map(Some) } else { Ok(None) }
+        if self.is_due(&active, now) { self.rotate_from(&active, now).await.map(Some) } else { Ok(None) }
     }
 
     /// Moves every sealed row onto the active key, `batch` rows at a time,
@@ -239,7 +241,7 @@ impl Keyring {
         let mut report = ReencryptReport::default();
         let active = self.active().await?;
         let active_fernet = self.fernet(&active)?;
-        for column in SealedColumn::ALL {
+        for column in SealedColumn::REENCRYPTED {
             let mut after = None;
             loop {
                 let rows = store::sealed_batch(&self.db, column, active.id, after.as_ref(), batch).await?;
@@ -266,6 +268,12 @@ impl Keyring {
                 store::add_uses(&self.db, active.id, moved).await?;
                 report.moved += moved;
             }
+        }
+        // A value sealed just before the last rotation may still be on its
+        // way into its row: retire nothing until the active key has been
+        // active for a while.
+        if now - active.created_at < chrono::Duration::from_std(RETIRE_GRACE).unwrap_or_default() {
+            return Ok(report);
         }
         let usage = store::rows_per_key(&self.db).await?;
         for key in store::keys(&self.db).await? {
@@ -324,7 +332,7 @@ impl Keyring {
         if !self.is_due(&active, now) {
             return Ok(active);
         }
-        self.rotate(now).await?;
+        self.rotate_from(&active, now).await?;
         self.active().await
     }
 

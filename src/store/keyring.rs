@@ -125,6 +125,12 @@ struct ColumnSpec {
 impl SealedColumn {
     pub const ALL: [Self; 4] = [Self::OpaqueRecord, Self::TotpSecret, Self::AuditDetails, Self::ServerSetup];
 
+    /// The columns re-encryption moves. Audit details stay on the key they
+    /// were written under: rewriting them would change rows the hash chain
+    /// covers (and the application role may not UPDATE audit rows), so a key
+    /// that audit rows use stays decrypt-only instead of being retired.
+    pub const REENCRYPTED: [Self; 3] = [Self::OpaqueRecord, Self::TotpSecret, Self::ServerSetup];
+
     /// Bound into the plaintext, so a value cannot move between columns.
     pub fn purpose(self) -> &'static str {
         match self {
@@ -399,6 +405,9 @@ pub async fn reseal(db: &Db, row: &SealedRow, new_key: Uuid, ciphertext: &str) -
         .value(spec.ciphertext, ciphertext)
         .and_where(Expr::col(spec.pk).eq(row.pk.value(spec.pk_kind)))
         .and_where(Expr::col(spec.key_id).eq(row.key_id))
+        // Unchanged since it was read: a concurrent write (a new TOTP
+        // enrolment, say) is never overwritten with older data.
+        .and_where(Expr::col(spec.ciphertext).eq(row.ciphertext.as_str()))
         .to_owned();
     let result = db.conn().execute(&stmt).await?;
     Ok(result.rows_affected() == 1)

@@ -241,16 +241,20 @@ async fn reencryption_moves_every_row_and_retires_old_keys(kind: DbKind) {
     let new = keyring.rotate(now).await.expect("rotate");
     // Batches of 2: several batches per column, as an interrupted job resumes.
     let report = keyring.reencrypt(2, now).await.expect("reencrypt");
-    assert_eq!(report.moved, 16);
+    assert_eq!(report.moved, 11, "credentials, TOTP secrets and the server setup move");
     assert_eq!(report.failed, 0);
-    assert_eq!(report.retired, vec![old]);
+    assert!(report.retired.is_empty(), "nothing is retired right after a rotation");
 
-    let status = keyring.status(now).await.expect("status");
+    // Audit details stay where the hash chain recorded them, so their key
+    // stays decrypt-only, even after the grace period.
+    let later = now + chrono::Duration::minutes(10);
+    assert!(keyring.reencrypt(2, later).await.expect("again").retired.is_empty());
+    let status = keyring.status(later).await.expect("status");
     for key in &status.keys {
         if key.key_id == old {
-            assert_eq!((key.state, key.rows), ("retired", 0));
+            assert_eq!((key.state, key.rows), ("decrypt_only", 5));
         } else {
-            assert_eq!((key.key_id, key.state, key.rows), (new, "active", 16));
+            assert_eq!((key.key_id, key.state, key.rows), (new, "active", 11));
         }
     }
     // Everything still decrypts, under the new key.
@@ -266,7 +270,16 @@ async fn reencryption_moves_every_row_and_retires_old_keys(kind: DbKind) {
     assert_eq!(reloaded.serialize(), server_setup.serialize(), "the server setup survives re-encryption unchanged");
 
     // A second run has nothing to do.
-    assert_eq!(keyring.reencrypt(2, now).await.expect("again"), Default::default());
+    assert_eq!(keyring.reencrypt(2, later).await.expect("again"), Default::default());
+
+    // A key no row uses is retired once the grace period is over.
+    let newer = keyring.rotate(later).await.expect("rotate");
+    let much_later = later + chrono::Duration::minutes(10);
+    let report = keyring.reencrypt(100, much_later).await.expect("reencrypt");
+    assert_eq!((report.moved, report.retired.clone()), (11, vec![new]));
+    let status = keyring.status(much_later).await.expect("status");
+    assert_eq!(status.active_key_id, Some(newer));
+    assert!(status.keys.iter().any(|k| k.key_id == new && k.state == "retired"));
 }
 each_db!(reencryption_on, reencryption_moves_every_row_and_retires_old_keys);
 
@@ -289,13 +302,13 @@ async fn reencryption_skips_a_corrupt_row_and_keeps_its_key(kind: DbKind) {
         .expect("tamper");
 
     keyring.rotate(now).await.expect("rotate");
-    let report = keyring.reencrypt(10, now).await.expect("reencrypt");
+    let report = keyring.reencrypt(10, now + chrono::Duration::minutes(10)).await.expect("reencrypt");
     assert_eq!(report.failed, 1);
-    assert_eq!(report.moved, 5);
+    assert_eq!(report.moved, 3, "good's credential and TOTP secret, bad's TOTP secret");
     assert!(report.retired.is_empty(), "a key still used by a row is never retired");
     let status = keyring.status(now).await.expect("status");
     let old_status = status.keys.iter().find(|k| k.key_id == old).expect("old key");
-    assert_eq!((old_status.state, old_status.rows), ("decrypt_only", 1));
+    assert_eq!((old_status.state, old_status.rows), ("decrypt_only", 3), "the corrupt row and two audit rows");
     assert_eq!(opaque_row(&db, bad).await.key_id, old, "the corrupt row is left untouched");
 }
 each_db!(reencryption_corrupt_row_on, reencryption_skips_a_corrupt_row_and_keeps_its_key);
