@@ -121,7 +121,16 @@ fn generate_master_password(path: &Path) -> Result<SecretString, StartupError> {
 pub async fn open_keyring(config: &Config, db: &Db) -> Result<Keyring, StartupError> {
     let password = master_password(config)?;
     let policy = RotationPolicy { max_age: config.keyring.rotate_after, max_uses: config.keyring.rotate_after_uses };
-    Ok(Keyring::open(db.clone(), &password, config.keyring.pbkdf2_iterations, policy, chrono::Utc::now()).await?)
+    let keyring =
+        Keyring::open(db.clone(), &password, config.keyring.pbkdf2_iterations, policy, chrono::Utc::now()).await?;
+    if config.is_production() && keyring.kdf_iterations() < crate::config::MIN_PRODUCTION_PBKDF2_ITERATIONS {
+        return Err(StartupError::Io(format!(
+            "this keyring was created with {} PBKDF2 iterations; production needs at least {}",
+            keyring.kdf_iterations(),
+            crate::config::MIN_PRODUCTION_PBKDF2_ITERATIONS
+        )));
+    }
+    Ok(keyring)
 }
 
 /// The domain services without the HTTP server (for CLI commands).

@@ -377,7 +377,25 @@ impl Config {
                     .into(),
             ));
         }
+        let k = &self.keyring;
+        if k.reencrypt_batch == 0 || k.rotate_after_uses == 0 || k.rotate_after < Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "keyring: reencrypt_batch and rotate_after_uses must be positive, rotate_after at least 1 minute"
+                    .into(),
+            ));
+        }
+        const TEN_YEARS: Duration = Duration::from_secs(10 * 366 * 86400);
+        if s.absolute_lifetime > TEN_YEARS || s.idle_timeout > TEN_YEARS {
+            return Err(ConfigError::Invalid("sessions: lifetimes must be under ten years".into()));
+        }
         let r = &self.ratelimit;
+        if r.lockout_hard_limit <= r.lockout_threshold || r.lockout_hard_limit > 100 || r.hard_lock > TEN_YEARS {
+            return Err(ConfigError::Invalid(
+                "ratelimit: lockout_hard_limit must be above lockout_threshold and at most 100 (NIST SP 800-63B), \
+                 hard_lock under ten years"
+                    .into(),
+            ));
+        }
         if r.prefilter_per_second == 0 || r.prefilter_burst == 0 || r.lockout_threshold == 0 {
             return Err(ConfigError::Invalid(
                 "ratelimit: prefilter rates and lockout_threshold must be positive".into(),

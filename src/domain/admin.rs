@@ -138,7 +138,7 @@ impl Core {
         );
         let details = serde_json::json!({"from": device.trust, "to": trust, "by": "admin", "admin": self.pseudonym(admin.user_id)});
         let event = self.with_details(event, details, now).await?;
-        devices::set_trust(&self.db, device_id, trust, &[event]).await?;
+        devices::set_trust(&self.db, device_id, trust, false, &[event]).await?;
         if trust == "blocked" {
             let user_id = device.user_id;
             let scope = RevokeScope::Device { user_id, device_id: device_id.to_owned() };
@@ -273,8 +273,14 @@ impl Core {
                 (Some(key_id), Some(ciphertext)) => {
                     let owner = row.user_id.map_or(Owner::System, Owner::User);
                     let sealed = Sealed { key_id, ciphertext: ciphertext.clone() };
-                    let plain = self.keyring.open_sealed(SealedColumn::AuditDetails, owner, &sealed).await?;
-                    serde_json::from_slice(&plain).ok()
+                    match self.keyring.open_sealed(SealedColumn::AuditDetails, owner, &sealed).await {
+                        Ok(plain) => serde_json::from_slice(&plain).ok(),
+                        // One unreadable row must not hide the page.
+                        Err(e) => {
+                            tracing::error!(audit_id = row.id, error = %e, "audit details do not open");
+                            Some(serde_json::json!({"unreadable": true}))
+                        }
+                    }
                 }
                 _ => None,
             };

@@ -85,7 +85,9 @@ impl Core {
         );
         let event =
             self.with_details(event, serde_json::json!({"from": device.trust, "to": trust, "by": "user"}), now).await?;
-        devices::set_trust(&self.db, device_id, trust, &[event]).await?;
+        if !devices::set_trust(&self.db, device_id, trust, true, &[event]).await? {
+            return Err(Error::Forbidden);
+        }
         Ok(())
     }
 }

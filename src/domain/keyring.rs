@@ -173,6 +173,11 @@ impl Keyring {
         Ok(meta)
     }
 
+    /// PBKDF2 iterations of the stored keyring.
+    pub fn kdf_iterations(&self) -> u32 {
+        self.iterations
+    }
+
     /// A 256-bit key for one purpose (HMAC-SHA256 of the label under the
     /// KEK): stable across replicas and data-key rotations, and distinct per
     /// label, so no key serves two purposes.

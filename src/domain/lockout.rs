@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::audit::events;
 use super::core::{ClientInfo, Core};
 use super::{Error, Result};
-use crate::store::users::{self, AUTOMATIC_LOCK};
+use crate::store::users::{self, AUTOMATIC_LOCK, HARD_LOCK};
 
 /// Lock lengths after the threshold, in seconds; the last repeats.
 const STEPS: [u64; 7] = [1, 5, 30, 60, 300, 900, 3600];
@@ -63,14 +63,11 @@ impl Core {
         let failures = u32::try_from(users::record_failure(&self.db, user_id, now).await?).unwrap_or(0);
         if let Some(duration) = self.lockout.lock_for(failures) {
             let until = now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
-            users::lock(&self.db, user_id, until, AUTOMATIC_LOCK).await?;
+            let reason = if failures >= self.lockout.hard_limit { HARD_LOCK } else { AUTOMATIC_LOCK };
+            users::lock(&self.db, user_id, until, reason).await?;
             let event = self.audit_event(events::ACCOUNT_LOCK, "locked", Some(user_id), None, None, client, now);
             let event = self
-                .with_details(
-                    event,
-                    serde_json::json!({"failures": failures, "until": until, "reason": AUTOMATIC_LOCK}),
-                    now,
-                )
+                .with_details(event, serde_json::json!({"failures": failures, "until": until, "reason": reason}), now)
                 .await?;
             crate::store::audit::append(&self.db, &[event]).await?;
             if failures == self.lockout.hard_limit {
@@ -104,7 +101,7 @@ impl Core {
     /// A success ends a run of failures (a database write only when there
     /// was one).
     pub(crate) async fn authentication_succeeded(&self, user: &users::UserRecord) -> Result<()> {
-        if user.failed_attempts != 0 || user.lock_reason.as_deref() == Some(AUTOMATIC_LOCK) {
+        if user.failed_attempts != 0 || matches!(user.lock_reason.as_deref(), Some(AUTOMATIC_LOCK | HARD_LOCK)) {
             users::reset_failures(&self.db, user.id).await?;
         }
         Ok(())

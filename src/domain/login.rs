@@ -33,19 +33,18 @@ use crate::store::devices::DeviceSighting;
 use crate::store::{FastStore as _, devices, users};
 
 const LOGIN_STATE_TTL: Duration = Duration::from_secs(60);
-const STATE_VERSION: u8 = 1;
+const STATE_VERSION: u8 = 2;
 pub const MAX_FINGERPRINT_CHARS: usize = 256;
 pub const MAX_DEVICE_NAME_CHARS: usize = 128;
 
 /// The device a login comes from, as the client describes it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct DeviceInput {
     pub fingerprint: Option<String>,
     pub name: Option<String>,
 }
 
 /// What login/finish produced.
-#[derive(Debug)]
 pub enum LoginOutcome {
     Session(IssuedSession),
     /// The password was right; TOTP is on. The token is accepted only by
@@ -54,6 +53,17 @@ pub enum LoginOutcome {
         mfa_token: String,
         expires_at: DateTime<Utc>,
     },
+}
+
+impl std::fmt::Debug for LoginOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Session(s) => f.debug_tuple("Session").field(s).finish(),
+            Self::MfaRequired { expires_at, .. } => {
+                f.debug_struct("MfaRequired").field("expires_at", expires_at).finish_non_exhaustive()
+            }
+        }
+    }
 }
 
 /// Login state between start and finish.
@@ -68,7 +78,7 @@ impl PendingLogin {
         let mut out = Vec::with_capacity(18 + self.username.len() + self.state.len());
         out.push(STATE_VERSION);
         out.extend_from_slice(self.user_id.unwrap_or_default().as_bytes());
-        out.push(u8::try_from(self.username.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(&u16::try_from(self.username.len()).unwrap_or(u16::MAX).to_be_bytes());
         out.extend_from_slice(self.username.as_bytes());
         out.extend_from_slice(&self.state);
         out
@@ -76,12 +86,12 @@ impl PendingLogin {
 
     fn decode(bytes: &[u8]) -> Option<Self> {
         let (&version, rest) = bytes.split_first()?;
-        if version != STATE_VERSION || rest.len() < 17 {
+        if version != STATE_VERSION || rest.len() < 18 {
             return None;
         }
         let user_id = Uuid::from_slice(&rest[..16]).ok().filter(|id| !id.is_nil());
-        let name_len = usize::from(rest[16]);
-        let rest = &rest[17..];
+        let name_len = usize::from(u16::from_be_bytes([rest[16], rest[17]]));
+        let rest = &rest[18..];
         let username = std::str::from_utf8(rest.get(..name_len)?).ok()?.to_owned();
         Some(Self { user_id, username, state: rest.get(name_len..)?.to_vec() })
     }

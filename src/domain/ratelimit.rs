@@ -147,7 +147,7 @@ impl Core {
     /// when known): per IP, per username, per (IP, username).
     pub(crate) async fn enforce(&self, action: Action, client: &ClientInfo, username: Option<&str>) -> Result<()> {
         let limits = self.limits.of(action);
-        let ip = client.ip_string().unwrap_or_else(|| "-".to_owned());
+        let ip = client.ip.map_or_else(|| "-".to_owned(), |ip| rate_subject(ip).to_string());
         let checks = [
             (limits.per_ip, Some(format!("ip|{ip}"))),
             (limits.per_username, username.map(|u| format!("user|{u}"))),
@@ -183,10 +183,39 @@ impl Core {
     }
 }
 
+/// The address a limit counts: IPv4 as is; IPv6 by its /64, since one
+/// client usually holds a whole /64 and could otherwise rotate through it.
+pub fn rate_subject(ip: std::net::IpAddr) -> ipnet::IpNet {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => ipnet::IpNet::V4(ipnet::Ipv4Net::from(v4)),
+        std::net::IpAddr::V6(v6) => {
+            ipnet::IpNet::V6(ipnet::Ipv6Net::new(v6, 64).map_or(ipnet::Ipv6Net::from(v6), |n| n.trunc()))
+        }
+    }
+}
+
 /// One limiter bucket. The subject (an address, a username, a caller's
 /// key) is hashed: Redis never holds a username, and braces in a subject
 /// cannot move the hash tag, which covers the whole bucket so the log and
 /// its counter share a Redis Cluster slot.
 fn rate_key(keys: &Keys, scope: &str, subject: &str) -> String {
     keys.tagged("rl", &format!("{scope}|{}", super::tokens::hash(subject)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_subject;
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let a = rate_subject("2001:db8:1:2:aaaa::1".parse().expect("ip"));
+        let b = rate_subject("2001:db8:1:2:bbbb::9".parse().expect("ip"));
+        let c = rate_subject("2001:db8:1:3::1".parse().expect("ip"));
+        assert_eq!(a, b, "one /64, one bucket");
+        assert_ne!(a, c);
+        assert_eq!(
+            rate_subject("::ffff:192.0.2.7".parse().expect("ip")),
+            rate_subject("192.0.2.7".parse().expect("ip"))
+        );
+    }
 }

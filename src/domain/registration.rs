@@ -37,7 +37,7 @@ impl Core {
             .map_err(|_| Error::InvalidRequest("registration_request is not a valid group element".into()))?;
         let start = ServerRegistration::<Suite>::start(&self.setup, request, username.as_str().as_bytes())
             .map_err(|_| Error::InvalidRequest("registration_request was refused".into()))?;
-        self.fast.set(&self.keys.registration(username.as_str()), b"1", PENDING_TTL).await?;
+        self.fast.set(&self.keys.registration(&super::tokens::hash(username.as_str())), b"1", PENDING_TTL).await?;
         Ok(messages::encode(&start.message.serialize()))
     }
 
@@ -53,7 +53,7 @@ impl Core {
         let bytes = messages::decode("registration_record", record, REGISTRATION_RECORD_LEN)?;
         let upload = RegistrationUpload::<Suite>::deserialize(&bytes)
             .map_err(|_| Error::InvalidRequest("registration_record is malformed".into()))?;
-        if self.fast.get_del(&self.keys.registration(username.as_str())).await?.is_none() {
+        if self.fast.get_del(&self.keys.registration(&super::tokens::hash(username.as_str()))).await?.is_none() {
             if users::exists(&self.db, username.as_str()).await? {
                 return Err(Error::Conflict("username is taken".into()));
             }

@@ -224,10 +224,15 @@ impl Core {
         if now - session.last_seen_at >= chrono_duration(TOUCH_EVERY) {
             // Best effort: with Postgres down, a cached session keeps
             // working for the rest of its token's life.
-            match store::touch(&self.db, session.session_id, now).await {
-                Ok(()) => {
+            match store::touch(&self.db, session.session_id, &session.token_hash, now).await {
+                Ok(true) => {
                     session.last_seen_at = now;
                     self.cache_session(&session, now).await;
+                }
+                // Revoked or refreshed since the cache entry was read.
+                Ok(false) => {
+                    let _ = self.fast.del(&self.keys.session(&session.token_hash)).await;
+                    return Err(Error::Unauthorized);
                 }
                 Err(e) => tracing::warn!(error = %e, "could not record session activity"),
             }
@@ -251,7 +256,7 @@ impl Core {
         if self.is_live(&session, now) && self.cache_session(&session, now).await {
             // A revocation may have committed between our read and our
             // write; if so, its eviction may have run before our write.
-            if store::is_revoked(&self.db, session.session_id).await? {
+            if !store::is_current(&self.db, session.session_id, hash).await? {
                 let _ = self.fast.del(&self.keys.session(hash)).await;
                 return Err(Error::Unauthorized);
             }
@@ -403,7 +408,9 @@ impl Core {
             token_hash: session_token.hash.clone(),
             ..CurrentSession::from(session.clone())
         };
-        if self.cache_session(&current, now).await && store::is_revoked(&self.db, session.id).await? {
+        if self.cache_session(&current, now).await
+            && !store::is_current(&self.db, session.id, &session_token.hash).await?
+        {
             self.evict(&[(session.id, session_token.hash)]).await;
             return Err(Error::Unauthorized);
         }

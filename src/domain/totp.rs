@@ -203,7 +203,8 @@ impl Core {
             now,
         );
         let step = i64::try_from(step).map_err(|_| Error::Internal("time step out of range".into()))?;
-        if !store::confirm(&self.db, current.user_id, step, &hashes, current.session_id, now, &[event]).await? {
+        if !store::confirm(&self.db, current.user_id, &record, step, &hashes, current.session_id, now, &[event]).await?
+        {
             return Err(Error::InvalidRequest("that code was used already; wait for the next one".into()));
         }
         // The cached copy still says aal1.
@@ -336,10 +337,14 @@ impl Core {
             }
             return Err(Error::InvalidCredentials);
         }
-        let trusted = match &pending.device_id {
-            Some(id) => crate::store::devices::find(&self.db, id).await?.is_some_and(|d| d.trust == "trusted"),
-            None => false,
+        let device_trust = match &pending.device_id {
+            Some(id) => crate::store::devices::find(&self.db, id).await?.map(|d| d.trust),
+            None => None,
         };
+        if device_trust.as_deref() == Some("blocked") {
+            return Err(Error::DeviceBlocked);
+        }
+        let trusted = device_trust.as_deref() == Some("trusted");
         let user = self.ensure_not_locked(user_id, trusted, now).await?;
         self.authentication_succeeded(&user).await?;
         let device = pending.device_id.map(|id| DeviceSighting {

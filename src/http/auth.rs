@@ -75,8 +75,9 @@ pub fn client_ip(
     headers: &actix_web::http::header::HeaderMap,
     trusted_proxies: &[IpNet],
 ) -> Result<Option<IpAddr>, Error> {
-    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
-    let Some(peer) = peer else { return Ok(None) };
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(&ip.to_canonical()));
+    // A dual-stack listener shows IPv4 peers as ::ffff:a.b.c.d.
+    let Some(peer) = peer.map(|p| p.to_canonical()) else { return Ok(None) };
     if !trusted(&peer) {
         return Ok(Some(peer));
     }
@@ -84,7 +85,7 @@ pub fn client_ip(
     for value in headers.get_all("x-forwarded-for") {
         let text = value.to_str().map_err(|_| malformed())?;
         for hop in text.split(',') {
-            hops.push(hop.trim().parse::<IpAddr>().map_err(|_| malformed())?);
+            hops.push(hop.trim().parse::<IpAddr>().map_err(|_| malformed())?.to_canonical());
         }
     }
     let mut client = peer;

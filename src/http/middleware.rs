@@ -73,7 +73,7 @@ pub async fn prefilter(
                     .ok()
                     .flatten();
             if let Some(ip) = ip {
-                if let Err(not_until) = state.prefilter.check_key(&ip) {
+                if let Err(not_until) = state.prefilter.check_key(&crate::domain::ratelimit::rate_subject(ip).addr()) {
                     use governor::clock::Clock as _;
                     let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
                     metrics::counter!("latchkey_prefilter_refused_total").increment(1);

@@ -114,14 +114,27 @@ pub(crate) async fn delete<C: ConnectionTrait>(conn: &C, user_id: Uuid, id: &str
 }
 
 /// Sets a device's trust, with its audit event, atomically.
-pub async fn set_trust(db: &Db, id: &str, trust: &str, events: &[super::audit::NewAuditEvent]) -> Result<()> {
+/// `unless_blocked`: the user's own change, which never lifts a block (an
+/// admin's block landing concurrently wins). `false` when nothing changed.
+pub async fn set_trust(
+    db: &Db,
+    id: &str,
+    trust: &str,
+    unless_blocked: bool,
+    events: &[super::audit::NewAuditEvent],
+) -> Result<bool> {
     use sea_orm::sea_query::Expr;
     let txn = db.begin_write().await?;
-    devices::Entity::update_many()
+    let mut update = devices::Entity::update_many()
         .col_expr(devices::Column::Trust, Expr::val(trust).into())
-        .filter(devices::Column::Id.eq(id))
-        .exec(&*txn)
-        .await?;
+        .filter(devices::Column::Id.eq(id));
+    if unless_blocked {
+        update = update.filter(devices::Column::Trust.ne("blocked"));
+    }
+    if update.exec(&*txn).await?.rows_affected == 0 {
+        return Ok(false);
+    }
     super::audit::append_in(&txn, events).await?;
-    txn.commit().await
+    txn.commit().await?;
+    Ok(true)
 }

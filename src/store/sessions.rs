@@ -159,6 +159,19 @@ pub async fn is_revoked(db: &Db, id: Uuid) -> Result<bool> {
     Ok(revoked.is_none_or(|r| r.is_some()))
 }
 
+/// Whether the session is unrevoked and its current token has this hash.
+pub async fn is_current(db: &Db, id: Uuid, token_hash: &str) -> Result<bool> {
+    let found = sessions::Entity::find_by_id(id)
+        .select_only()
+        .column(sessions::Column::Id)
+        .filter(sessions::Column::TokenHash.eq(token_hash))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .into_tuple::<Uuid>()
+        .one(db.conn())
+        .await?;
+    Ok(found.is_some())
+}
+
 /// Active (not revoked, not expired) sessions of a user, newest first.
 pub async fn list_active(db: &Db, user_id: Uuid, now: DateTime<Utc>) -> Result<Vec<SessionRecord>> {
     let rows = sessions::Entity::find()
@@ -172,14 +185,16 @@ pub async fn list_active(db: &Db, user_id: Uuid, now: DateTime<Utc>) -> Result<V
 }
 
 /// Records activity (throttled by the caller).
-pub async fn touch(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<()> {
-    sessions::Entity::update_many()
+/// `false` when the session was revoked or its token rotated meanwhile.
+pub async fn touch(db: &Db, id: Uuid, token_hash: &str, now: DateTime<Utc>) -> Result<bool> {
+    let result = sessions::Entity::update_many()
         .col_expr(sessions::Column::LastSeenAt, Expr::val(now).into())
         .filter(sessions::Column::Id.eq(id))
-        .filter(sessions::Column::LastSeenAt.lt(now))
+        .filter(sessions::Column::TokenHash.eq(token_hash))
+        .filter(sessions::Column::RevokedAt.is_null())
         .exec(db.conn())
         .await?;
-    Ok(())
+    Ok(result.rows_affected == 1)
 }
 
 /// Which sessions a revocation covers.

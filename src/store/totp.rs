@@ -85,9 +85,11 @@ pub async fn consume_step(db: &Db, user_id: Uuid, step: i64, now: DateTime<Utc>)
 /// Turns TOTP on: consumes the confirming step, replaces the recovery
 /// codes, raises the confirming session to aal2, all in one transaction.
 /// `false` when there is nothing pending or the step was used.
+#[allow(clippy::too_many_arguments)]
 pub async fn confirm(
     db: &Db,
     user_id: Uuid,
+    checked: &TotpRecord,
     step: i64,
     recovery_code_hashes: &[String],
     session_id: Uuid,
@@ -101,6 +103,10 @@ pub async fn confirm(
         .col_expr(totp_credentials::Column::UpdatedAt, Expr::val(now).into())
         .filter(totp_credentials::Column::UserId.eq(user_id))
         .filter(totp_credentials::Column::ConfirmedAt.is_null())
+        // The very secret the code was checked against (not one a
+        // concurrent re-enrolment put there since).
+        .filter(totp_credentials::Column::KeyId.eq(checked.key_id))
+        .filter(totp_credentials::Column::Ciphertext.eq(checked.ciphertext.clone()))
         .filter(step_is_fresh(step))
         .exec(&*txn)
         .await?;

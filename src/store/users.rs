@@ -23,6 +23,9 @@ pub struct UserRecord {
 
 /// `lock_reason` of a lock caused by failed attempts (not by an admin).
 pub const AUTOMATIC_LOCK: &str = "failed_attempts";
+/// `lock_reason` of the lock at the failure cap: only time or an admin
+/// lifts it, and no device passes it.
+pub const HARD_LOCK: &str = "failed_attempts_cap";
 
 impl From<users::Model> for UserRecord {
     fn from(m: users::Model) -> Self {
@@ -135,7 +138,7 @@ pub async fn reset_failures(db: &Db, id: Uuid) -> Result<()> {
         .col_expr(users::Column::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None).into())
         .col_expr(users::Column::LockReason, Expr::val(Option::<String>::None).into())
         .filter(users::Column::Id.eq(id))
-        .filter(users::Column::LockReason.eq(AUTOMATIC_LOCK))
+        .filter(users::Column::LockReason.is_in([AUTOMATIC_LOCK, HARD_LOCK]))
         .exec(db.conn())
         .await?;
     Ok(())
@@ -150,9 +153,11 @@ pub async fn lock(db: &Db, id: Uuid, until: DateTime<Utc>, reason: &str) -> Resu
         .col_expr(users::Column::LockedUntil, Expr::val(until).into())
         .col_expr(users::Column::LockReason, Expr::val(reason).into())
         .filter(users::Column::Id.eq(id));
-    if reason == AUTOMATIC_LOCK {
+    if reason == AUTOMATIC_LOCK || reason == HARD_LOCK {
         query = query.filter(
-            Condition::any().add(users::Column::LockReason.is_null()).add(users::Column::LockReason.eq(AUTOMATIC_LOCK)),
+            Condition::any()
+                .add(users::Column::LockReason.is_null())
+                .add(users::Column::LockReason.is_in([AUTOMATIC_LOCK, HARD_LOCK])),
         );
     }
     query.exec(db.conn()).await?;
