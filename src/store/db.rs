@@ -105,9 +105,23 @@ impl Db {
         self.conn.ping().await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations. On Postgres, replicas starting together
+    /// take turns: a transaction holds an advisory lock while the
+    /// migrations run, and the next one finds nothing left to do.
     pub async fn migrate_up(&self) -> Result<(), StoreError> {
-        migration::Migrator::up(&self.conn, None).await.map_err(StoreError::from)
+        if self.backend() != DatabaseBackend::Postgres {
+            return migration::Migrator::up(&self.conn, None).await.map_err(StoreError::from);
+        }
+        use sea_orm::ConnectionTrait as _;
+        let lock = self.conn.begin().await?;
+        lock.execute_raw(sea_orm::Statement::from_string(
+            DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(7236016404233859437)",
+        ))
+        .await?;
+        let result = migration::Migrator::up(&self.conn, None).await.map_err(StoreError::from);
+        lock.commit().await?;
+        result
     }
 
     /// Reverts the last `steps` migrations.

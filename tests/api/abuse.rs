@@ -194,7 +194,19 @@ each_stack!(lockout_grows_and_resets_on, lockout_grows_and_resets);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_one_hundred_failures_then_a_hard_lock() {
     let app = TestApp::spawn(DbKind::Postgres, CacheKind::Redis).await;
-    assert_eq!(app.register("max", PASSWORD).await.status(), 201);
+    let s = app.register_and_login("max", PASSWORD).await;
+    // The user's own trusted device...
+    let devices: Value = app.get_auth("/v1/devices", &s.token).await.json().await.expect("json");
+    let device = devices["devices"][0]["device_id"].as_str().expect("id").to_owned();
+    let res = app
+        .client
+        .put(app.url(&format!("/v1/devices/{device}/trust")))
+        .bearer_auth(&s.token)
+        .json(&json!({"trust": "trusted"}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 204);
     let id = user_of(&app, "max").await.id;
     // 99 failures recorded as the login path records them...
     for _ in 0..99 {
@@ -207,6 +219,8 @@ async fn at_most_one_hundred_failures_then_a_hard_lock() {
     let hard = user.locked_until.expect("locked") - chrono::Utc::now();
     assert!(hard > chrono::Duration::hours(23), "hard lock: {hard}");
     assert_eq!(app.login_response("max", PASSWORD, json!({"fingerprint": "x"})).await.status(), 423);
+    // ...does not pass the hard lock: only time or an admin lifts it.
+    assert_eq!(app.login_response("max", PASSWORD, json!({"fingerprint": "device-1"})).await.status(), 423);
 }
 
 async fn trusted_device_is_not_locked_out(db: DbKind, cache: CacheKind) {

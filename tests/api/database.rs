@@ -54,6 +54,19 @@ async fn migrations_up_down_up(kind: DbKind) {
 }
 each_db!(migrations_up_down_up_on, migrations_up_down_up);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_migrating_together_take_turns() {
+    let test_db = TestDb::new(DbKind::Postgres).await;
+    let (a, b) = (
+        Db::connect(&test_db.url, &db_options()).await.expect("connect"),
+        Db::connect(&test_db.url, &db_options()).await.expect("connect"),
+    );
+    let (ra, rb) = tokio::join!(a.migrate_up(), b.migrate_up());
+    ra.expect("first");
+    rb.expect("second");
+    assert!(a.migration_status().await.expect("status").1.is_empty());
+}
+
 #[tokio::test]
 async fn unreachable_postgres_is_a_clear_transient_error() {
     let options = latchkey::store::db::DbOptions { acquire_timeout: std::time::Duration::from_secs(1), ..db_options() };
