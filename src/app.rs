@@ -65,9 +65,23 @@ pub async fn open_db(config: &Config, migrate: bool) -> Result<Db, StartupError>
 pub fn open_fast(config: &Config) -> Result<Fast, StartupError> {
     use secrecy::ExposeSecret as _;
     match &config.redis_url {
-        Some(url) => RedisStore::connect(url.expose_secret(), config.redis.pool_size, config.redis.timeout)
+        Some(url) => {
+            let ca = match &config.redis.ca_file {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .map_err(|e| StartupError::Io(format!("cannot read redis.ca_file {}: {e}", path.display())))?,
+                ),
+                None => None,
+            };
+            RedisStore::connect_with_ca(
+                url.expose_secret(),
+                config.redis.pool_size,
+                config.redis.timeout,
+                ca.as_deref(),
+            )
             .map(Fast::Redis)
-            .map_err(StartupError::Redis),
+            .map_err(StartupError::Redis)
+        }
         None => {
             tracing::warn!(
                 "no LATCHKEY_REDIS_URL: using the in-process store; this instance runs single-instance (no replicas)"

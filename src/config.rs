@@ -31,6 +31,7 @@ const SECRET_KEYS: &[&str] = &["master_password", "database_url", "redis_url", "
 
 /// Keys whose environment values are never parsed as numbers or arrays.
 const VERBATIM_KEYS: &[&str] = &[
+    "redis.ca_file",
     "env",
     "bind",
     "data_dir",
@@ -223,6 +224,9 @@ pub struct RedisConfig {
     pub pool_size: usize,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// PEM certificate authority that `rediss://` servers are verified
+    /// against (default: the system's roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -280,7 +284,7 @@ impl Default for DatabaseConfig {
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        Self { pool_size: 16, timeout: Duration::from_secs(2) }
+        Self { pool_size: 16, timeout: Duration::from_secs(2), ca_file: None }
     }
 }
 
@@ -474,6 +478,7 @@ const KNOWN_KEYS: &[&str] = &[
     "database__statement_timeout",
     "redis__pool_size",
     "redis__timeout",
+    "redis__ca_file",
     "keyring__pbkdf2_iterations",
     "keyring__rotate_after",
     "keyring__rotate_after_uses",

@@ -111,3 +111,65 @@ async fn postgres_over_verified_tls() {
     };
     assert!(latchkey::store::db::Db::connect(&wrong, &options).await.is_err(), "an unknown CA must fail");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_verified_tls() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certificates(certs.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let d = certs.path();
+    let mut server = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--tls-auth-clients", "no"])
+        .arg("--tls-cert-file")
+        .arg(d.join("server.pem"))
+        .arg("--tls-key-file")
+        .arg(d.join("server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(d.join("ca.pem"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let url = format!("rediss://localhost:{port}");
+
+    let ca = d.join("ca.pem");
+    let app = TestApp::spawn_with(crate::helpers::DbKind::Sqlite, CacheKind::Redis, {
+        let url = url.clone();
+        move |c| {
+            c.redis_url = Some(secrecy::SecretString::from(url));
+            c.redis.ca_file = Some(ca);
+        }
+    })
+    .await;
+    assert_eq!(app.get("/readyz").await.status(), 200, "Redis answers over TLS");
+    let s = app.register_and_login("tlsr", "correct horse battery staple").await;
+    let key = app.keys.session(&latchkey::domain::tokens::hash(&s.token));
+    use latchkey::store::FastStore as _;
+    assert!(app.fast.get(&key).await.expect("get").is_some(), "the session is cached in the TLS Redis");
+
+    // An unknown authority is refused.
+    let other = std::fs::read(d.join("other.pem")).expect("pem");
+    let store =
+        latchkey::store::fast::RedisStore::connect_with_ca(&url, 2, std::time::Duration::from_secs(2), Some(&other))
+            .expect("pool");
+    assert!(store.ping().await.is_err());
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -8,7 +8,7 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use redis::{AsyncCommands, Script};
 
 use super::window::WindowDecision;
@@ -178,6 +178,12 @@ impl RedisStore {
     /// Builds the pool; connections are opened lazily, so this succeeds even
     /// while Redis is down (readiness reports it).
     pub fn connect(url: &str, pool_size: usize, timeout: Duration) -> Result<Self> {
+        Self::connect_with_ca(url, pool_size, timeout, None)
+    }
+
+    /// With `ca_pem`, `rediss://` servers are verified against that
+    /// certificate authority instead of the system's roots.
+    pub fn connect_with_ca(url: &str, pool_size: usize, timeout: Duration, ca_pem: Option<&[u8]>) -> Result<Self> {
         let pool_config = PoolConfig {
             max_size: pool_size,
             timeouts: Timeouts { wait: Some(timeout), create: Some(timeout), recycle: Some(timeout) },
@@ -191,10 +197,23 @@ impl RedisStore {
                 Backend::Cluster { pool: config.create_pool(Some(Runtime::Tokio1)).map_err(|e| invalid(&e))? }
             }
             None => {
-                let mut config = Config::from_url(url);
-                config.pool = Some(pool_config);
-                let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(|e| invalid(&e))?;
-                let client = redis::Client::open(url).map_err(|e| invalid(&e))?;
+                let client = match ca_pem {
+                    Some(ca) => redis::Client::build_with_tls(
+                        url,
+                        redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) },
+                    ),
+                    None => redis::Client::open(url),
+                }
+                .map_err(|e| invalid(&e))?;
+                // The pool connects with the same connection info (and so the
+                // same TLS roots) as the client.
+                let manager =
+                    deadpool_redis::Manager::new(client.get_connection_info().clone()).map_err(|e| invalid(&e))?;
+                let pool = Pool::builder(manager)
+                    .config(pool_config)
+                    .runtime(Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| invalid(&e))?;
                 Backend::Single { client, pool }
             }
         };
