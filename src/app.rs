@@ -229,11 +229,13 @@ impl Application {
             openapi_json: openapi_json.into(),
         });
         let app_state = state.clone();
-        let server = HttpServer::new(move || http::app(app_state.clone()))
-            .listen(listener)
-            .map_err(|e| StartupError::Io(e.to_string()))?
-            .shutdown_timeout(30)
-            .run();
+        let server = HttpServer::new(move || http::app(app_state.clone())).shutdown_timeout(30);
+        let server = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => server.listen_rustls_0_23(listener, tls_config(cert, key)?),
+            _ => server.listen(listener),
+        }
+        .map_err(|e| StartupError::Io(e.to_string()))?
+        .run();
         tracing::info!(
             address = %config.bind.ip(),
             port,
@@ -283,6 +285,21 @@ impl Application {
         }
         result
     }
+}
+
+/// The HTTPS listener's configuration from PEM files.
+fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, StartupError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StartupError::Io(format!("cannot read tls_cert_file {}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| StartupError::Io(format!("cannot read tls_key_file {}: {e}", key.display())))?;
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| StartupError::Io(format!("the TLS certificate and key do not fit: {e}")))
 }
 
 /// Rotates the data key when due and moves rows onto the active key.

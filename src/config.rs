@@ -31,6 +31,8 @@ const SECRET_KEYS: &[&str] = &["master_password", "database_url", "redis_url", "
 
 /// Keys whose environment values are never parsed as numbers or arrays.
 const VERBATIM_KEYS: &[&str] = &[
+    "tls_cert_file",
+    "tls_key_file",
     "redis.ca_file",
     "env",
     "bind",
@@ -82,6 +84,10 @@ pub struct Config {
     /// Run migrations on `serve`. Defaults to on in development and off in
     /// production, where `serve --migrate` or `latchkey migrate up` is explicit.
     pub migrate_on_start: Option<bool>,
+    /// Serve HTTPS with this certificate chain and key (PEM); both or
+    /// neither. Without them latchkey speaks plain HTTP (behind a proxy).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub keyring: KeyringConfig,
@@ -261,6 +267,8 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             log_level: "info".to_owned(),
             migrate_on_start: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             database: DatabaseConfig::default(),
             redis: RedisConfig::default(),
             keyring: KeyringConfig::default(),
@@ -381,6 +389,9 @@ impl Config {
                     .into(),
             ));
         }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError::Invalid("tls_cert_file and tls_key_file go together".into()));
+        }
         let k = &self.keyring;
         if k.reencrypt_batch == 0 || k.rotate_after_uses == 0 || k.rotate_after < Duration::from_secs(60) {
             return Err(ConfigError::Invalid(
@@ -471,6 +482,8 @@ const KNOWN_KEYS: &[&str] = &[
     "trusted_proxies",
     "log_level",
     "migrate_on_start",
+    "tls_cert_file",
+    "tls_key_file",
     "database__max_connections",
     "database__min_connections",
     "database__acquire_timeout",

@@ -173,3 +173,23 @@ async fn redis_over_verified_tls() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certificates(certs.path());
+    let (cert, key) = (certs.path().join("server.pem"), certs.path().join("server.key"));
+    let app = TestApp::spawn_with(crate::helpers::DbKind::Sqlite, CacheKind::Memory, move |c| {
+        c.tls_cert_file = Some(cert);
+        c.tls_key_file = Some(key);
+    })
+    .await;
+    let port = app.address.rsplit(':').next().expect("port").to_owned();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(certs.path().join("ca.pem")).expect("pem")).expect("ca");
+    let client = reqwest::Client::builder().add_root_certificate(ca).build().expect("client");
+    let res = client.get(format!("https://localhost:{port}/healthz")).send().await.expect("https request");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    // Plain HTTP on the TLS port does not get an answer.
+    assert!(reqwest::get(format!("http://localhost:{port}/healthz")).await.map_or(true, |r| r.status() != 200));
+}
