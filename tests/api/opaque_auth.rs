@@ -176,6 +176,9 @@ async fn tampered_credential_is_an_integrity_error_not_a_wrong_password(db: DbKi
     let (status, body) = problem(res).await;
     assert_eq!((status.as_u16(), body["code"].as_str()), (500, Some("internal")));
     assert!(body.get("detail").is_none(), "no internal detail leaks: {body}");
+    // Counted for alerting.
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(metrics.contains("latchkey_integrity_errors_total"), "{metrics}");
     // The service keeps serving, and the row is untouched.
     app.login("erin", PASSWORD, "d").await;
     let franks = oc::Entity::find_by_id(frank.id).one(app.app_db.conn()).await.expect("q").expect("row");
