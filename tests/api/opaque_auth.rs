@@ -185,3 +185,35 @@ async fn tampered_credential_is_an_integrity_error_not_a_wrong_password(db: DbKi
     assert_eq!(franks.ciphertext, erins.ciphertext);
 }
 each_stack!(tampered_credential_on, tampered_credential_is_an_integrity_error_not_a_wrong_password);
+
+async fn flipped_ciphertext_byte_is_an_integrity_error(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    assert_eq!(app.register("gus", PASSWORD).await.status(), 201);
+    use entity::{opaque_credentials as oc, users};
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+    let gus = users::Entity::find()
+        .filter(users::Column::Username.eq("gus"))
+        .one(app.app_db.conn())
+        .await
+        .expect("q")
+        .expect("gus");
+    let row = oc::Entity::find_by_id(gus.id).one(app.app_db.conn()).await.expect("q").expect("row");
+    let mut bytes = row.ciphertext.clone().into_bytes();
+    let i = bytes.len() / 2;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(bytes).expect("ascii");
+    oc::Entity::update_many()
+        .col_expr(oc::Column::Ciphertext, sea_orm::sea_query::Expr::val(flipped.clone()).into())
+        .filter(oc::Column::UserId.eq(gus.id))
+        .exec(app.app_db.conn())
+        .await
+        .expect("tamper");
+    let request = b64(&opaque_ke::ClientLogin::<Suite>::start(&mut OsRng, b"pw").expect("start").message.serialize());
+    let res = app.post_json("/v1/login/start", &json!({"username": "gus", "credential_request": request})).await;
+    let (status, body) = problem(res).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (500, Some("internal")), "never a wrong password");
+    let after = oc::Entity::find_by_id(gus.id).one(app.app_db.conn()).await.expect("q").expect("row");
+    assert_eq!(after.ciphertext, flipped, "the row is left as it is");
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+each_stack!(flipped_ciphertext_on, flipped_ciphertext_byte_is_an_integrity_error);
