@@ -285,14 +285,12 @@ impl RedisStore {
         }
     }
 
-    /// Every string key and value under `prefix` (tests inspect what is
-    /// stored).
-    pub async fn dump_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Every key under `prefix`, by SCAN (never blocks the server).
+    async fn keys_under(&self, prefix: &str) -> Result<Vec<String>> {
         let pattern = format!("{prefix}:*");
         let pattern = pattern.as_str();
         self.run(|mut conn| async move {
-            let mut out = Vec::new();
-            let mut cursor: u64 = 0;
+            let (mut all, mut cursor) = (Vec::new(), 0u64);
             loop {
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
                     .arg(cursor)
@@ -302,17 +300,9 @@ impl RedisStore {
                     .arg(500)
                     .query_async(&mut conn)
                     .await?;
-                for key in keys {
-                    let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut conn).await?;
-                    let value: Vec<u8> = match kind.as_str() {
-                        "string" => conn.get::<_, Option<Vec<u8>>>(&key).await?.unwrap_or_default(),
-                        "zset" => conn.zrange::<_, Vec<Vec<u8>>>(&key, 0, -1).await?.join(&b' '),
-                        _ => continue,
-                    };
-                    out.push((key, value));
-                }
+                all.extend(keys);
                 if next == 0 {
-                    return Ok(out);
+                    return Ok(all);
                 }
                 cursor = next;
             }
@@ -320,34 +310,38 @@ impl RedisStore {
         .await
     }
 
-    /// Deletes every key under `prefix` (tests use it to clean up after
-    /// themselves). SCAN-based, so it never blocks the server.
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
-        let pattern = format!("{prefix}:*");
-        let pattern = pattern.as_str();
-        self.run(|mut conn| async move {
-            let mut deleted = 0u64;
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut conn)
-                    .await?;
-                for key in keys {
-                    let n: u64 = conn.del(&key).await?;
-                    deleted += n;
-                }
-                if next == 0 {
-                    return Ok(deleted);
-                }
-                cursor = next;
+    /// Every string and sorted-set value under `prefix` (tests inspect what
+    /// is stored).
+    pub async fn dump_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for key in self.keys_under(prefix).await? {
+            let key_ref = key.as_str();
+            let value = self
+                .run(|mut conn| async move {
+                    let kind: String = redis::cmd("TYPE").arg(key_ref).query_async(&mut conn).await?;
+                    Ok(match kind.as_str() {
+                        "string" => conn.get::<_, Option<Vec<u8>>>(key_ref).await?,
+                        "zset" => Some(conn.zrange::<_, Vec<Vec<u8>>>(key_ref, 0, -1).await?.join(&b' ')),
+                        _ => None,
+                    })
+                })
+                .await?;
+            if let Some(value) = value {
+                out.push((key, value));
             }
-        })
-        .await
+        }
+        Ok(out)
+    }
+
+    /// Deletes every key under `prefix` (tests clean up after themselves).
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64> {
+        let mut deleted = 0;
+        for key in self.keys_under(prefix).await? {
+            let key = key.as_str();
+            let n: u64 = self.run(|mut conn| async move { conn.del(key).await }).await?;
+            deleted += n;
+        }
+        Ok(deleted)
     }
 }
 
