@@ -130,38 +130,14 @@ impl Core {
         let token_expires_at = (now + chrono_duration(self.sessions.token_lifetime)).min(expires_at);
         let session_id = Uuid::now_v7();
         let device_id = device.as_ref().map(|d| d.id.clone());
-        let mut events = extra_events;
-        events.extend([
-            self.audit_event(
-                events::LOGIN_SUCCESS,
-                audit::SUCCESS,
-                Some(user_id),
-                Some(session_id),
-                device_id.as_deref(),
-                client,
-                now,
-            ),
-            self.audit_event(
-                events::SESSION_CREATE,
-                audit::SUCCESS,
-                Some(user_id),
-                Some(session_id),
-                device_id.as_deref(),
-                client,
-                now,
-            ),
-        ]);
+        let mut names = vec![events::LOGIN_SUCCESS, events::SESSION_CREATE];
         if new_device {
-            events.push(self.audit_event(
-                events::DEVICE_NEW,
-                audit::SUCCESS,
-                Some(user_id),
-                Some(session_id),
-                device_id.as_deref(),
-                client,
-                now,
-            ));
+            names.push(events::DEVICE_NEW);
         }
+        let mut events = extra_events;
+        events.extend(names.into_iter().map(|name| {
+            self.audit_event(name, audit::SUCCESS, Some(user_id), Some(session_id), device_id.as_deref(), client, now)
+        }));
         let new = NewSession {
             id: session_id,
             user_id,

@@ -231,22 +231,8 @@ async fn admin_with_totp_needs_aal2(db: DbKind, cache: CacheKind) {
     app.make_admin("boss").await;
     assert_eq!(app.admin_get("/v1/admin/users", &aal1.token).await.0, 200, "no TOTP: aal1 is enough");
     // Turn TOTP on with the first session (which becomes aal2).
-    let enrol: Value = app
-        .client
-        .post(app.url("/v1/totp/enroll"))
-        .bearer_auth(&first.token)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
-    let secret = totp_rs::Secret::try_from_base32(enrol["secret"].as_str().expect("secret")).expect("b32");
-    let code = totp_rs::Builder::new()
-        .with_secret(secret.as_ref().to_vec())
-        .build_noncompliant()
-        .generate(u64::try_from(chrono::Utc::now().timestamp()).expect("time"))
-        .to_string();
+    let secret = app.enroll_totp(&first.token).await;
+    let code = crate::client::totp_code(&secret, u64::try_from(chrono::Utc::now().timestamp()).expect("time") / 30);
     let res = app
         .client
         .post(app.url("/v1/totp/confirm"))

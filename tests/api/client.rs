@@ -22,6 +22,16 @@ pub fn unb64(s: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD.decode(s).expect("base64url")
 }
 
+pub fn secret_bytes(secret_b32: &str) -> Vec<u8> {
+    totp_rs::Secret::try_from_base32(secret_b32).expect("base32").as_ref().to_vec()
+}
+
+/// The code of `secret` for time step `step` (an independent computation
+/// through totp-rs, not the service's verification path).
+pub fn totp_code(secret_b32: &str, step: u64) -> String {
+    totp_rs::Builder::new().with_secret(secret_bytes(secret_b32)).build_noncompliant().generate(step * 30).to_string()
+}
+
 /// A successful login's answer.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -134,6 +144,14 @@ impl TestApp {
         let res = self.register(username, password).await;
         assert_eq!(res.status(), StatusCode::CREATED, "register: {}", res.text().await.unwrap_or_default());
         self.login(username, password, "device-1").await
+    }
+
+    /// Starts TOTP enrolment; returns the base32 secret.
+    pub async fn enroll_totp(&self, token: &str) -> String {
+        let res = self.client.post(self.url("/v1/totp/enroll")).bearer_auth(token).send().await.expect("request");
+        assert_eq!(res.status(), StatusCode::OK, "enroll: {}", res.text().await.unwrap_or_default());
+        let body: Value = res.json().await.expect("json");
+        body["secret"].as_str().expect("secret").to_owned()
     }
 
     pub async fn whoami(&self, token: &str) -> reqwest::Response {

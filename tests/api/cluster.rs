@@ -73,21 +73,8 @@ async fn everything_runs_on_a_redis_cluster() {
 
     // TOTP replay protection with the MFA state on the cluster.
     let user = app.register_and_login("cluster-totp", PASSWORD).await;
-    let enrol: Value = app
-        .client
-        .post(app.url("/v1/totp/enroll"))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .expect("req")
-        .json()
-        .await
-        .expect("json");
-    let secret =
-        totp_rs::Secret::try_from_base32(enrol["secret"].as_str().expect("secret")).expect("b32").as_ref().to_vec();
-    let code_at = |step: u64| {
-        totp_rs::Builder::new().with_secret(secret.clone()).build_noncompliant().generate(step * 30).to_string()
-    };
+    let secret = app.enroll_totp(&user.token).await;
+    let code_at = |step: u64| crate::client::totp_code(&secret, step);
     let step = loop {
         let now = chrono::Utc::now().timestamp();
         if now % 30 < 18 {

@@ -8,7 +8,7 @@ use latchkey::domain::totp::{Algorithm, SecondFactor, code_at};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::client::Session;
+use crate::client::{Session, secret_bytes, totp_code as code};
 use crate::each_stack;
 use crate::helpers::{CacheKind, DbKind, TestApp};
 
@@ -40,16 +40,6 @@ fn rfc6238_vectors_pass_through_our_code() {
         let code = code_at(algorithm, v.digits, v.step, v.secret_ascii.as_bytes(), v.time);
         assert_eq!(code, v.expected, "{} at {}", v.algorithm, v.time);
     }
-}
-
-fn secret_bytes(secret_b32: &str) -> Vec<u8> {
-    totp_rs::Secret::try_from_base32(secret_b32).expect("base32").as_ref().to_vec()
-}
-
-/// The code of `secret` for time step `step` (an independent computation
-/// through totp-rs, not the service's verification path).
-fn code(secret_b32: &str, step: u64) -> String {
-    totp_rs::Builder::new().with_secret(secret_bytes(secret_b32)).build_noncompliant().generate(step * 30).to_string()
 }
 
 fn step_of(t: DateTime<Utc>) -> u64 {
