@@ -158,20 +158,20 @@ async fn soak(client: &reqwest::Client, base: &str, service_token: &str, seconds
                     record(&counts, None);
                     continue;
                 };
-                let status = if i % 50 == 0 {
+                let status = if i.is_multiple_of(50) {
                     let r = client
                         .post(format!("{base}/v1/sessions/refresh"))
                         .json(&json!({"refresh_token": s["refresh_token"]}))
                         .send()
                         .await;
                     let status = r.as_ref().ok().map(|r| r.status().as_u16());
-                    if let Ok(r) = r {
-                        if r.status() == 200 {
-                            session = r.json().await.ok();
-                        }
+                    if let Ok(r) = r
+                        && r.status() == 200
+                    {
+                        session = r.json().await.ok();
                     }
                     status
-                } else if i % 2 == 0 {
+                } else if i.is_multiple_of(2) {
                     client
                         .post(format!("{base}/v1/ratelimit/check"))
                         .bearer_auth(&token)
@@ -191,7 +191,7 @@ async fn soak(client: &reqwest::Client, base: &str, service_token: &str, seconds
                 };
                 record(&counts, status);
                 // A fresh login now and then (each costs the client an Argon2id run).
-                if worker == 0 && i % 500 == 0 {
+                if worker == 0 && i.is_multiple_of(500) {
                     session = login(&client, &base, "soak", "soak password").await.ok().or(session);
                 }
             }

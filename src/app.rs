@@ -147,10 +147,16 @@ pub async fn open_keyring(config: &Config, db: &Db) -> Result<Keyring, StartupEr
     Ok(keyring)
 }
 
-/// The domain services without the HTTP server (for CLI commands).
-pub async fn open_core(config: &Config) -> Result<Core, StartupError> {
-    let db = open_db(config, config.migrate_on_start()).await?;
+/// The domain services on freshly opened stores (the CLI commands).
+pub async fn open_core(config: &Config, migrate: bool) -> Result<Core, StartupError> {
+    let db = open_db(config, migrate).await?;
     let fast = open_fast(config)?;
+    core_on(config, db, fast).await
+}
+
+/// The domain services on these stores: the one place they are wired
+/// together (the server and the CLI both come here).
+async fn core_on(config: &Config, db: Db, fast: Fast) -> Result<Core, StartupError> {
     let keyring = Arc::new(open_keyring(config, &db).await?);
     let setup = server_setup::load_or_create(&db, &keyring, chrono::Utc::now()).await?;
     Ok(Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring, Arc::new(setup), policies(config)))
@@ -185,6 +191,7 @@ pub struct Application {
     server: actix_web::dev::Server,
     port: u16,
     state: web::Data<AppState>,
+    stores: (Db, Fast),
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -195,8 +202,8 @@ impl Application {
         let metrics = telemetry::metrics_handle();
         let db = open_db(&config, migrate || config.migrate_on_start()).await?;
         let fast = open_fast(&config)?;
-        let keyring = Arc::new(open_keyring(&config, &db).await?);
-        let setup = server_setup::load_or_create(&db, &keyring, chrono::Utc::now()).await?;
+        let stores = (db.clone(), fast.clone());
+        let core = Arc::new(core_on(&config, db, fast).await?);
         let openapi_json = serde_json::to_vec(&http::openapi())
             .map_err(|e| StartupError::Io(format!("cannot render the OpenAPI document: {e}")))?;
 
@@ -205,17 +212,9 @@ impl Application {
         let port = listener.local_addr().map_err(|e| StartupError::Io(e.to_string()))?.port();
 
         let config = Arc::new(config);
-        let core = Core::new(
-            db,
-            fast,
-            Keys::new(config.redis_prefix.clone()),
-            keyring.clone(),
-            Arc::new(setup),
-            policies(&config),
-        );
         let state = web::Data::new(AppState {
             config: config.clone(),
-            core: Arc::new(core),
+            core,
             metrics: metrics.clone(),
             service_token_hashes: config
                 .service_tokens
@@ -236,13 +235,8 @@ impl Application {
         }
         .map_err(|e| StartupError::Io(e.to_string()))?
         .run();
-        tracing::info!(
-            address = %config.bind.ip(),
-            port,
-            database = state.core.db.backend_name(),
-            cache = state.core.fast.backend_name(),
-            "latchkey listening"
-        );
+        let (database, fast_store) = state.core.backends();
+        tracing::info!(address = %config.bind.ip(), port, database, fast_store, "latchkey listening");
 
         let prefilter = state.prefilter.clone();
         let background = vec![
@@ -261,7 +255,7 @@ impl Application {
                 }
             }),
         ];
-        Ok(Self { server, port, state, background })
+        Ok(Self { server, port, state, stores, background })
     }
 
     pub fn port(&self) -> u16 {
@@ -270,6 +264,12 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The stores the service runs on, for tests that look behind its back
+    /// (the in-process store exists only inside this process).
+    pub fn stores(&self) -> (Db, Fast) {
+        self.stores.clone()
     }
 
     /// A handle to stop the server (tests, signal handling).

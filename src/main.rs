@@ -54,7 +54,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             }
         }
         Command::Admin { action } => {
-            let core = app::open_core(&config).await?;
+            let core = app::open_core(&config, config.migrate_on_start()).await?;
             let (username, grant) = match &action {
                 AdminAction::Grant { username } => (username, true),
                 AdminAction::Revoke { username } => (username, false),
@@ -76,8 +76,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             }
         }
         Command::Keys { action } => {
-            let core = app::open_core(&config).await?;
-            let keyring = core.keyring.clone();
+            let core = app::open_core(&config, config.migrate_on_start()).await?;
             let now = chrono::Utc::now();
             match action {
                 KeysAction::Status => {}
@@ -92,7 +91,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
                     );
                 }
             }
-            let status = keyring.status(now).await?;
+            let status = core.keys_status(now).await?;
             println!("kdf {} ({} iterations)", status.kdf, status.kdf_iterations);
             println!("{:<38} {:<13} {:>8} {:>10} {:>8}", "key", "state", "age(d)", "uses", "rows");
             for key in status.keys {

@@ -7,16 +7,22 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::audit::{self, events};
+use super::audit::events;
 use super::core::{ClientInfo, Core};
+use super::devices::DeviceRecord;
 use super::keyring::{KeyringStatus, Owner, ReencryptReport, Sealed, SealedColumn};
 use super::sessions::CurrentSession;
+use super::sessions::SessionRecord;
+use super::states::{Aal, Trust};
 use super::username::Username;
 use super::{Error, Result};
-use crate::store::admin::{self as store, AuditFilter, UserSummary};
-use crate::store::devices::{self, DeviceRecord};
-use crate::store::sessions::{self as session_store, RevokeScope, SessionRecord};
+use crate::store::admin as store;
+use crate::store::devices;
+use crate::store::sessions::{self as session_store, RevokeScope};
 use crate::store::{totp, users};
+
+/// Handed up to the HTTP layer as the store reads it.
+pub use crate::store::admin::{AuditFilter, UserSummary};
 
 pub const ADMIN_ROLE: &str = "admin";
 
@@ -54,19 +60,24 @@ impl Core {
         if !users::roles(&self.db, current.user_id).await?.iter().any(|r| r == ADMIN_ROLE) {
             return Err(Error::Forbidden);
         }
-        if current.aal != "aal2" && totp::is_enabled(&self.db, current.user_id).await? {
+        if current.aal < Aal::Aal2 && totp::is_enabled(&self.db, current.user_id).await? {
             return Err(Error::Forbidden);
         }
         Ok(())
     }
 
     /// `latchkey admin grant|revoke USERNAME`.
+    #[tracing::instrument(skip_all)]
     pub async fn set_admin(&self, username: &str, grant: bool, now: DateTime<Utc>) -> Result<bool> {
         let username = Username::parse(username)?;
         let user = users::find_by_username(&self.db, username.as_str()).await?.ok_or(Error::NotFound)?;
         let name = if grant { events::ADMIN_GRANT } else { events::ADMIN_REVOKE };
-        let event = self.audit_event(name, audit::SUCCESS, Some(user.id), None, None, &ClientInfo::default(), now);
-        let event = self.with_details(event, serde_json::json!({"role": ADMIN_ROLE, "by": "cli"}), now).await?;
+        let event = self
+            .audit
+            .event(name, &ClientInfo::default(), now)
+            .user(user.id)
+            .sealed(serde_json::json!({"role": ADMIN_ROLE, "by": "cli"}))
+            .await?;
         Ok(store::set_role(&self.db, user.id, ADMIN_ROLE, grant, &[event]).await?)
     }
 
@@ -92,6 +103,7 @@ impl Core {
     }
 
     /// Revokes every session of a user.
+    #[tracing::instrument(skip_all, fields(admin_id = %admin.user_id))]
     pub async fn admin_revoke_sessions(
         &self,
         admin: &CurrentSession,
@@ -101,69 +113,40 @@ impl Core {
     ) -> Result<u64> {
         users::find(&self.db, user_id).await?.ok_or(Error::NotFound)?;
         let by_admin = self.admin_event(events::ADMIN_REVOKE_SESSIONS, admin, Some(user_id), None, client, now).await?;
-        let revoked = session_store::revoke(&self.db, &RevokeScope::All { user_id }, "revoked_by_admin", now, |ids| {
-            let mut events = vec![by_admin];
-            events.extend(ids.iter().map(|id| {
-                self.audit_event(events::SESSION_REVOKE, audit::SUCCESS, Some(user_id), Some(*id), None, client, now)
-            }));
-            events
-        })
-        .await?;
-        self.evict(&revoked).await;
-        Ok(revoked.len() as u64)
+        self.revoke(RevokeScope::All { user_id }, "revoked_by_admin", vec![by_admin], client, now).await
     }
 
     /// Sets a device's trust; blocking revokes its sessions at once (and
     /// its logins are refused from then on).
+    #[tracing::instrument(skip_all, fields(admin_id = %admin.user_id))]
     pub async fn admin_set_device_trust(
         &self,
         admin: &CurrentSession,
         device_id: &str,
-        trust: &str,
+        trust: Trust,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        if !matches!(trust, "unknown" | "trusted" | "blocked") {
-            return Err(Error::InvalidRequest("trust must be \"unknown\", \"trusted\" or \"blocked\"".into()));
-        }
         let device = devices::find(&self.db, device_id).await?.ok_or(Error::NotFound)?;
-        let event = self.audit_event(
-            events::DEVICE_TRUST,
-            audit::SUCCESS,
-            Some(device.user_id),
-            Some(admin.session_id),
-            Some(device_id),
-            client,
-            now,
-        );
-        let details = serde_json::json!({"from": device.trust, "to": trust, "by": "admin", "admin": self.pseudonym(admin.user_id)});
-        let event = self.with_details(event, details, now).await?;
-        devices::set_trust(&self.db, device_id, trust, false, &[event]).await?;
-        if trust == "blocked" {
-            let user_id = device.user_id;
-            let scope = RevokeScope::Device { user_id, device_id: device_id.to_owned() };
-            let revoked = session_store::revoke(&self.db, &scope, "device_blocked", now, |ids| {
-                ids.iter()
-                    .map(|id| {
-                        self.audit_event(
-                            events::SESSION_REVOKE,
-                            audit::SUCCESS,
-                            Some(user_id),
-                            Some(*id),
-                            Some(device_id),
-                            client,
-                            now,
-                        )
-                    })
-                    .collect()
-            })
+        let details = serde_json::json!({"from": device.trust, "to": trust, "by": "admin", "admin": self.audit.pseudonym(admin.user_id)});
+        let event = self
+            .audit
+            .event(events::DEVICE_TRUST, client, now)
+            .user(device.user_id)
+            .session(admin.session_id)
+            .device(device_id)
+            .sealed(details)
             .await?;
-            self.evict(&revoked).await;
+        devices::set_trust(&self.db, device_id, trust, false, &[event]).await?;
+        if trust == Trust::Blocked {
+            let scope = RevokeScope::Device { user_id: device.user_id, device_id: device_id.to_owned() };
+            self.revoke(scope, "device_blocked", Vec::new(), client, now).await?;
         }
         Ok(())
     }
 
     /// Locks an account (every device, trusted or not) and ends its sessions.
+    #[tracing::instrument(skip_all, fields(admin_id = %admin.user_id))]
     pub async fn admin_lock(
         &self,
         admin: &CurrentSession,
@@ -184,11 +167,12 @@ impl Core {
         let until = until.unwrap_or_else(forever);
         users::lock(&self.db, user_id, until, &format!("admin: {reason}")).await?;
         let event = self.admin_event(events::ACCOUNT_LOCK, admin, Some(user_id), Some(reason), client, now).await?;
-        crate::store::audit::append(&self.db, &[event]).await?;
+        self.audit.append(&[event]).await?;
         self.admin_revoke_sessions(admin, user_id, client, now).await?;
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(admin_id = %admin.user_id))]
     pub async fn admin_unlock(
         &self,
         admin: &CurrentSession,
@@ -203,6 +187,7 @@ impl Core {
     }
 
     /// Deletes a user and every row and cache entry of theirs.
+    #[tracing::instrument(skip_all, fields(admin_id = %admin.user_id))]
     pub async fn admin_delete_user(
         &self,
         admin: &CurrentSession,
@@ -215,30 +200,28 @@ impl Core {
     }
 
     /// The caller deletes their own account (aal2 when TOTP is on).
+    #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn delete_own_account(
         &self,
         current: &CurrentSession,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        if current.aal != "aal2" && totp::is_enabled(&self.db, current.user_id).await? {
+        if current.aal < Aal::Aal2 && totp::is_enabled(&self.db, current.user_id).await? {
             return Err(Error::Forbidden);
         }
-        let event = self.audit_event(
-            events::ACCOUNT_DELETE,
-            audit::SUCCESS,
-            Some(current.user_id),
-            Some(current.session_id),
-            None,
-            client,
-            now,
-        );
+        let event = self
+            .audit
+            .event(events::ACCOUNT_DELETE, client, now)
+            .user(current.user_id)
+            .session(current.session_id)
+            .build();
         self.delete_user(current.user_id, event).await
     }
 
     async fn delete_user(&self, user_id: Uuid, event: crate::store::audit::NewAuditEvent) -> Result<()> {
         let sessions = store::delete_user(&self.db, user_id, &[event]).await?.ok_or(Error::NotFound)?;
-        self.evict(&sessions).await;
+        self.session_cache.evict(&sessions).await;
         tracing::info!(user_id = %user_id, "deleted a user and all their data");
         Ok(())
     }
@@ -252,9 +235,9 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<crate::store::audit::NewAuditEvent> {
-        let event = self.audit_event(name, audit::SUCCESS, user_id, Some(admin.session_id), None, client, now);
-        let details = serde_json::json!({"by": "admin", "admin": self.pseudonym(admin.user_id), "reason": reason});
-        self.with_details(event, details, now).await
+        let details =
+            serde_json::json!({"by": "admin", "admin": self.audit.pseudonym(admin.user_id), "reason": reason});
+        self.audit.event(name, client, now).user_opt(user_id).session(admin.session_id).sealed(details).await
     }
 
     /// The audit log, newest first. `user_id` is the real id; rows hold its
@@ -265,7 +248,7 @@ impl Core {
         mut filter: AuditFilter,
         limit: u64,
     ) -> Result<Vec<AuditEntry>> {
-        filter.user_ref = user_id.map(|id| self.pseudonym(id));
+        filter.user_ref = user_id.map(|id| self.audit.pseudonym(id));
         let rows = store::audit_page(&self.db, &filter, limit.clamp(1, MAX_PAGE)).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
@@ -303,6 +286,7 @@ impl Core {
         self.keyring.status(now).await
     }
 
+    #[tracing::instrument(skip_all, fields(admin_id = %admin.user_id))]
     pub async fn admin_rotate_keys(
         &self,
         admin: &CurrentSession,
@@ -311,13 +295,14 @@ impl Core {
     ) -> Result<Uuid> {
         let key_id = self.keyring.rotate(now).await?;
         let event = self.admin_event(events::KEY_ROTATE, admin, None, None, client, now).await?;
-        crate::store::audit::append(&self.db, &[event]).await?;
+        self.audit.append(&[event]).await?;
         Ok(key_id)
     }
 }
 
 impl Core {
     /// A rotation asked for outside the admin API (the CLI), audited.
+    #[tracing::instrument(skip_all)]
     pub async fn rotate_keys(&self, by: &'static str, now: DateTime<Utc>) -> Result<Uuid> {
         let key_id = self.keyring.rotate(now).await?;
         self.audit_key_event(events::KEY_ROTATE, serde_json::json!({"by": by, "key_id": key_id}), now).await?;
@@ -326,6 +311,7 @@ impl Core {
 
     /// Moves rows onto the active key and retires unused keys, audited when
     /// anything moved.
+    #[tracing::instrument(skip_all)]
     pub async fn reencrypt_keys(&self, batch: u64, by: &'static str, now: DateTime<Utc>) -> Result<ReencryptReport> {
         let report = self.keyring.reencrypt(batch, now).await?;
         if report.moved > 0 || report.failed > 0 || !report.retired.is_empty() {
@@ -339,6 +325,7 @@ impl Core {
 
     /// The background job: rotation when the policy says so, then
     /// re-encryption.
+    #[tracing::instrument(skip_all)]
     pub async fn keyring_maintenance(&self, batch: u64, now: DateTime<Utc>) -> Result<()> {
         if let Some(key_id) = self.keyring.rotate_if_due(now).await? {
             self.audit_key_event(events::KEY_ROTATE, serde_json::json!({"by": "policy", "key_id": key_id}), now)
@@ -349,9 +336,8 @@ impl Core {
     }
 
     async fn audit_key_event(&self, name: &'static str, details: serde_json::Value, now: DateTime<Utc>) -> Result<()> {
-        let event = self.audit_event(name, audit::SUCCESS, None, None, None, &ClientInfo::default(), now);
-        let event = self.with_details(event, details, now).await?;
-        crate::store::audit::append(&self.db, &[event]).await?;
+        let event = self.audit.event(name, &ClientInfo::default(), now).sealed(details).await?;
+        self.audit.append(&[event]).await?;
         Ok(())
     }
 }

@@ -1,13 +1,29 @@
-//! Building audit events. Details that name a person (an attempted
-//! username, say) are sealed by the keyring before they are stored.
+//! Audit events: one builder for every event the domain records.
+//!
+//! ```text
+//! core.audit.event(SESSION_REVOKE, client, now)   // outcome "success"
+//!     .user(user_id).session(session_id)          // optional parts
+//!     .build()                                    // -> NewAuditEvent, appended in the change's transaction
+//!     .sealed(json!({...})).await                 // or: with sealed details
+//!     .append().await                             // or: appended on its own
+//! ```
+//!
+//! The user appears under a pseudonym (a keyed hash of the id): the log never
+//! names a person directly, survives account deletion unchanged (so the hash
+//! chain stays intact), and can still be searched by anyone who knows the
+//! user id. Details that name a person (an attempted username, say) are
+//! sealed by the keyring before they are stored.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::Result;
-use super::core::{ClientInfo, Core};
-use super::keyring::{Owner, SealedColumn};
-use crate::store::audit::NewAuditEvent;
+use super::core::ClientInfo;
+use super::keyring::{Keyring, Owner, SealedColumn};
+use crate::store::audit::{self as store, NewAuditEvent};
+use crate::store::db::Db;
 
 /// Event names, stable for queries and alerting.
 pub mod events {
@@ -39,38 +55,54 @@ pub mod events {
 pub const SUCCESS: &str = "success";
 pub const FAILURE: &str = "failure";
 
-impl Core {
-    /// An audit event. The user appears under a pseudonym (a keyed hash of
-    /// the id): the log never names a person directly, survives account
-    /// deletion unchanged (so the hash chain stays intact), and can still be
-    /// searched by anyone who knows the user id.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn audit_event(
+/// Builds and appends audit events.
+pub struct Auditor {
+    db: Db,
+    keyring: Arc<Keyring>,
+    /// Keys the pseudonyms of users.
+    pseudonym_key: [u8; 32],
+}
+
+impl Auditor {
+    pub fn new(db: Db, keyring: Arc<Keyring>) -> Self {
+        let pseudonym_key = keyring.subkey("audit-pseudonym");
+        Self { db, keyring, pseudonym_key }
+    }
+
+    /// An event with outcome [`SUCCESS`]; add the parts that apply.
+    pub fn event<'a>(&'a self, name: &'static str, client: &ClientInfo, now: DateTime<Utc>) -> Event<'a> {
+        Event {
+            auditor: self,
+            row: NewAuditEvent {
+                occurred_at: now,
+                event: name,
+                user_id: None,
+                session_id: None,
+                device_id: None,
+                ip: client.ip_string(),
+                outcome: SUCCESS,
+                details: None,
+            },
+        }
+    }
+
+    /// One `session.revoke` event per revoked session id: what every
+    /// revocation (logout, admin, device removal or block) records.
+    pub fn revocations(
         &self,
-        name: &'static str,
-        outcome: &'static str,
-        user_id: Option<Uuid>,
-        session_id: Option<Uuid>,
+        user_id: Uuid,
         device_id: Option<&str>,
         client: &ClientInfo,
         now: DateTime<Utc>,
-    ) -> NewAuditEvent {
-        NewAuditEvent {
-            occurred_at: now,
-            event: name,
-            user_id: user_id.map(|id| self.pseudonym(id)),
-            session_id,
-            device_id: device_id.map(str::to_owned),
-            ip: client.ip_string(),
-            outcome,
-            details: None,
-        }
+    ) -> impl Fn(&[Uuid]) -> Vec<NewAuditEvent> {
+        let template = self.event(events::SESSION_REVOKE, client, now).user(user_id).device_opt(device_id).build();
+        move |ids| ids.iter().map(|id| NewAuditEvent { session_id: Some(*id), ..template.clone() }).collect()
     }
 
     /// The pseudonymous user id audit rows carry.
     pub fn pseudonym(&self, user_id: Uuid) -> Uuid {
         use hmac::Mac as _;
-        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.audit_key)
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.pseudonym_key)
             .expect("HMAC takes keys of any length");
         mac.update(user_id.as_bytes());
         let digest = mac.finalize().into_bytes();
@@ -79,16 +111,81 @@ impl Core {
         uuid::Builder::from_custom_bytes(bytes).into_uuid()
     }
 
-    /// Seals `details` (JSON) into the event.
-    pub(crate) async fn with_details(
-        &self,
-        mut event: NewAuditEvent,
-        details: serde_json::Value,
-        now: DateTime<Utc>,
-    ) -> Result<NewAuditEvent> {
-        let owner = event.user_id.map_or(Owner::System, Owner::User);
-        let sealed = self.keyring.seal(SealedColumn::AuditDetails, owner, details.to_string().as_bytes(), now).await?;
-        event.details = Some((sealed.key_id, sealed.ciphertext));
-        Ok(event)
+    /// Appends events in a transaction of their own.
+    pub async fn append(&self, events: &[NewAuditEvent]) -> Result<()> {
+        store::append(&self.db, events).await?;
+        Ok(())
+    }
+}
+
+/// One event being built; see the module doc.
+#[must_use = "an event is recorded only when built and appended"]
+pub struct Event<'a> {
+    auditor: &'a Auditor,
+    row: NewAuditEvent,
+}
+
+impl Event<'_> {
+    /// The user the event is about (stored as a pseudonym).
+    pub fn user(mut self, user_id: Uuid) -> Self {
+        self.row.user_id = Some(self.auditor.pseudonym(user_id));
+        self
+    }
+
+    pub fn user_opt(self, user_id: Option<Uuid>) -> Self {
+        match user_id {
+            Some(id) => self.user(id),
+            None => self,
+        }
+    }
+
+    pub fn session(mut self, session_id: Uuid) -> Self {
+        self.row.session_id = Some(session_id);
+        self
+    }
+
+    pub fn session_opt(mut self, session_id: Option<Uuid>) -> Self {
+        self.row.session_id = session_id;
+        self
+    }
+
+    pub fn device(mut self, device_id: &str) -> Self {
+        self.row.device_id = Some(device_id.to_owned());
+        self
+    }
+
+    pub fn device_opt(self, device_id: Option<&str>) -> Self {
+        match device_id {
+            Some(id) => self.device(id),
+            None => self,
+        }
+    }
+
+    /// Any outcome but success (`failure`, `locked`, `blocked`, ...).
+    pub fn outcome(mut self, outcome: &'static str) -> Self {
+        self.row.outcome = outcome;
+        self
+    }
+
+    /// The row, to append inside the transaction of the change it records.
+    pub fn build(self) -> NewAuditEvent {
+        self.row
+    }
+
+    /// The row with `details` (JSON) sealed by the keyring.
+    pub async fn sealed(self, details: serde_json::Value) -> Result<NewAuditEvent> {
+        let mut row = self.row;
+        let now = row.occurred_at;
+        let owner = row.user_id.map_or(Owner::System, Owner::User);
+        let sealed =
+            self.auditor.keyring.seal(SealedColumn::AuditDetails, owner, details.to_string().as_bytes(), now).await?;
+        row.details = Some((sealed.key_id, sealed.ciphertext));
+        Ok(row)
+    }
+
+    /// Appends the event on its own.
+    pub async fn append(self) -> Result<()> {
+        let auditor = self.auditor;
+        auditor.append(&[self.build()]).await
     }
 }

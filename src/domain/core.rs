@@ -5,10 +5,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::keyring::Keyring;
+use chrono::{DateTime, Utc};
+
+use super::Result;
+use super::audit::Auditor;
+use super::health::{self, Readiness};
+use super::keyring::{Keyring, KeyringStatus};
 use super::lockout::LockoutPolicy;
 use super::opaque::ServerSetup;
 use super::ratelimit::{BuiltinLimits, Limiter};
+use super::session_cache::SessionCache;
 use crate::config::Namespace;
 use crate::store::db::Db;
 use crate::store::{Fast, Keys};
@@ -43,21 +49,25 @@ pub struct Policies {
     pub namespaces: Vec<Namespace>,
 }
 
+/// The domain façade: every operation the HTTP layer and the CLI perform
+/// is a method of `Core` (in the module named for its feature). Its parts
+/// are private to the domain; the helpers every feature shares (the audit
+/// builder, the session cache, the keyring, the limiter) are parts of it.
 pub struct Core {
-    pub db: Db,
-    pub fast: Fast,
-    pub keys: Keys,
-    pub keyring: Arc<Keyring>,
-    pub setup: Arc<ServerSetup>,
-    pub sessions: SessionPolicy,
-    pub limiter: Limiter,
-    pub(crate) limits: BuiltinLimits,
-    pub(crate) lockout: LockoutPolicy,
-    pub(crate) namespaces: Vec<Namespace>,
+    pub(super) db: Db,
+    pub(super) fast: Fast,
+    pub(super) keys: Keys,
+    pub(super) keyring: Arc<Keyring>,
+    pub(super) setup: Arc<ServerSetup>,
+    pub(super) audit: Auditor,
+    pub(super) session_cache: SessionCache,
+    pub(super) limiter: Limiter,
+    pub(super) sessions: SessionPolicy,
+    pub(super) limits: BuiltinLimits,
+    pub(super) lockout: LockoutPolicy,
+    pub(super) namespaces: Vec<Namespace>,
     /// Keys the per-user device id hash.
-    pub(crate) device_key: [u8; 32],
-    /// Keys the pseudonyms of users in the audit log.
-    pub(crate) audit_key: [u8; 32],
+    pub(super) device_key: [u8; 32],
 }
 
 impl Core {
@@ -69,9 +79,10 @@ impl Core {
         setup: Arc<ServerSetup>,
         policies: Policies,
     ) -> Self {
-        let device_key = keyring.subkey("device-id");
-        let audit_key = keyring.subkey("audit-pseudonym");
         Self {
+            device_key: keyring.subkey("device-id"),
+            audit: Auditor::new(db.clone(), keyring.clone()),
+            session_cache: SessionCache::new(fast.clone(), keys.clone()),
             limiter: Limiter::new(fast.clone()),
             db,
             fast,
@@ -82,8 +93,27 @@ impl Core {
             limits: policies.limits,
             lockout: policies.lockout,
             namespaces: policies.namespaces,
-            device_key,
-            audit_key,
         }
+    }
+
+    /// The backends in use: (database, fast store), e.g. `("postgres", "redis")`.
+    pub fn backends(&self) -> (&'static str, &'static str) {
+        (self.db.backend_name(), self.fast.backend_name())
+    }
+
+    /// Whether each backend answers (`/readyz`).
+    pub async fn readiness(&self) -> Readiness {
+        health::readiness(&self.db, &self.fast).await
+    }
+
+    /// Whether rate-limit decisions are currently local because the fast
+    /// store does not answer.
+    pub fn limits_falling_back(&self) -> bool {
+        self.limiter.is_falling_back()
+    }
+
+    /// The keyring's keys, their state, age, use count and rows.
+    pub async fn keys_status(&self, now: DateTime<Utc>) -> Result<KeyringStatus> {
+        self.keyring.status(now).await
     }
 }

@@ -373,7 +373,9 @@ impl Keyring {
 /// PBKDF2 is deliberately slow: run it off the async executor.
 async fn derive_kek(master_password: &SecretString, salt: Vec<u8>, iterations: u32) -> Result<(Fernet, [u8; 32])> {
     let password = master_password.clone();
+    let span = tracing::Span::current();
     let key = tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         pbkdf2::pbkdf2_hmac_array::<pbkdf2::sha2::Sha256, 32>(password.expose_secret().as_bytes(), &salt, iterations)
     })
     .await

@@ -65,11 +65,14 @@ impl Core {
             let until = now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX);
             let reason = if failures >= self.lockout.hard_limit { HARD_LOCK } else { AUTOMATIC_LOCK };
             users::lock(&self.db, user_id, until, reason).await?;
-            let event = self.audit_event(events::ACCOUNT_LOCK, "locked", Some(user_id), None, None, client, now);
             let event = self
-                .with_details(event, serde_json::json!({"failures": failures, "until": until, "reason": reason}), now)
+                .audit
+                .event(events::ACCOUNT_LOCK, client, now)
+                .outcome("locked")
+                .user(user_id)
+                .sealed(serde_json::json!({"failures": failures, "until": until, "reason": reason}))
                 .await?;
-            crate::store::audit::append(&self.db, &[event]).await?;
+            self.audit.append(&[event]).await?;
             if failures == self.lockout.hard_limit {
                 tracing::warn!(user_id = %user_id, failures, "account hard-locked after consecutive failures");
             }

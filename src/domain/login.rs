@@ -26,6 +26,7 @@ use super::messages::{self, CREDENTIAL_FINALIZATION_LEN, CREDENTIAL_REQUEST_LEN}
 use super::opaque::Suite;
 use super::ratelimit::Action;
 use super::sessions::IssuedSession;
+use super::states::{Aal, Trust};
 use super::tokens;
 use super::username::Username;
 use super::{Error, Result};
@@ -99,6 +100,7 @@ impl PendingLogin {
 
 impl Core {
     /// Answers KE1 with KE2; returns (login_id, KE2).
+    #[tracing::instrument(skip_all)]
     pub async fn login_start(&self, username: &str, request: &str, client: &ClientInfo) -> Result<(String, String)> {
         let username = Username::parse(username)?;
         self.enforce(Action::LoginStart, client, Some(username.as_str())).await?;
@@ -118,8 +120,11 @@ impl Core {
         };
         let setup = self.setup.clone();
         let identifier = username.as_str().as_bytes().to_vec();
-        // ~160 µs of curve arithmetic: keep it off the async executor.
+        // ~160 µs of curve arithmetic: keep it off the async executor (in
+        // this operation's span).
+        let span = tracing::Span::current();
         let start = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
             ServerLogin::start(
                 &mut rand::rngs::OsRng,
                 &setup,
@@ -156,6 +161,7 @@ impl Core {
     }
 
     /// Checks KE3 and opens a session.
+    #[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty))]
     pub async fn login_finish(
         &self,
         login_id: &str,
@@ -189,30 +195,34 @@ impl Core {
             self.audit_login_failure(pending.user_id, &pending.username, client, now).await?;
             return Err(Error::InvalidCredentials);
         };
+        tracing::Span::current().record("user_id", tracing::field::display(user_id));
 
         let fingerprint = device_fingerprint(&device, client);
         let device_id = self.device_id(user_id, &fingerprint);
         let known = devices::find(&self.db, &device_id).await?;
-        if known.as_ref().is_some_and(|d| d.trust == "blocked") {
-            let event =
-                self.audit_event(events::LOGIN_FAILURE, "blocked", Some(user_id), None, Some(&device_id), client, now);
-            crate::store::audit::append(&self.db, &[event]).await?;
+        if known.as_ref().is_some_and(|d| d.trust == Trust::Blocked) {
+            let event = self
+                .audit
+                .event(events::LOGIN_FAILURE, client, now)
+                .outcome("blocked")
+                .user(user_id)
+                .device(&device_id)
+                .build();
+            self.audit.append(&[event]).await?;
             return Err(Error::DeviceBlocked);
         }
-        let trusted = known.as_ref().is_some_and(|d| d.trust == "trusted");
+        let trusted = known.as_ref().is_some_and(|d| d.trust == Trust::Trusted);
         let user = match self.ensure_not_locked(user_id, trusted, now).await {
             Ok(user) => user,
             Err(e) => {
-                let event = self.audit_event(
-                    events::LOGIN_FAILURE,
-                    "locked",
-                    Some(user_id),
-                    None,
-                    Some(&device_id),
-                    client,
-                    now,
-                );
-                crate::store::audit::append(&self.db, &[event]).await?;
+                let event = self
+                    .audit
+                    .event(events::LOGIN_FAILURE, client, now)
+                    .outcome("locked")
+                    .user(user_id)
+                    .device(&device_id)
+                    .build();
+                self.audit.append(&[event]).await?;
                 return Err(e);
             }
         };
@@ -231,7 +241,16 @@ impl Core {
         }
         self.authentication_succeeded(&user).await?;
         let session = self
-            .issue_session(user_id, pending.username, "aal1", Some(sighting), known.is_none(), Vec::new(), client, now)
+            .issue_session(
+                user_id,
+                pending.username,
+                Aal::Aal1,
+                Some(sighting),
+                known.is_none(),
+                Vec::new(),
+                client,
+                now,
+            )
             .await?;
         Ok(LoginOutcome::Session(session))
     }
@@ -246,14 +265,14 @@ impl Core {
         if let Some(user_id) = user_id {
             self.authentication_failed(user_id, client, now).await?;
         }
-        let event = self.audit_event(events::LOGIN_FAILURE, audit::FAILURE, user_id, None, None, client, now);
+        let event = self.audit.event(events::LOGIN_FAILURE, client, now).outcome(audit::FAILURE).user_opt(user_id);
         // The attempted name is personal data: sealed, and only kept when it
         // matched no account (otherwise the user id says it).
         let event = match user_id {
-            Some(_) => event,
-            None => self.with_details(event, serde_json::json!({ "username": username }), now).await?,
+            Some(_) => event.build(),
+            None => event.sealed(serde_json::json!({ "username": username })).await?,
         };
-        crate::store::audit::append(&self.db, &[event]).await?;
+        self.audit.append(&[event]).await?;
         Ok(())
     }
 

@@ -1,6 +1,15 @@
 //! Domain logic: no HTTP, no SQL, no Redis commands. Callers pass the
 //! current time in, so expiry, rotation and lockout are testable at any
 //! instant.
+//!
+//! Every operation is a method of [`core::Core`], written in the module
+//! named for its feature (`login`, `sessions`, `totp`, ...). Core's parts
+//! are private to this module; the helpers features share are parts of it:
+//! the audit builder ([`audit::Auditor`]), the session cache
+//! ([`session_cache::SessionCache`]), the keyring and the limiter. States
+//! are types ([`states::Trust`], [`states::Aal`]), never strings. What the
+//! HTTP layer receives is owned or re-exported here, so `http` never
+//! imports `store`.
 
 pub mod admin;
 pub mod audit;
@@ -16,7 +25,9 @@ pub mod opaque;
 pub mod ratelimit;
 pub mod registration;
 pub mod server_setup;
+pub mod session_cache;
 pub mod sessions;
+pub mod states;
 pub mod tokens;
 pub mod totp;
 pub mod username;

@@ -96,7 +96,8 @@ impl Limiter {
     }
 
     pub async fn decide(&self, key: &str, rule: Rule, cost: u64) -> WindowDecision {
-        if matches!(self.fast, Fast::Redis(_)) && now_ms() >= self.retry_redis_at_ms.load(Ordering::Relaxed) {
+        let shared = self.fast.as_local().is_none();
+        if shared && now_ms() >= self.retry_redis_at_ms.load(Ordering::Relaxed) {
             match self.fast.sliding_window(key, rule.limit, rule.window, cost).await {
                 Ok(decision) => {
                     if self.falling_back.swap(false, Ordering::Relaxed) {
@@ -115,13 +116,10 @@ impl Limiter {
                 }
             }
         }
-        if matches!(self.fast, Fast::Redis(_)) {
+        if shared {
             metrics::counter!("latchkey_ratelimit_fallback_total").increment(1);
         }
-        let store = match &self.fast {
-            Fast::Memory(memory) => memory,
-            Fast::Redis(_) => &self.local,
-        };
+        let store = self.fast.as_local().unwrap_or(&self.local);
         // The in-process store cannot fail.
         match store.sliding_window(key, rule.limit, rule.window, cost).await {
             Ok(decision) => decision,

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use opaque_ke::{RegistrationRequest, RegistrationUpload, ServerRegistration};
 use uuid::Uuid;
 
-use super::audit::{self, events};
+use super::audit::events;
 use super::core::{ClientInfo, Core};
 use super::keyring::{Owner, SealedColumn};
 use super::messages::{self, REGISTRATION_RECORD_LEN, REGISTRATION_REQUEST_LEN};
@@ -29,6 +29,7 @@ const PENDING_TTL: Duration = Duration::from_secs(300);
 
 impl Core {
     /// Answers the client's registration request with the OPRF evaluation.
+    #[tracing::instrument(skip_all)]
     pub async fn registration_start(&self, username: &str, request: &str, client: &ClientInfo) -> Result<String> {
         let username = Username::parse(username)?;
         self.enforce(Action::Registration, client, Some(username.as_str())).await?;
@@ -42,6 +43,7 @@ impl Core {
     }
 
     /// Stores the client's registration record; returns the new user id.
+    #[tracing::instrument(skip_all)]
     pub async fn registration_finish(
         &self,
         username: &str,
@@ -62,7 +64,7 @@ impl Core {
         let record = ServerRegistration::<Suite>::finish(upload).serialize();
         let user_id = Uuid::now_v7();
         let sealed = self.keyring.seal(SealedColumn::OpaqueRecord, Owner::User(user_id), &record, now).await?;
-        let event = self.audit_event(events::REGISTRATION, audit::SUCCESS, Some(user_id), None, None, client, now);
+        let event = self.audit.event(events::REGISTRATION, client, now).user(user_id).build();
         users::register(&self.db, user_id, username.as_str(), (sealed.key_id, sealed.ciphertext), now, event)
             .await
             .map_err(|e| match Error::from(e) {

@@ -28,12 +28,15 @@ use uuid::Uuid;
 use super::audit::{self, events};
 use super::core::{ClientInfo, Core};
 use super::ratelimit::Action;
+use super::states::Aal;
 use super::tokens::{self, TokenKind};
 use super::{Error, Result};
-use crate::store::FastStore as _;
 use crate::store::audit::NewAuditEvent;
 use crate::store::devices::DeviceSighting;
-use crate::store::sessions::{self as store, NewSession, RevokeScope, Rotation, SessionRecord};
+use crate::store::sessions::{self as store, NewSession, RevokeScope, Rotation};
+
+/// Handed up to the HTTP layer as the store reads it.
+pub use crate::store::sessions::SessionRecord;
 
 /// Last-seen is written at most this often per session, so whoami stays a
 /// read.
@@ -46,7 +49,7 @@ pub struct CurrentSession {
     pub session_id: Uuid,
     pub user_id: Uuid,
     pub username: String,
-    pub aal: String,
+    pub aal: Aal,
     // Integers, not RFC 3339 text: parsing four dates per whoami showed in
     // the profile.
     #[serde(with = "chrono::serde::ts_microseconds")]
@@ -89,7 +92,7 @@ pub struct IssuedSession {
     pub refresh_token: String,
     pub token_expires_at: DateTime<Utc>,
     pub session_expires_at: DateTime<Utc>,
-    pub aal: String,
+    pub aal: Aal,
     pub new_device: bool,
 }
 
@@ -113,11 +116,12 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 impl Core {
     /// Creates a session after a successful authentication.
     #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
     pub(crate) async fn issue_session(
         &self,
         user_id: Uuid,
         username: String,
-        aal: &str,
+        aal: Aal,
         device: Option<DeviceSighting>,
         new_device: bool,
         extra_events: Vec<NewAuditEvent>,
@@ -136,12 +140,17 @@ impl Core {
         }
         let mut events = extra_events;
         events.extend(names.into_iter().map(|name| {
-            self.audit_event(name, audit::SUCCESS, Some(user_id), Some(session_id), device_id.as_deref(), client, now)
+            self.audit
+                .event(name, client, now)
+                .user(user_id)
+                .session(session_id)
+                .device_opt(device_id.as_deref())
+                .build()
         }));
         let new = NewSession {
             id: session_id,
             user_id,
-            aal: aal.to_owned(),
+            aal,
             token_hash: session_token.hash.clone(),
             ip: client.ip_string(),
             user_agent: client.user_agent.clone(),
@@ -156,7 +165,7 @@ impl Core {
             session_id,
             user_id,
             username,
-            aal: aal.to_owned(),
+            aal,
             created_at: now,
             last_seen_at: now,
             token_expires_at,
@@ -165,7 +174,7 @@ impl Core {
             device_name: device.and_then(|d| d.name),
             token_hash: session_token.hash,
         };
-        self.cache_session(&current, now).await;
+        self.session_cache.put(&current, now).await;
         Ok(IssuedSession {
             session_id,
             user_id,
@@ -173,7 +182,7 @@ impl Core {
             refresh_token: refresh_token.value,
             token_expires_at,
             session_expires_at: expires_at,
-            aal: aal.to_owned(),
+            aal,
             new_device,
         })
     }
@@ -182,15 +191,7 @@ impl Core {
     /// One Redis GET on a hit; the database on a miss (or with Redis down).
     pub async fn authenticate(&self, token: &str, now: DateTime<Utc>) -> Result<CurrentSession> {
         let hash = tokens::verify_shape(TokenKind::Session, token).ok_or(Error::Unauthorized)?;
-        let cached = match self.fast.get(&self.keys.session(&hash)).await {
-            Ok(bytes) => bytes.and_then(|b| serde_json::from_slice::<CurrentSession>(&b).ok()),
-            Err(e) => {
-                metrics::counter!("latchkey_session_cache_errors_total").increment(1);
-                tracing::warn!(error = %e, "session cache unavailable; reading the database");
-                None
-            }
-        };
-        let mut session = match cached {
+        let mut session = match self.session_cache.get(&hash).await {
             Some(session) => session,
             None => self.load_session(&hash, now).await?,
         };
@@ -203,11 +204,11 @@ impl Core {
             match store::touch(&self.db, session.session_id, &session.token_hash, now).await {
                 Ok(true) => {
                     session.last_seen_at = now;
-                    self.cache_session(&session, now).await;
+                    self.session_cache.put(&session, now).await;
                 }
                 // Revoked or refreshed since the cache entry was read.
                 Ok(false) => {
-                    let _ = self.fast.del(&self.keys.session(&session.token_hash)).await;
+                    self.session_cache.remove(&session.token_hash).await;
                     return Err(Error::Unauthorized);
                 }
                 Err(e) => tracing::warn!(error = %e, "could not record session activity"),
@@ -229,66 +230,36 @@ impl Core {
             return Err(Error::Unauthorized);
         }
         let session = CurrentSession::from(record);
-        if self.is_live(&session, now) && self.cache_session(&session, now).await {
+        if self.is_live(&session, now) && self.session_cache.put(&session, now).await {
             // A revocation may have committed between our read and our
             // write; if so, its eviction may have run before our write.
             if !store::is_current(&self.db, session.session_id, hash).await? {
-                let _ = self.fast.del(&self.keys.session(hash)).await;
+                self.session_cache.remove(hash).await;
                 return Err(Error::Unauthorized);
             }
         }
         Ok(session)
     }
 
-    /// Writes the cache entry (best effort: the database stays the truth).
-    /// Returns whether it was written.
-    async fn cache_session(&self, session: &CurrentSession, now: DateTime<Utc>) -> bool {
-        let until = session.token_expires_at.min(session.expires_at);
-        let Ok(ttl) = (until - now).to_std() else { return false };
-        if ttl.is_zero() {
-            return false;
-        }
-        let Ok(bytes) = serde_json::to_vec(session) else { return false };
-        match self.fast.set(&self.keys.session(&session.token_hash), &bytes, ttl).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not cache a session");
-                false
-            }
-        }
-    }
-
-    /// Evicts cache entries after a committed revocation.
-    pub(crate) async fn evict(&self, revoked: &[(Uuid, String)]) {
-        for (_, hash) in revoked {
-            if let Err(e) = self.fast.del(&self.keys.session(hash)).await {
-                // The entry expires with the token at the latest; the
-                // database already says revoked, so a cache miss path would
-                // refuse it.
-                tracing::error!(error = %e, "could not evict a revoked session from the cache");
-                metrics::counter!("latchkey_session_cache_errors_total").increment(1);
-            }
-        }
-    }
-
-    async fn revoke(
+    /// Revokes the sessions in `scope`, recording `extra` and one
+    /// `session.revoke` per session in the same transaction, then evicts
+    /// them from the cache. Returns how many were revoked.
+    pub(super) async fn revoke(
         &self,
         scope: RevokeScope,
-        user_id: Uuid,
         reason: &'static str,
         extra: Vec<NewAuditEvent>,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<u64> {
+        let revocations = self.audit.revocations(scope.user_id(), scope.device_id(), client, now);
         let revoked = store::revoke(&self.db, &scope, reason, now, |ids| {
             let mut events = extra;
-            events.extend(ids.iter().map(|id| {
-                self.audit_event(events::SESSION_REVOKE, audit::SUCCESS, Some(user_id), Some(*id), None, client, now)
-            }));
+            events.extend(revocations(ids));
             events
         })
         .await?;
-        self.evict(&revoked).await;
+        self.session_cache.evict(&revoked).await;
         Ok(revoked.len() as u64)
     }
 
@@ -302,14 +273,16 @@ impl Core {
             .collect())
     }
 
+    #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn logout(&self, current: &CurrentSession, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
         let scope = RevokeScope::One { user_id: current.user_id, session_id: current.session_id };
-        self.revoke(scope, current.user_id, "logout", Vec::new(), client, now).await?;
+        self.revoke(scope, "logout", Vec::new(), client, now).await?;
         Ok(())
     }
 
     /// Revokes one of the caller's sessions; `NotFound` if it is not theirs
     /// (or not active).
+    #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn revoke_session(
         &self,
         current: &CurrentSession,
@@ -318,13 +291,14 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let scope = RevokeScope::One { user_id: current.user_id, session_id };
-        match self.revoke(scope, current.user_id, "revoked_by_user", Vec::new(), client, now).await? {
+        match self.revoke(scope, "revoked_by_user", Vec::new(), client, now).await? {
             0 => Err(Error::NotFound),
             _ => Ok(()),
         }
     }
 
     /// Revokes every other session of the caller; returns how many.
+    #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn revoke_other_sessions(
         &self,
         current: &CurrentSession,
@@ -332,15 +306,17 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<u64> {
         let scope = RevokeScope::AllExcept { user_id: current.user_id, keep: current.session_id };
-        self.revoke(scope, current.user_id, "revoked_by_user", Vec::new(), client, now).await
+        self.revoke(scope, "revoked_by_user", Vec::new(), client, now).await
     }
 
     /// Exchanges a refresh token for a new session token and refresh token.
+    #[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty))]
     pub async fn refresh(&self, refresh_token: &str, client: &ClientInfo, now: DateTime<Utc>) -> Result<IssuedSession> {
         self.enforce(Action::Refresh, client, None).await?;
         let hash = tokens::verify_shape(TokenKind::Refresh, refresh_token).ok_or(Error::Unauthorized)?;
         let refresh = store::find_refresh(&self.db, &hash).await?.ok_or(Error::Unauthorized)?;
         let session = store::find(&self.db, refresh.session_id).await?.ok_or(Error::Unauthorized)?;
+        tracing::Span::current().record("user_id", tracing::field::display(session.user_id));
         if refresh.rotated_at.is_some() {
             self.refresh_reused(&session, client, now).await?;
             return Err(Error::Unauthorized);
@@ -355,15 +331,13 @@ impl Core {
         let session_token = tokens::generate(TokenKind::Session);
         let new_refresh = tokens::generate(TokenKind::Refresh);
         let token_expires_at = (now + chrono_duration(self.sessions.token_lifetime)).min(session.expires_at);
-        let event = self.audit_event(
-            events::SESSION_REFRESH,
-            audit::SUCCESS,
-            Some(session.user_id),
-            Some(session.id),
-            session.device_id.as_deref(),
-            client,
-            now,
-        );
+        let event = self
+            .audit
+            .event(events::SESSION_REFRESH, client, now)
+            .user(session.user_id)
+            .session(session.id)
+            .device_opt(session.device_id.as_deref())
+            .build();
         let rotation =
             store::rotate(&self.db, &refresh, &session_token.hash, token_expires_at, &new_refresh.hash, now, &[event])
                 .await?;
@@ -377,17 +351,17 @@ impl Core {
         }
         // The old token is dead: evict it, cache the new one, then make sure
         // no revocation slipped in between.
-        self.evict(&[(session.id, session.token_hash.clone())]).await;
+        self.session_cache.evict(&[(session.id, session.token_hash.clone())]).await;
         let current = CurrentSession {
             last_seen_at: now,
             token_expires_at,
             token_hash: session_token.hash.clone(),
             ..CurrentSession::from(session.clone())
         };
-        if self.cache_session(&current, now).await
+        if self.session_cache.put(&current, now).await
             && !store::is_current(&self.db, session.id, &session_token.hash).await?
         {
-            self.evict(&[(session.id, session_token.hash)]).await;
+            self.session_cache.evict(&[(session.id, session_token.hash)]).await;
             return Err(Error::Unauthorized);
         }
         Ok(IssuedSession {
@@ -406,18 +380,17 @@ impl Core {
     /// whole session.
     async fn refresh_reused(&self, session: &SessionRecord, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
         tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused; revoking the session");
-        let event = self.audit_event(
-            events::REFRESH_REUSE,
-            audit::FAILURE,
-            Some(session.user_id),
-            Some(session.id),
-            session.device_id.as_deref(),
-            client,
-            now,
-        );
+        let event = self
+            .audit
+            .event(events::REFRESH_REUSE, client, now)
+            .outcome(audit::FAILURE)
+            .user(session.user_id)
+            .session(session.id)
+            .device_opt(session.device_id.as_deref())
+            .build();
         let scope = RevokeScope::One { user_id: session.user_id, session_id: session.id };
         // The reuse is recorded even when the session was revoked already.
-        self.revoke(scope, session.user_id, "refresh_token_reuse", vec![event], client, now).await?;
+        self.revoke(scope, "refresh_token_reuse", vec![event], client, now).await?;
         Ok(())
     }
 }

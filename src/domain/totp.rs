@@ -31,6 +31,7 @@ use super::core::{ClientInfo, Core};
 use super::keyring::{Owner, Sealed, SealedColumn};
 use super::ratelimit::Action;
 use super::sessions::{CurrentSession, IssuedSession};
+use super::states::{Aal, Trust};
 use super::tokens::{self, TokenKind};
 use super::{Error, Result};
 use crate::store::FastStore as _;
@@ -133,6 +134,7 @@ impl Core {
     }
 
     /// Starts (or restarts) enrolment: a new secret, pending until confirmed.
+    #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn totp_enroll(&self, current: &CurrentSession, now: DateTime<Utc>) -> Result<Enrollment> {
         let mut secret = vec![0u8; SECRET_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut secret);
@@ -173,6 +175,7 @@ impl Core {
 
     /// Confirms enrolment with a first code: TOTP is on, the session becomes
     /// aal2, and the recovery codes are returned (only this once).
+    #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn totp_confirm(
         &self,
         current: &CurrentSession,
@@ -193,22 +196,20 @@ impl Core {
             .ok_or_else(|| Error::InvalidRequest("the code does not match the enrolled secret".into()))?;
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
         let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
-        let event = self.audit_event(
-            events::TOTP_ENROLL,
-            audit::SUCCESS,
-            Some(current.user_id),
-            Some(current.session_id),
-            current.device_id.as_deref(),
-            client,
-            now,
-        );
+        let event = self
+            .audit
+            .event(events::TOTP_ENROLL, client, now)
+            .user(current.user_id)
+            .session(current.session_id)
+            .device_opt(current.device_id.as_deref())
+            .build();
         let step = i64::try_from(step).map_err(|_| Error::Internal("time step out of range".into()))?;
         if !store::confirm(&self.db, current.user_id, &record, step, &hashes, current.session_id, now, &[event]).await?
         {
             return Err(Error::InvalidRequest("that code was used already; wait for the next one".into()));
         }
         // The cached copy still says aal1.
-        self.evict(&[(current.session_id, current.token_hash.clone())]).await;
+        self.session_cache.evict(&[(current.session_id, current.token_hash.clone())]).await;
         Ok(codes)
     }
 
@@ -224,6 +225,7 @@ impl Core {
     }
 
     /// Turns TOTP off. Needs an aal2 session and a current code.
+    #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn totp_disable(
         &self,
         current: &CurrentSession,
@@ -233,22 +235,20 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<u64> {
         check_code_format(code)?;
-        if current.aal != "aal2" {
+        if current.aal < Aal::Aal2 {
             return Err(Error::Forbidden);
         }
         if !self.verify_totp(current.user_id, code, now).await? {
             self.second_factor_failed(current.user_id, Some(current.session_id), client, now).await?;
             return Err(Error::InvalidCredentials);
         }
-        let event = self.audit_event(
-            events::TOTP_DISABLE,
-            audit::SUCCESS,
-            Some(current.user_id),
-            Some(current.session_id),
-            current.device_id.as_deref(),
-            client,
-            now,
-        );
+        let event = self
+            .audit
+            .event(events::TOTP_DISABLE, client, now)
+            .user(current.user_id)
+            .session(current.session_id)
+            .device_opt(current.device_id.as_deref())
+            .build();
         store::disable(&self.db, current.user_id, &[event]).await?;
         if revoke_other_sessions { self.revoke_other_sessions(current, client, now).await } else { Ok(0) }
     }
@@ -261,8 +261,14 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.authentication_failed(user_id, client, now).await?;
-        let event = self.audit_event(events::MFA_FAILURE, audit::FAILURE, Some(user_id), session_id, None, client, now);
-        crate::store::audit::append(&self.db, &[event]).await?;
+        let event = self
+            .audit
+            .event(events::MFA_FAILURE, client, now)
+            .outcome(audit::FAILURE)
+            .user(user_id)
+            .session_opt(session_id)
+            .build();
+        self.audit.append(&[event]).await?;
         Ok(())
     }
 
@@ -293,6 +299,7 @@ impl Core {
     }
 
     /// The second step of a login with TOTP on: a new aal2 session.
+    #[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty))]
     pub async fn login_totp(
         &self,
         mfa_token: &str,
@@ -321,6 +328,7 @@ impl Core {
             return Err(limited);
         }
         let user_id = pending.user_id;
+        tracing::Span::current().record("user_id", tracing::field::display(user_id));
         let (ok, used_recovery) = match &factor {
             SecondFactor::Code(code) => (self.verify_totp(user_id, code, now).await?, false),
             SecondFactor::RecoveryCode(code) => {
@@ -341,10 +349,10 @@ impl Core {
             Some(id) => crate::store::devices::find(&self.db, id).await?.map(|d| d.trust),
             None => None,
         };
-        if device_trust.as_deref() == Some("blocked") {
+        if device_trust == Some(Trust::Blocked) {
             return Err(Error::DeviceBlocked);
         }
-        let trusted = device_trust.as_deref() == Some("trusted");
+        let trusted = device_trust == Some(Trust::Trusted);
         let user = self.ensure_not_locked(user_id, trusted, now).await?;
         self.authentication_succeeded(&user).await?;
         let device = pending.device_id.map(|id| DeviceSighting {
@@ -355,15 +363,18 @@ impl Core {
             user_agent: client.user_agent.clone(),
             at: now,
         });
-        let mut extra =
-            vec![self.audit_event(events::MFA_SUCCESS, audit::SUCCESS, Some(user_id), None, None, client, now)];
+        let mut extra = vec![self.audit.event(events::MFA_SUCCESS, client, now).user(user_id).build()];
         if used_recovery {
             let left = store::recovery_codes_left(&self.db, user_id).await?;
-            let event =
-                self.audit_event(events::RECOVERY_CODE_USED, audit::SUCCESS, Some(user_id), None, None, client, now);
-            extra.push(self.with_details(event, serde_json::json!({ "remaining": left }), now).await?);
+            extra.push(
+                self.audit
+                    .event(events::RECOVERY_CODE_USED, client, now)
+                    .user(user_id)
+                    .sealed(serde_json::json!({ "remaining": left }))
+                    .await?,
+            );
         }
-        self.issue_session(user_id, pending.username, "aal2", device, pending.new_device, extra, client, now).await
+        self.issue_session(user_id, pending.username, Aal::Aal2, device, pending.new_device, extra, client, now).await
     }
 }
 

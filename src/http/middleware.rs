@@ -38,10 +38,10 @@ pub async fn request_id_header(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = req.extensions().get::<RequestId>().copied();
     let mut res = next.call(req).await?;
-    if let Some(id) = id {
-        if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-            res.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
-        }
+    if let Some(id) = id
+        && let Ok(value) = HeaderValue::from_str(&id.to_string())
+    {
+        res.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
     }
     Ok(res)
 }
@@ -66,28 +66,28 @@ pub async fn prefilter(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
-    if prefiltered(req.path()) {
-        if let Some(state) = req.app_data::<actix_web::web::Data<super::AppState>>() {
-            let ip =
-                super::auth::client_ip(req.peer_addr().map(|a| a.ip()), req.headers(), &state.config.trusted_proxies)
-                    .ok()
-                    .flatten();
-            if let Some(ip) = ip {
-                if let Err(not_until) = state.prefilter.check_key(&crate::domain::ratelimit::rate_subject(ip).addr()) {
-                    use governor::clock::Clock as _;
-                    let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-                    metrics::counter!("latchkey_prefilter_refused_total").increment(1);
-                    let err = crate::domain::Error::RateLimited {
-                        retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
-                        limit: u64::from(state.config.ratelimit.prefilter_burst),
-                        remaining: 0,
-                        reset_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        window_secs: 1,
-                    };
-                    let response = actix_web::ResponseError::error_response(&err);
-                    return Ok(req.into_response(response).map_into_right_body());
-                }
-            }
+    if prefiltered(req.path())
+        && let Some(state) = req.app_data::<actix_web::web::Data<super::AppState>>()
+    {
+        let ip =
+            super::extractors::client_ip(req.peer_addr().map(|a| a.ip()), req.headers(), &state.config.trusted_proxies)
+                .ok()
+                .flatten();
+        if let Some(ip) = ip
+            && let Err(not_until) = state.prefilter.check_key(&crate::domain::ratelimit::rate_subject(ip).addr())
+        {
+            use governor::clock::Clock as _;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            metrics::counter!("latchkey_prefilter_refused_total").increment(1);
+            let err = crate::domain::Error::RateLimited {
+                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+                limit: u64::from(state.config.ratelimit.prefilter_burst),
+                remaining: 0,
+                reset_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                window_secs: 1,
+            };
+            let response = actix_web::ResponseError::error_response(&err);
+            return Ok(req.into_response(response).map_into_right_body());
         }
     }
     Ok(next.call(req).await?.map_into_left_body())

@@ -1,8 +1,8 @@
 //! HTTP: routes translate requests into domain calls and domain results into
 //! responses. No business rule lives here.
 
-pub mod auth;
 pub mod error;
+pub mod extractors;
 pub mod middleware;
 pub mod ops;
 pub mod v1;

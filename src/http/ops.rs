@@ -41,7 +41,7 @@ pub struct Ready {
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let checks = health::readiness(&state.core.db, &state.core.fast).await;
+    let checks = state.core.readiness().await;
     if checks.ready() {
         return HttpResponse::Ok().json(Ready { status: "ready", checks });
     }

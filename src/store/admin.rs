@@ -103,9 +103,9 @@ pub async fn set_role(db: &Db, user_id: Uuid, role: &str, grant: bool, events: &
 pub async fn unlock(db: &Db, user_id: Uuid, events: &[NewAuditEvent]) -> Result<()> {
     let txn = db.begin_write().await?;
     users::Entity::update_many()
-        .col_expr(users::Column::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None).into())
-        .col_expr(users::Column::LockReason, Expr::val(Option::<String>::None).into())
-        .col_expr(users::Column::FailedAttempts, Expr::val(0).into())
+        .col_expr(users::Column::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None))
+        .col_expr(users::Column::LockReason, Expr::val(Option::<String>::None))
+        .col_expr(users::Column::FailedAttempts, Expr::val(0))
         .filter(users::Column::Id.eq(user_id))
         .exec(&*txn)
         .await?;

@@ -55,11 +55,11 @@ pub struct DbOptions {
 
 impl Db {
     pub async fn connect(url: &str, options: &DbOptions) -> Result<Self, StoreError> {
-        if let Some(path) = sqlite_path(url) {
-            if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::DatabaseUnavailable(format!("cannot create {}: {e}", dir.display())))?;
-            }
+        if let Some(path) = sqlite_path(url)
+            && let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::DatabaseUnavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.max_connections(options.max_connections)

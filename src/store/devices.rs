@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::db::Db;
+use crate::domain::states::Trust;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -19,25 +20,28 @@ pub struct DeviceRecord {
     pub id: String,
     pub user_id: Uuid,
     pub name: Option<String>,
-    pub trust: String,
+    pub trust: Trust,
     pub first_seen_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     pub last_ip: Option<String>,
     pub user_agent: Option<String>,
 }
 
-impl From<devices::Model> for DeviceRecord {
-    fn from(m: devices::Model) -> Self {
-        Self {
+impl TryFrom<devices::Model> for DeviceRecord {
+    type Error = StoreError;
+
+    fn try_from(m: devices::Model) -> Result<Self> {
+        let trust = m.trust.parse().map_err(|e| StoreError::Corrupt(format!("device {}: {e}", m.id)))?;
+        Ok(Self {
             id: m.id,
             user_id: m.user_id,
             name: m.name,
-            trust: m.trust,
+            trust,
             first_seen_at: m.first_seen_at,
             last_seen_at: m.last_seen_at,
             last_ip: m.last_ip,
             user_agent: m.user_agent,
-        }
+        })
     }
 }
 
@@ -53,18 +57,18 @@ pub struct DeviceSighting {
 }
 
 pub async fn find(db: &Db, id: &str) -> Result<Option<DeviceRecord>> {
-    Ok(devices::Entity::find_by_id(id.to_owned()).one(db.conn()).await?.map(Into::into))
+    devices::Entity::find_by_id(id.to_owned()).one(db.conn()).await?.map(TryInto::try_into).transpose()
 }
 
 pub async fn list(db: &Db, user_id: Uuid) -> Result<Vec<DeviceRecord>> {
-    Ok(devices::Entity::find()
+    devices::Entity::find()
         .filter(devices::Column::UserId.eq(user_id))
         .order_by_desc(devices::Column::LastSeenAt)
         .all(db.conn())
         .await?
         .into_iter()
-        .map(Into::into)
-        .collect())
+        .map(TryInto::try_into)
+        .collect()
 }
 
 /// Names of the given devices.
@@ -91,7 +95,7 @@ pub(crate) async fn upsert<C: ConnectionTrait>(conn: &C, s: &DeviceSighting) -> 
         id: Set(s.id.clone()),
         user_id: Set(s.user_id),
         name: Set(s.name.clone()),
-        trust: Set("unknown".to_owned()),
+        trust: Set(Trust::Unknown.as_str().to_owned()),
         first_seen_at: Set(s.at),
         last_seen_at: Set(s.at),
         last_ip: Set(s.ip.clone()),
@@ -119,17 +123,17 @@ pub(crate) async fn delete<C: ConnectionTrait>(conn: &C, user_id: Uuid, id: &str
 pub async fn set_trust(
     db: &Db,
     id: &str,
-    trust: &str,
+    trust: Trust,
     unless_blocked: bool,
     events: &[super::audit::NewAuditEvent],
 ) -> Result<bool> {
     use sea_orm::sea_query::Expr;
     let txn = db.begin_write().await?;
     let mut update = devices::Entity::update_many()
-        .col_expr(devices::Column::Trust, Expr::val(trust).into())
+        .col_expr(devices::Column::Trust, Expr::val(trust.as_str()))
         .filter(devices::Column::Id.eq(id));
     if unless_blocked {
-        update = update.filter(devices::Column::Trust.ne("blocked"));
+        update = update.filter(devices::Column::Trust.ne(Trust::Blocked.as_str()));
     }
     if update.exec(&*txn).await?.rows_affected == 0 {
         return Ok(false);

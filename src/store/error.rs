@@ -13,11 +13,11 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
     /// The fast-path store (Redis) did not answer.
-    #[error("cache unavailable: {0}")]
-    CacheUnavailable(String),
+    #[error("fast store unavailable: {0}")]
+    FastUnavailable(String),
     /// The fast-path store answered with an error.
-    #[error("cache error: {0}")]
-    Cache(String),
+    #[error("fast store error: {0}")]
+    Fast(String),
     /// A uniqueness constraint refused the write.
     #[error("conflict: {0}")]
     Conflict(String),
@@ -30,7 +30,7 @@ impl StoreError {
     /// Whether retrying later may succeed: the backend was unreachable,
     /// rather than refusing the operation.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::DatabaseUnavailable(_) | Self::CacheUnavailable(_))
+        matches!(self, Self::DatabaseUnavailable(_) | Self::FastUnavailable(_))
     }
 }
 
@@ -58,15 +58,15 @@ impl From<DbErr> for StoreError {
 impl From<redis::RedisError> for StoreError {
     fn from(err: redis::RedisError) -> Self {
         if err.is_io_error() || err.is_connection_refusal() || err.is_timeout() || err.is_connection_dropped() {
-            Self::CacheUnavailable(err.to_string())
+            Self::FastUnavailable(err.to_string())
         } else {
-            Self::Cache(err.to_string())
+            Self::Fast(err.to_string())
         }
     }
 }
 
 impl From<deadpool_redis::PoolError> for StoreError {
     fn from(err: deadpool_redis::PoolError) -> Self {
-        Self::CacheUnavailable(err.to_string())
+        Self::FastUnavailable(err.to_string())
     }
 }

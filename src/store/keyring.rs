@@ -301,7 +301,7 @@ pub async fn add_uses(db: &Db, id: Uuid, n: u64) -> Result<()> {
 pub async fn rotate(db: &Db, old: Uuid, new: &DataKey) -> Result<bool> {
     let txn = db.begin_write().await?;
     let demoted = data_keys::Entity::update_many()
-        .col_expr(data_keys::Column::State, Expr::val(KeyState::DecryptOnly.as_str()).into())
+        .col_expr(data_keys::Column::State, Expr::val(KeyState::DecryptOnly.as_str()))
         .filter(data_keys::Column::Id.eq(old))
         .filter(data_keys::Column::State.eq(KeyState::Active.as_str()))
         .exec(&*txn)
@@ -317,8 +317,8 @@ pub async fn rotate(db: &Db, old: Uuid, new: &DataKey) -> Result<bool> {
 /// Retires a decrypt-only key.
 pub async fn retire(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
     let result = data_keys::Entity::update_many()
-        .col_expr(data_keys::Column::State, Expr::val(KeyState::Retired.as_str()).into())
-        .col_expr(data_keys::Column::RetiredAt, Expr::val(now).into())
+        .col_expr(data_keys::Column::State, Expr::val(KeyState::Retired.as_str()))
+        .col_expr(data_keys::Column::RetiredAt, Expr::val(now))
         .filter(data_keys::Column::Id.eq(id))
         .filter(data_keys::Column::State.eq(KeyState::DecryptOnly.as_str()))
         .exec(db.conn())

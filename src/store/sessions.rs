@@ -12,6 +12,7 @@ use super::StoreError;
 use super::audit::{self, NewAuditEvent};
 use super::db::Db;
 use super::devices::{self, DeviceSighting};
+use crate::domain::states::{Aal, Trust};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -21,7 +22,7 @@ pub struct SessionRecord {
     pub id: Uuid,
     pub user_id: Uuid,
     pub username: String,
-    pub aal: String,
+    pub aal: Aal,
     pub device_id: Option<String>,
     pub device_name: Option<String>,
     pub ip: Option<String>,
@@ -38,7 +39,7 @@ pub struct SessionRecord {
 pub struct NewSession {
     pub id: Uuid,
     pub user_id: Uuid,
-    pub aal: String,
+    pub aal: Aal,
     pub token_hash: String,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
@@ -61,7 +62,7 @@ pub async fn create(db: &Db, new: &NewSession, events: &[NewAuditEvent]) -> Resu
         user_id: Set(new.user_id),
         device_id: Set(new.device.as_ref().map(|d| d.id.clone())),
         token_hash: Set(new.token_hash.clone()),
-        aal: Set(new.aal.clone()),
+        aal: Set(new.aal.as_str().to_owned()),
         ip: Set(new.ip.clone()),
         user_agent: Set(new.user_agent.clone()),
         created_at: Set(new.created_at),
@@ -116,25 +117,27 @@ async fn to_records(db: &Db, rows: Vec<sessions::Model>) -> Result<Vec<SessionRe
     let device_ids: Vec<String> = rows.iter().filter_map(|r| r.device_id.clone()).collect();
     let device_names: std::collections::HashMap<String, Option<String>> =
         if device_ids.is_empty() { Default::default() } else { devices::list_names(db, device_ids).await? };
-    Ok(rows
-        .into_iter()
-        .map(|r| SessionRecord {
-            username: names.get(&r.user_id).cloned().unwrap_or_default(),
-            device_name: r.device_id.as_ref().and_then(|d| device_names.get(d).cloned().flatten()),
-            id: r.id,
-            user_id: r.user_id,
-            aal: r.aal,
-            device_id: r.device_id,
-            ip: r.ip,
-            user_agent: r.user_agent,
-            token_hash: r.token_hash,
-            created_at: r.created_at,
-            last_seen_at: r.last_seen_at,
-            token_expires_at: r.token_expires_at,
-            expires_at: r.expires_at,
-            revoked_at: r.revoked_at,
+    rows.into_iter()
+        .map(|r| {
+            let aal = r.aal.parse().map_err(|e| StoreError::Corrupt(format!("session {}: {e}", r.id)))?;
+            Ok(SessionRecord {
+                username: names.get(&r.user_id).cloned().unwrap_or_default(),
+                device_name: r.device_id.as_ref().and_then(|d| device_names.get(d).cloned().flatten()),
+                id: r.id,
+                user_id: r.user_id,
+                aal,
+                device_id: r.device_id,
+                ip: r.ip,
+                user_agent: r.user_agent,
+                token_hash: r.token_hash,
+                created_at: r.created_at,
+                last_seen_at: r.last_seen_at,
+                token_expires_at: r.token_expires_at,
+                expires_at: r.expires_at,
+                revoked_at: r.revoked_at,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The session whose current token has this hash, revoked or not.
@@ -188,7 +191,7 @@ pub async fn list_active(db: &Db, user_id: Uuid, now: DateTime<Utc>) -> Result<V
 /// `false` when the session was revoked or its token rotated meanwhile.
 pub async fn touch(db: &Db, id: Uuid, token_hash: &str, now: DateTime<Utc>) -> Result<bool> {
     let result = sessions::Entity::update_many()
-        .col_expr(sessions::Column::LastSeenAt, Expr::val(now).into())
+        .col_expr(sessions::Column::LastSeenAt, Expr::val(now))
         .filter(sessions::Column::Id.eq(id))
         .filter(sessions::Column::TokenHash.eq(token_hash))
         .filter(sessions::Column::RevokedAt.is_null())
@@ -204,6 +207,26 @@ pub enum RevokeScope {
     AllExcept { user_id: Uuid, keep: Uuid },
     All { user_id: Uuid },
     Device { user_id: Uuid, device_id: String },
+}
+
+impl RevokeScope {
+    /// Whose sessions these are.
+    pub fn user_id(&self) -> Uuid {
+        match self {
+            Self::One { user_id, .. }
+            | Self::AllExcept { user_id, .. }
+            | Self::All { user_id }
+            | Self::Device { user_id, .. } => *user_id,
+        }
+    }
+
+    /// The device, when the scope is one device's sessions.
+    pub fn device_id(&self) -> Option<&str> {
+        match self {
+            Self::Device { device_id, .. } => Some(device_id),
+            _ => None,
+        }
+    }
 }
 
 /// Revokes the sessions in scope and returns (id, current token hash) of
@@ -247,8 +270,8 @@ pub async fn revoke(
         return Ok(Vec::new());
     }
     sessions::Entity::update_many()
-        .col_expr(sessions::Column::RevokedAt, Expr::val(now).into())
-        .col_expr(sessions::Column::RevokedReason, Expr::val(reason).into())
+        .col_expr(sessions::Column::RevokedAt, Expr::val(now))
+        .col_expr(sessions::Column::RevokedReason, Expr::val(reason))
         .filter(sessions::Column::Id.is_in(targets.clone()))
         .filter(sessions::Column::RevokedAt.is_null())
         .exec(&*txn)
@@ -313,7 +336,7 @@ pub async fn rotate(
 ) -> Result<Rotation> {
     let txn = db.begin_write().await?;
     let used = refresh_tokens::Entity::update_many()
-        .col_expr(refresh_tokens::Column::RotatedAt, Expr::val(now).into())
+        .col_expr(refresh_tokens::Column::RotatedAt, Expr::val(now))
         .filter(refresh_tokens::Column::Id.eq(refresh.id))
         .filter(refresh_tokens::Column::RotatedAt.is_null())
         .exec(&*txn)
@@ -326,9 +349,9 @@ pub async fn rotate(
         return Ok(Rotation::SessionGone);
     };
     let updated = sessions::Entity::update_many()
-        .col_expr(sessions::Column::TokenHash, Expr::val(new_token_hash).into())
-        .col_expr(sessions::Column::TokenExpiresAt, Expr::val(new_token_expires_at).into())
-        .col_expr(sessions::Column::LastSeenAt, Expr::val(now).into())
+        .col_expr(sessions::Column::TokenHash, Expr::val(new_token_hash))
+        .col_expr(sessions::Column::TokenExpiresAt, Expr::val(new_token_expires_at))
+        .col_expr(sessions::Column::LastSeenAt, Expr::val(now))
         .filter(sessions::Column::Id.eq(session.id))
         .filter(sessions::Column::RevokedAt.is_null())
         .exec(&*txn)
@@ -362,7 +385,7 @@ pub async fn remove_device(
         make_events,
     )
     .await?;
-    if device.trust != "blocked" {
+    if device.trust != Trust::Blocked {
         devices::delete(db.conn(), user_id, device_id).await?;
     }
     Ok(Some(revoked))

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::StoreError;
 use super::audit::{self, NewAuditEvent};
 use super::db::Db;
+use crate::domain::states::Aal;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -72,8 +73,8 @@ fn step_is_fresh(step: i64) -> Condition {
 /// step) was used already.
 pub async fn consume_step(db: &Db, user_id: Uuid, step: i64, now: DateTime<Utc>) -> Result<bool> {
     let result = totp_credentials::Entity::update_many()
-        .col_expr(totp_credentials::Column::LastUsedStep, Expr::val(step).into())
-        .col_expr(totp_credentials::Column::UpdatedAt, Expr::val(now).into())
+        .col_expr(totp_credentials::Column::LastUsedStep, Expr::val(step))
+        .col_expr(totp_credentials::Column::UpdatedAt, Expr::val(now))
         .filter(totp_credentials::Column::UserId.eq(user_id))
         .filter(totp_credentials::Column::ConfirmedAt.is_not_null())
         .filter(step_is_fresh(step))
@@ -98,9 +99,9 @@ pub async fn confirm(
 ) -> Result<bool> {
     let txn = db.begin_write().await?;
     let confirmed = totp_credentials::Entity::update_many()
-        .col_expr(totp_credentials::Column::ConfirmedAt, Expr::val(now).into())
-        .col_expr(totp_credentials::Column::LastUsedStep, Expr::val(step).into())
-        .col_expr(totp_credentials::Column::UpdatedAt, Expr::val(now).into())
+        .col_expr(totp_credentials::Column::ConfirmedAt, Expr::val(now))
+        .col_expr(totp_credentials::Column::LastUsedStep, Expr::val(step))
+        .col_expr(totp_credentials::Column::UpdatedAt, Expr::val(now))
         .filter(totp_credentials::Column::UserId.eq(user_id))
         .filter(totp_credentials::Column::ConfirmedAt.is_null())
         // The very secret the code was checked against (not one a
@@ -123,15 +124,15 @@ pub async fn confirm(
     }))
     .exec_without_returning(&*txn)
     .await?;
-    set_aal(&txn, session_id, "aal2").await?;
+    set_aal(&txn, session_id, Aal::Aal2).await?;
     audit::append_in(&txn, events).await?;
     txn.commit().await?;
     Ok(true)
 }
 
-async fn set_aal(txn: &super::db::WriteTxn, session_id: Uuid, aal: &str) -> Result<()> {
+async fn set_aal(txn: &super::db::WriteTxn, session_id: Uuid, aal: Aal) -> Result<()> {
     sessions::Entity::update_many()
-        .col_expr(sessions::Column::Aal, Expr::val(aal).into())
+        .col_expr(sessions::Column::Aal, Expr::val(aal.as_str()))
         .filter(sessions::Column::Id.eq(session_id))
         .exec(&**txn)
         .await?;
@@ -141,7 +142,7 @@ async fn set_aal(txn: &super::db::WriteTxn, session_id: Uuid, aal: &str) -> Resu
 /// Uses a recovery code once; `false` if unknown or used.
 pub async fn use_recovery_code(db: &Db, user_id: Uuid, code_hash: &str, now: DateTime<Utc>) -> Result<bool> {
     let result = recovery_codes::Entity::update_many()
-        .col_expr(recovery_codes::Column::UsedAt, Expr::val(now).into())
+        .col_expr(recovery_codes::Column::UsedAt, Expr::val(now))
         .filter(recovery_codes::Column::UserId.eq(user_id))
         .filter(recovery_codes::Column::CodeHash.eq(code_hash))
         .filter(recovery_codes::Column::UsedAt.is_null())

@@ -117,7 +117,7 @@ pub async fn record_failure(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<i32
     use sea_orm::sea_query::Expr;
     users::Entity::update_many()
         .col_expr(users::Column::FailedAttempts, Expr::col(users::Column::FailedAttempts).add(1))
-        .col_expr(users::Column::LastFailureAt, Expr::val(now).into())
+        .col_expr(users::Column::LastFailureAt, Expr::val(now))
         .filter(users::Column::Id.eq(id))
         .exec(db.conn())
         .await?;
@@ -129,14 +129,14 @@ pub async fn record_failure(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<i32
 pub async fn reset_failures(db: &Db, id: Uuid) -> Result<()> {
     use sea_orm::sea_query::Expr;
     users::Entity::update_many()
-        .col_expr(users::Column::FailedAttempts, Expr::val(0).into())
+        .col_expr(users::Column::FailedAttempts, Expr::val(0))
         .filter(users::Column::Id.eq(id))
         .filter(users::Column::FailedAttempts.ne(0))
         .exec(db.conn())
         .await?;
     users::Entity::update_many()
-        .col_expr(users::Column::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None).into())
-        .col_expr(users::Column::LockReason, Expr::val(Option::<String>::None).into())
+        .col_expr(users::Column::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None))
+        .col_expr(users::Column::LockReason, Expr::val(Option::<String>::None))
         .filter(users::Column::Id.eq(id))
         .filter(users::Column::LockReason.is_in([AUTOMATIC_LOCK, HARD_LOCK]))
         .exec(db.conn())
@@ -150,8 +150,8 @@ pub async fn lock(db: &Db, id: Uuid, until: DateTime<Utc>, reason: &str) -> Resu
     use sea_orm::Condition;
     use sea_orm::sea_query::Expr;
     let mut query = users::Entity::update_many()
-        .col_expr(users::Column::LockedUntil, Expr::val(until).into())
-        .col_expr(users::Column::LockReason, Expr::val(reason).into())
+        .col_expr(users::Column::LockedUntil, Expr::val(until))
+        .col_expr(users::Column::LockReason, Expr::val(reason))
         .filter(users::Column::Id.eq(id));
     if reason == AUTOMATIC_LOCK || reason == HARD_LOCK {
         query = query.filter(

@@ -346,7 +346,7 @@ async fn redis_down_falls_back_locally_and_recovers() {
         allowed += usize::from(res.json::<Value>().await.expect("json")["allowed"] == true);
     }
     assert_eq!(allowed, 5, "the local window applies the same limit");
-    assert!(app.core.limiter.is_falling_back());
+    assert!(app.core.limits_falling_back());
     let metrics = app.get("/metrics").await.text().await.expect("text");
     assert!(metrics.contains("latchkey_ratelimit_fallback_total"), "{metrics}");
     assert_eq!(app.get("/readyz").await.status(), 503);
@@ -356,6 +356,6 @@ async fn redis_down_falls_back_locally_and_recovers() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let res = check(&app, Some(SERVICE_TOKEN), json!({"namespace": "api", "key": "after"})).await;
     assert_eq!(res.json::<Value>().await.expect("json")["allowed"], true);
-    assert!(!app.core.limiter.is_falling_back(), "recovered");
+    assert!(!app.core.limits_falling_back(), "recovered");
     assert_eq!(app.get("/readyz").await.status(), 200);
 }

@@ -264,8 +264,7 @@ async fn audit_chain_verifies_and_detects_tampering(db: DbKind, cache: CacheKind
     // Concurrent appends never fork the chain.
     let tasks: Vec<_> = (0..10)
         .map(|_| {
-            let (core, refresh) = (app.core.clone(), ());
-            let _ = refresh;
+            let core = app.core.clone();
             tokio::spawn(async move {
                 core.set_admin("dora", true, chrono::Utc::now()).await.ok();
                 core.set_admin("dora", false, chrono::Utc::now()).await.ok();

@@ -155,11 +155,11 @@ impl TestApp {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(url, cache, data_dir.path());
         tweak(&mut config);
+        let keys = Keys::new(config.redis_prefix.clone());
         let app = Application::build(config, false).await.expect("the app starts");
+        let (app_db, fast) = app.stores();
         let address = format!("http://127.0.0.1:{}", app.port());
-        let state = app.state();
-        let (keys, app_db, fast) = (state.core.keys.clone(), state.core.db.clone(), state.core.fast.clone());
-        let core = state.core.clone();
+        let core = app.state().core.clone();
         tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         Self { address, client, keys, core, app_db, fast, _db: db, _data_dir: data_dir }

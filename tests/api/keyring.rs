@@ -295,7 +295,7 @@ async fn reencryption_skips_a_corrupt_row_and_keeps_its_key(kind: DbKind) {
     // Copy good's credential ciphertext into bad's row: owner binding breaks it.
     let stolen = opaque_row(&db, good).await;
     opaque_credentials::Entity::update_many()
-        .col_expr(opaque_credentials::Column::Ciphertext, sea_orm::sea_query::Expr::val(stolen.ciphertext).into())
+        .col_expr(opaque_credentials::Column::Ciphertext, sea_orm::sea_query::Expr::val(stolen.ciphertext))
         .filter(opaque_credentials::Column::UserId.eq(bad))
         .exec(db.conn())
         .await

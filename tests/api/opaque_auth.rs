@@ -162,7 +162,7 @@ async fn tampered_credential_is_an_integrity_error_not_a_wrong_password(db: DbKi
     let erins = oc::Entity::find_by_id(erin.id).one(app.app_db.conn()).await.expect("q").expect("row");
     // Frank's row gets Erin's ciphertext: it must not open under Frank.
     oc::Entity::update_many()
-        .col_expr(oc::Column::Ciphertext, sea_orm::sea_query::Expr::val(erins.ciphertext.clone()).into())
+        .col_expr(oc::Column::Ciphertext, sea_orm::sea_query::Expr::val(erins.ciphertext.clone()))
         .filter(oc::Column::UserId.eq(frank.id))
         .exec(app.app_db.conn())
         .await
@@ -203,7 +203,7 @@ async fn flipped_ciphertext_byte_is_an_integrity_error(db: DbKind, cache: CacheK
     bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
     let flipped = String::from_utf8(bytes).expect("ascii");
     oc::Entity::update_many()
-        .col_expr(oc::Column::Ciphertext, sea_orm::sea_query::Expr::val(flipped.clone()).into())
+        .col_expr(oc::Column::Ciphertext, sea_orm::sea_query::Expr::val(flipped.clone()))
         .filter(oc::Column::UserId.eq(gus.id))
         .exec(app.app_db.conn())
         .await

@@ -70,8 +70,8 @@ async fn replicas_share_everything(redis: String) {
 
     // One keyring: a rotation on A is used by B at once, without restart.
     let now = chrono::Utc::now();
-    let rotated = a.core.keyring.rotate(now).await.expect("rotate");
-    assert_eq!(b.core.keyring.status(now).await.expect("status").active_key_id, Some(rotated));
+    let rotated = a.core.rotate_keys("test", now).await.expect("rotate");
+    assert_eq!(b.core.keys_status(now).await.expect("status").active_key_id, Some(rotated));
     assert_eq!(b.register("theo", PASSWORD).await.status(), 201, "B seals under A's new key");
     a.login("theo", PASSWORD, "x").await;
     use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};

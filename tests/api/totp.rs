@@ -125,7 +125,7 @@ async fn enrolment_confirm_and_login(db: DbKind, cache: CacheKind) {
         app.client.post(app.url("/v1/totp/confirm")).bearer_auth(&session.token).json(&json!({"code": code})).send()
     };
     assert_eq!(
-        confirm(code(&first["secret"].as_str().expect("s").to_owned(), step)).await.expect("req").status(),
+        confirm(code(first["secret"].as_str().expect("s"), step)).await.expect("req").status(),
         400,
         "the replaced secret is dead"
     );
@@ -340,11 +340,10 @@ each_stack!(disable_needs_aal2_and_a_code_on, disable_needs_aal2_and_a_code);
 async fn totp_survives_key_rotation_and_reencryption(db: DbKind, cache: CacheKind) {
     let app = TestApp::spawn(db, cache).await;
     let (_, secret, _, step) = user_with_totp(&app, "zack").await;
-    let keyring = &app.core.keyring;
     let now = Utc::now();
-    let old = keyring.status(now).await.expect("status").active_key_id.expect("active");
-    let new = keyring.rotate(now).await.expect("rotate");
-    let report = keyring.reencrypt(100, now).await.expect("reencrypt");
+    let old = app.core.keys_status(now).await.expect("status").active_key_id.expect("active");
+    let new = app.core.rotate_keys("test", now).await.expect("rotate");
+    let report = app.core.reencrypt_keys(100, "test", now).await.expect("reencrypt");
     assert!(report.moved >= 2, "{report:?}");
     let _ = old;
     let (_, broken) = latchkey::store::audit::verify_chain(&app.app_db).await.expect("verify");

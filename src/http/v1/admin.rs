@@ -14,13 +14,15 @@ use super::devices::DeviceItem;
 use super::sessions::DeviceRef;
 use crate::domain::Error;
 use crate::domain::admin::{AuditEntry, UserDetail};
+use crate::domain::admin::{AuditFilter, UserSummary};
 use crate::domain::keyring::KeyringStatus;
 use crate::domain::sessions::CurrentSession;
+use crate::domain::sessions::SessionRecord;
+use crate::domain::states::Aal;
+use crate::domain::states::Trust;
 use crate::http::AppState;
-use crate::http::auth::{Authenticated, Client};
 use crate::http::error::Problem;
-use crate::store::admin::{AuditFilter, UserSummary};
-use crate::store::sessions::SessionRecord;
+use crate::http::extractors::{Authenticated, Client};
 
 /// An admin's session: 401 without a session, 403 without the admin role
 /// (or below aal2 for an admin with TOTP on).
@@ -148,7 +150,7 @@ pub async fn get_user(state: web::Data<AppState>, _admin: Admin, id: web::Path<U
 #[derive(Serialize, ToSchema)]
 pub struct AdminSession {
     pub session_id: Uuid,
-    pub aal: String,
+    pub aal: Aal,
     pub device: Option<DeviceRef>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
@@ -239,9 +241,7 @@ pub async fn user_devices(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustBody {
-    /// `unknown`, `trusted` or `blocked`.
-    #[schema(example = "blocked")]
-    pub trust: String,
+    pub trust: Trust,
 }
 
 /// Set a device's trust. Blocking revokes its sessions at once and refuses
@@ -260,7 +260,7 @@ pub async fn device_trust(
     id: web::Path<String>,
     body: web::Json<TrustBody>,
 ) -> Result<HttpResponse, Error> {
-    state.core.admin_set_device_trust(&admin, &id, &body.trust, &client, Utc::now()).await?;
+    state.core.admin_set_device_trust(&admin, &id, body.trust, &client, Utc::now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -8,10 +8,11 @@ use uuid::Uuid;
 use crate::domain::Error;
 use crate::domain::login::{DeviceInput, LoginOutcome};
 use crate::domain::sessions::IssuedSession;
+use crate::domain::states::Aal;
 use crate::domain::totp::SecondFactor;
 use crate::http::AppState;
-use crate::http::auth::Client;
 use crate::http::error::Problem;
+use crate::http::extractors::Client;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -101,8 +102,7 @@ pub struct SessionAnswer {
     pub token_expires_at: chrono::DateTime<chrono::Utc>,
     pub session_expires_at: chrono::DateTime<chrono::Utc>,
     /// `aal1` (password) or `aal2` (password and second factor).
-    #[schema(example = "aal1")]
-    pub aal: String,
+    pub aal: Aal,
     pub user_id: Uuid,
     /// This login came from a device never seen for this user.
     pub new_device: bool,

@@ -6,19 +6,18 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::Error;
+use crate::domain::devices::DeviceRecord;
+use crate::domain::states::Trust;
 use crate::http::AppState;
-use crate::http::auth::{Authenticated, Client};
 use crate::http::error::Problem;
-use crate::store::devices::DeviceRecord;
+use crate::http::extractors::{Authenticated, Client};
 
 #[derive(Serialize, ToSchema)]
 pub struct DeviceItem {
     pub device_id: String,
     #[schema(example = "Alice's iPhone")]
     pub name: Option<String>,
-    /// `unknown`, `trusted` or `blocked`.
-    #[schema(example = "unknown")]
-    pub trust: String,
+    pub trust: Trust,
     pub first_seen_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     #[schema(example = "203.0.113.7")]
@@ -84,8 +83,7 @@ pub async fn remove(
 pub struct TrustBody {
     /// `trusted` or `unknown`. A trusted device is not locked out by failed
     /// logins from elsewhere; only an admin can block or unblock.
-    #[schema(example = "trusted")]
-    pub trust: String,
+    pub trust: Trust,
 }
 
 /// Mark one of the caller's devices trusted (or back to unknown).
@@ -110,6 +108,6 @@ pub async fn trust(
     id: web::Path<String>,
     body: web::Json<TrustBody>,
 ) -> Result<HttpResponse, Error> {
-    state.core.set_own_device_trust(&session, &id, &body.trust, &client, Utc::now()).await?;
+    state.core.set_own_device_trust(&session, &id, body.trust, &client, Utc::now()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 
 use crate::domain::Error;
 use crate::http::AppState;
-use crate::http::auth::bearer;
 use crate::http::error::{Problem, rate_limit_headers};
+use crate::http::extractors::bearer;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

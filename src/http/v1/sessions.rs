@@ -10,9 +10,10 @@ use uuid::Uuid;
 use super::auth::SessionAnswer;
 use crate::domain::Error;
 use crate::domain::sessions::{CurrentSession, SessionSummary};
+use crate::domain::states::Aal;
 use crate::http::AppState;
-use crate::http::auth::{Authenticated, Client};
 use crate::http::error::Problem;
+use crate::http::extractors::{Authenticated, Client};
 
 #[derive(Serialize, ToSchema)]
 pub struct DeviceRef {
@@ -27,8 +28,7 @@ pub struct WhoAmI {
     pub user_id: Uuid,
     #[schema(example = "alice")]
     pub username: String,
-    #[schema(example = "aal1")]
-    pub aal: String,
+    pub aal: Aal,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     pub session_expires_at: DateTime<Utc>,
@@ -74,7 +74,7 @@ pub async fn current(Authenticated(session): Authenticated) -> HttpResponse {
     for (name, value) in [
         ("x-user-id", session.user_id.to_string()),
         ("x-session-id", session.session_id.to_string()),
-        ("x-aal", session.aal.clone()),
+        ("x-aal", session.aal.to_string()),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.insert_header((HeaderName::from_static(name), value));
@@ -86,8 +86,7 @@ pub async fn current(Authenticated(session): Authenticated) -> HttpResponse {
 #[derive(Serialize, ToSchema)]
 pub struct SessionItem {
     pub session_id: Uuid,
-    #[schema(example = "aal1")]
-    pub aal: String,
+    pub aal: Aal,
     pub device: Option<DeviceRef>,
     #[schema(example = "203.0.113.7")]
     pub ip: Option<String>,

@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use crate::domain::Error;
 use crate::http::AppState;
-use crate::http::auth::{Authenticated, Client};
 use crate::http::error::Problem;
+use crate::http::extractors::{Authenticated, Client};
 
 #[derive(Serialize, ToSchema)]
 pub struct Enrollment {

@@ -44,7 +44,7 @@ impl Inner {
 
     fn insert(&mut self, key: &str, value: Vec<u8>, expires_at: Instant, now: Instant) {
         self.writes += 1;
-        if self.writes % SWEEP_EVERY == 0 {
+        if self.writes.is_multiple_of(SWEEP_EVERY) {
             self.map.retain(|_, e| e.expires_at > now);
         }
         self.map.insert(key.to_owned(), Entry { value, expires_at });
@@ -53,7 +53,7 @@ impl Inner {
     /// Drops the logs of keys with nothing left in their window.
     fn sweep_windows(&mut self, now_ms: u64) {
         self.writes += 1;
-        if self.writes % SWEEP_EVERY == 0 {
+        if self.writes.is_multiple_of(SWEEP_EVERY) {
             self.windows.retain(|_, w| !w.is_idle(now_ms));
         }
     }
@@ -138,10 +138,10 @@ impl FastStore for MemoryStore {
             let current: i64 = std::str::from_utf8(&entry.value)
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| StoreError::Cache(format!("value at {key:?} is not an integer")))?;
+                .ok_or_else(|| StoreError::Fast(format!("value at {key:?} is not an integer")))?;
             let next = current
                 .checked_add(by)
-                .ok_or_else(|| StoreError::Cache(format!("increment of {key:?} would overflow")))?;
+                .ok_or_else(|| StoreError::Fast(format!("increment of {key:?} would overflow")))?;
             entry.value = next.to_string().into_bytes();
             return Ok(next);
         }

@@ -71,6 +71,15 @@ impl Fast {
             Self::Memory(_) => "memory",
         }
     }
+
+    /// The in-process store, when that is what runs: it cannot fail, so it
+    /// needs no fallback.
+    pub fn as_local(&self) -> Option<&MemoryStore> {
+        match self {
+            Self::Redis(_) => None,
+            Self::Memory(memory) => Some(memory),
+        }
+    }
 }
 
 macro_rules! delegate {

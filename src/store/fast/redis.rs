@@ -94,7 +94,7 @@ struct Inner {
 }
 
 enum Backend {
-    Single { client: redis::Client, pool: Pool },
+    Single { client: Box<redis::Client>, pool: Pool },
     Cluster { pool: deadpool_redis::cluster::Pool },
 }
 
@@ -189,7 +189,7 @@ impl RedisStore {
             timeouts: Timeouts { wait: Some(timeout), create: Some(timeout), recycle: Some(timeout) },
             ..PoolConfig::default()
         };
-        let invalid = |e: &dyn std::fmt::Display| StoreError::Cache(format!("invalid Redis configuration: {e}"));
+        let invalid = |e: &dyn std::fmt::Display| StoreError::Fast(format!("invalid Redis configuration: {e}"));
         let backend = match cluster_nodes(url) {
             Some(nodes) => {
                 let mut config = deadpool_redis::cluster::Config::from_urls(nodes);
@@ -214,7 +214,7 @@ impl RedisStore {
                     .runtime(Runtime::Tokio1)
                     .build()
                     .map_err(|e| invalid(&e))?;
-                Backend::Single { client, pool }
+                Backend::Single { client: Box::new(client), pool }
             }
         };
         let id = NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -280,7 +280,7 @@ impl RedisStore {
             Ok(result) => result,
             Err(_) => {
                 self.forget_local();
-                Err(StoreError::CacheUnavailable(format!("no answer within {:?}", self.inner.timeout)))
+                Err(StoreError::FastUnavailable(format!("no answer within {:?}", self.inner.timeout)))
             }
         }
     }

@@ -1,0 +1,71 @@
+//! The session cache in the fast store: whoami's one-GET path.
+//!
+//! Entries live under the hash of the session's current token and expire
+//! with that token. The database stays the truth: every write here is best
+//! effort, a read error counts as a miss, and revocation commits to the
+//! database before it evicts here.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::sessions::CurrentSession;
+use crate::store::{Fast, FastStore as _, Keys};
+
+pub struct SessionCache {
+    fast: Fast,
+    keys: Keys,
+}
+
+impl SessionCache {
+    pub fn new(fast: Fast, keys: Keys) -> Self {
+        Self { fast, keys }
+    }
+
+    /// The cached session under this token hash; `None` on a miss, an
+    /// unreadable entry or an unavailable store.
+    pub async fn get(&self, token_hash: &str) -> Option<CurrentSession> {
+        match self.fast.get(&self.keys.session(token_hash)).await {
+            Ok(bytes) => bytes.and_then(|b| serde_json::from_slice::<CurrentSession>(&b).ok()),
+            Err(e) => {
+                metrics::counter!("latchkey_session_cache_errors_total").increment(1);
+                tracing::warn!(error = %e, "session cache unavailable; reading the database");
+                None
+            }
+        }
+    }
+
+    /// Writes the entry until the token or the session ends. Returns
+    /// whether it was written.
+    pub async fn put(&self, session: &CurrentSession, now: DateTime<Utc>) -> bool {
+        let until = session.token_expires_at.min(session.expires_at);
+        let Ok(ttl) = (until - now).to_std() else { return false };
+        if ttl.is_zero() {
+            return false;
+        }
+        let Ok(bytes) = serde_json::to_vec(session) else { return false };
+        match self.fast.set(&self.keys.session(&session.token_hash), &bytes, ttl).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not cache a session");
+                false
+            }
+        }
+    }
+
+    /// Drops one entry (best effort: it expires with its token anyway).
+    pub async fn remove(&self, token_hash: &str) {
+        let _ = self.fast.del(&self.keys.session(token_hash)).await;
+    }
+
+    /// Evicts entries after a committed revocation: (session id, token hash).
+    pub async fn evict(&self, revoked: &[(Uuid, String)]) {
+        for (_, hash) in revoked {
+            if let Err(e) = self.fast.del(&self.keys.session(hash)).await {
+                // The entry expires with the token at the latest; the
+                // database already says revoked, so the miss path refuses it.
+                tracing::error!(error = %e, "could not evict a revoked session from the cache");
+                metrics::counter!("latchkey_session_cache_errors_total").increment(1);
+            }
+        }
+    }
+}
