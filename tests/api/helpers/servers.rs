@@ -127,38 +127,23 @@ async fn wait_for_port(port: u16) {
     panic!("nothing listens on port {port}");
 }
 
-/// A Postgres server of the test's own (initdb + pg_ctl on a free port),
-/// for tests that stop and start it. Run as the `postgres` user when the
-/// tests run as root (initdb refuses root).
+/// A Postgres server of the test's own on a free port, for tests that stop
+/// and start it: `scripts/private-postgres`, which scripts/test also uses
+/// (it runs the server as the user `postgres` when the tests run as root).
 pub struct PrivatePostgres {
     pub port: u16,
     dir: tempfile::TempDir,
-    extra_options: String,
+    options: Vec<String>,
 }
 
 impl PrivatePostgres {
-    fn program(name: &str) -> String {
-        let debian = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .and_then(|mut versions| versions.find_map(|v| v.ok()))
-            .map(|v| v.path().join("bin").join(name))
-            .filter(|p| p.exists());
-        debian.map_or_else(|| name.to_owned(), |p| p.display().to_string())
-    }
-
-    fn run(args: &[&str]) -> std::process::Output {
-        let as_root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
-        let mut cmd = if as_root {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]);
-            c
-        } else {
-            std::process::Command::new(args[0])
-        };
-        if as_root {
-            cmd.arg(args[0]);
-        }
-        cmd.args(&args[1..]).output().expect("run a postgres program")
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/private-postgres"))
+            .args(args)
+            .env("PGUSER", "postgres")
+            .output()
+            .expect("run scripts/private-postgres")
     }
 
     pub async fn start() -> Self {
@@ -172,68 +157,39 @@ impl PrivatePostgres {
 
     async fn start_with(tls: Option<(&std::path::Path, &std::path::Path)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let _ = std::process::Command::new("chown").args(["postgres"]).arg(dir.path()).status();
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-        let data = dir.path().join("data");
-        let out = Self::run(&[
-            &Self::program("initdb"),
-            "-D",
-            data.to_str().expect("utf8"),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-        ]);
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let mut extra_options = String::new();
+        let mut options = Vec::new();
         if let Some((cert, key)) = tls {
-            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
-                let to = data.join(name);
+            for (from, name, setting) in [(cert, "server.crt", "ssl_cert_file"), (key, "server.key", "ssl_key_file")] {
+                let to = dir.path().join(name);
                 std::fs::copy(from, &to).expect("copy certificate");
-                let _ = std::process::Command::new("chown").arg("postgres").arg(&to).status();
                 use std::os::unix::fs::PermissionsExt as _;
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+                options.extend(["-c".to_owned(), format!("{setting}={}", to.display())]);
             }
-            extra_options = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".to_owned();
+            options.extend(["-c".to_owned(), "ssl=on".to_owned()]);
         }
-        let pg = Self { port, dir, extra_options };
-        pg.pg_ctl("start");
+        let pg = Self { port, dir, options };
+        pg.restart();
         pg
     }
 
-    fn pg_ctl(&self, action: &str) {
-        let data = self.dir.path().join("data");
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}",
-            self.port,
-            self.dir.path().display(),
-            self.extra_options
-        );
-        let log = self.dir.path().join("log");
-        let mut args = vec![
-            Self::program("pg_ctl"),
-            "-D".into(),
-            data.display().to_string(),
-            "-w".into(),
-            "-m".into(),
-            "fast".into(),
-        ];
-        if action == "start" {
-            args.extend(["-o".into(), opts, "-l".into(), log.display().to_string()]);
-        }
-        args.push(action.into());
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = Self::run(&refs);
-        assert!(out.status.success(), "pg_ctl {action}: {}", String::from_utf8_lossy(&out.stderr));
+    fn dir(&self) -> &str {
+        self.dir.path().to_str().expect("utf8")
     }
 
     pub fn stop(&self) {
-        self.pg_ctl("stop");
+        let out = self.script(&["stop", self.dir(), "fast"]);
+        assert!(out.status.success(), "stop: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Starts the server (again), on the same port and data.
     pub fn restart(&self) {
-        self.pg_ctl("start");
+        let port = self.port.to_string();
+        let mut args = vec!["start", self.dir(), &port];
+        args.extend(self.options.iter().map(String::as_str));
+        let out = self.script(&args);
+        assert!(out.status.success(), "start: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     pub fn url(&self) -> String {
@@ -243,8 +199,6 @@ impl PrivatePostgres {
 
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ =
-            Self::run(&[&Self::program("pg_ctl"), "-D", data.to_str().unwrap_or_default(), "-m", "immediate", "stop"]);
+        let _ = self.script(&["stop", self.dir(), "immediate"]);
     }
 }
