@@ -9,6 +9,8 @@ use latchkey::store::fast::{MemoryStore, RedisStore};
 use sea_orm::{ConnectionTrait, Database};
 use uuid::Uuid;
 
+use super::leftovers::{dated_name, drop_leftovers_once};
+
 pub fn postgres_admin_url() -> String {
     std::env::var("LATCHKEY_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -43,7 +45,8 @@ impl TestDb {
         match kind {
             DbKind::Postgres => {
                 let admin_url = postgres_admin_url();
-                let name = format!("lk_test_{}", Uuid::new_v4().simple());
+                drop_leftovers_once(&admin_url);
+                let name = dated_name("lk_test");
                 let admin = Database::connect(&admin_url).await.expect("connect to the test Postgres");
                 admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
                 admin.close().await.expect("close admin connection");
