@@ -16,13 +16,15 @@ pub const TEST_MASTER_PASSWORD: &str = "test master password, not a secret";
 
 /// Configuration for a test app on a free port.
 pub fn test_config(database_url: &str, cache: CacheKind, data_dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.bind = "127.0.0.1:0".parse().expect("addr");
-    config.data_dir = data_dir.to_path_buf();
-    config.database_url = Some(SecretString::from(database_url.to_owned()));
-    config.redis_url = (cache == CacheKind::Redis).then(|| SecretString::from(redis_url()));
-    config.redis_prefix = unique_prefix();
-    config.master_password = Some(SecretString::from(TEST_MASTER_PASSWORD));
+    let mut config = Config {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: data_dir.to_path_buf(),
+        database_url: Some(SecretString::from(database_url.to_owned())),
+        redis_url: (cache == CacheKind::Redis).then(|| SecretString::from(redis_url())),
+        redis_prefix: unique_prefix(),
+        master_password: Some(SecretString::from(TEST_MASTER_PASSWORD)),
+        ..Config::default()
+    };
     config.keyring.pbkdf2_iterations = TEST_PBKDF2_ITERATIONS;
     // Tests log in many times from one address: the abuse tests set their
     // own limits; everything else runs under generous ones.
