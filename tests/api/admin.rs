@@ -298,7 +298,7 @@ async fn app_role_cannot_alter_audit_rows_and_runs_the_service() {
     use sea_orm::{ConnectionTrait as _, Database};
     let owner_db = TestDb::new(DbKind::Postgres).await;
     owner_db.connect().await; // migrated by the owner
-    let role = format!("lk_test_app_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let role = crate::helpers::dated_name("lk_test_app");
     let admin = Database::connect(crate::helpers::postgres_admin_url()).await.expect("connect");
     admin.execute_unprepared(&format!("CREATE ROLE {role} LOGIN IN ROLE latchkey_app")).await.expect("create role");
 

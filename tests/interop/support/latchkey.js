@@ -146,7 +146,9 @@ export async function startLatchkey(backend) {
 
     if (backend === "postgres-redis") {
       const admin = adminDatabaseUrl();
-      const db = `lk_test_interop_${hex(8)}`;
+      // Named with its creation time: the Rust tests drop it once it is old,
+      // should an interrupted run leave it behind.
+      const db = `lk_test_interop_${Math.floor(Date.now() / 1000)}_${hex(8)}`;
       await psql(admin, `CREATE DATABASE "${db}"`);
       cleanups.push(() => psql(admin, `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`));
       const redisUrl = testRedisUrl();

@@ -1,0 +1,16 @@
+//! Test harness: every test gets its own database (a fresh Postgres database
+//! or SQLite file) and its own Redis key prefix, so tests run in parallel
+//! against the real servers.
+
+mod app;
+mod backends;
+mod dump;
+mod leftovers;
+mod macros;
+mod servers;
+
+pub use app::{TEST_MASTER_PASSWORD, TEST_PBKDF2_ITERATIONS, TestApp};
+pub use backends::{CacheKind, DbKind, TestDb, db_options, fast_store, postgres_admin_url, redis_url, unique_prefix};
+pub use dump::{dump_cache, dump_database};
+pub use leftovers::dated_name;
+pub use servers::{PrivateCluster, PrivatePostgres, PrivateRedis};
