@@ -28,6 +28,9 @@ RUN groupadd --system --gid 10001 latchkey \
     && chown latchkey:latchkey /data \
     && chmod 0700 /data
 COPY --from=builder /usr/local/bin/latchkey /usr/local/bin/latchkey
+# docker-compose.yml's entry point: checks the secret files, builds the
+# database URL from a password file, then runs latchkey.
+COPY --chmod=0755 deploy/compose-entrypoint /usr/local/bin/latchkey-compose-entrypoint
 
 ENV LATCHKEY_DATA_DIR=/data \
     LATCHKEY_BIND=0.0.0.0:8080

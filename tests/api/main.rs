@@ -9,6 +9,7 @@ mod abuse;
 mod admin;
 mod cli;
 mod cluster;
+mod compose;
 mod database;
 mod fast_store;
 mod http_basics;
