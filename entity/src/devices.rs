@@ -1,4 +1,6 @@
-//! `devices`: devices seen for a user; `id` is a keyed hash (hex).
+//! `devices`: devices seen for a user. A device is known by the hash of its
+//! `lk_d_` credential (`token_hash`); rows from before device credentials
+//! have none.
 
 use sea_orm::entity::prelude::*;
 
@@ -21,6 +23,14 @@ pub struct Model {
     pub last_ip: Option<String>,
     #[sea_orm(column_type = "String(StringLen::N(512))")]
     pub user_agent: Option<String>,
+    #[sea_orm(column_type = "String(StringLen::N(64))", unique)]
+    pub token_hash: Option<String>,
+    /// Keyed hash of the fingerprint the client claimed (descriptive only).
+    #[sea_orm(column_type = "String(StringLen::N(64))")]
+    pub fingerprint_hash: Option<String>,
+    /// Consecutive failed logins from this device (counted only while trusted).
+    pub failed_attempts: i32,
+    pub locked_until: Option<DateTimeUtc>,
 
     #[sea_orm(belongs_to, from = "user_id", to = "id", on_delete = "Cascade")]
     pub user: BelongsTo<super::users::Entity>,

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_initial;
 pub mod m20261123_000002_app_role;
+mod m20261201_000001_device_credentials;
 
 /// All latchkey migrations, oldest first.
 pub struct Migrator;
@@ -15,6 +16,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_initial::Migration), Box::new(m20261123_000002_app_role::Migration)]
+        vec![
+            Box::new(m20261123_000001_initial::Migration),
+            Box::new(m20261123_000002_app_role::Migration),
+            Box::new(m20261201_000001_device_credentials::Migration),
+        ]
     }
 }

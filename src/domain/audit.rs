@@ -36,6 +36,7 @@ pub mod events {
     pub const REFRESH_REUSE: &str = "refresh_token.reuse";
     pub const DEVICE_NEW: &str = "device.new";
     pub const DEVICE_REMOVE: &str = "device.remove";
+    pub const DEVICE_MISMATCH: &str = "device.mismatch";
     pub const MFA_SUCCESS: &str = "mfa.success";
     pub const MFA_FAILURE: &str = "mfa.failure";
     pub const TOTP_ENROLL: &str = "totp.enroll";

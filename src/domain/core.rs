@@ -14,6 +14,7 @@ use super::keyring::{Keyring, KeyringStatus};
 use super::lockout::LockoutPolicy;
 use super::opaque::ServerSetup;
 use super::ratelimit::{BuiltinLimits, Limiter};
+use super::sealing::FastSeal;
 use super::session_cache::SessionCache;
 use crate::config::Namespace;
 use crate::store::db::Db;
@@ -61,6 +62,8 @@ pub struct Core {
     pub(super) setup: Arc<ServerSetup>,
     pub(super) audit: Auditor,
     pub(super) session_cache: SessionCache,
+    /// Seals and tags what the fast store holds.
+    pub(super) seal: Arc<FastSeal>,
     pub(super) limiter: Limiter,
     pub(super) sessions: SessionPolicy,
     pub(super) limits: BuiltinLimits,
@@ -79,10 +82,12 @@ impl Core {
         setup: Arc<ServerSetup>,
         policies: Policies,
     ) -> Self {
+        let seal = Arc::new(FastSeal::new(&keyring));
         Self {
             device_key: keyring.subkey("device-id"),
             audit: Auditor::new(db.clone(), keyring.clone()),
-            session_cache: SessionCache::new(fast.clone(), keys.clone()),
+            seal: seal.clone(),
+            session_cache: SessionCache::new(fast.clone(), keys.clone(), seal),
             limiter: Limiter::new(fast.clone()),
             db,
             fast,

@@ -1,11 +1,23 @@
-//! The caller's devices.
+//! Devices and their credentials (SPEC §4 "Devices", OWASP "device
+//! cookies"). A device is the holder of a server-issued `lk_d_` token,
+//! handed out with the first session from it; only the token's hash is
+//! stored. Trust and block belong to that credential: a login without it is
+//! an unknown device whatever fingerprint or User-Agent it claims. The
+//! fingerprint is descriptive (a keyed hash, to notice a credential used
+//! from elsewhere: `device.mismatch`). A made-up or foreign token is
+//! treated as none.
 
 use chrono::{DateTime, Utc};
+use hmac::Mac as _;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::audit::events;
+use super::core::ClientInfo as Client;
 use super::core::{ClientInfo, Core};
 use super::sessions::CurrentSession;
 use super::states::Trust;
+use super::tokens::{self, TokenKind};
 use super::{Error, Result};
 use crate::store::devices;
 use crate::store::sessions as session_store;
@@ -76,5 +88,60 @@ impl Core {
             return Err(Error::Forbidden);
         }
         Ok(())
+    }
+}
+
+/// The device a login is for, decided at login/finish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum DevicePlan {
+    /// The device whose credential the client presented.
+    Known { id: String, name: Option<String> },
+    /// A device seen for the first time: a credential is issued with the
+    /// session.
+    New { name: Option<String>, fingerprint_hash: String },
+}
+
+impl Core {
+    /// The caller's device credential when it is a valid one of this
+    /// user's; anything else is no credential (no error, no oracle).
+    pub(super) async fn recognize_device(&self, user_id: Uuid, token: Option<&str>) -> Result<Option<DeviceRecord>> {
+        let Some(hash) = token.and_then(|t| tokens::verify_shape(TokenKind::Device, t)) else { return Ok(None) };
+        Ok(devices::find_by_token(&self.db, &hash).await?.filter(|d| d.user_id == user_id))
+    }
+
+    /// A keyed hash of the fingerprint a client claims, unlinkable across
+    /// users (raw fingerprints are never stored).
+    pub(super) fn fingerprint_hash(&self, user_id: Uuid, fingerprint: &str) -> String {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.device_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(user_id.as_bytes());
+        mac.update(fingerprint.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The plan for a login's device: the recognized one (auditing a
+    /// credential presented with another fingerprint than recorded), or a
+    /// new one.
+    pub(super) async fn plan_device(
+        &self,
+        user_id: Uuid,
+        known: Option<DeviceRecord>,
+        fingerprint: &str,
+        name: Option<String>,
+        client: &Client,
+        now: DateTime<Utc>,
+    ) -> Result<DevicePlan> {
+        let fingerprint_hash = self.fingerprint_hash(user_id, fingerprint);
+        let Some(device) = known else { return Ok(DevicePlan::New { name, fingerprint_hash }) };
+        if device.fingerprint_hash.as_deref().is_some_and(|recorded| recorded != fingerprint_hash) {
+            self.audit
+                .event(events::DEVICE_MISMATCH, client, now)
+                .outcome(super::audit::FAILURE)
+                .user(user_id)
+                .device(&device.id)
+                .append()
+                .await?;
+        }
+        Ok(DevicePlan::Known { id: device.id, name })
     }
 }

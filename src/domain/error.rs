@@ -24,8 +24,9 @@ pub enum Error {
     Conflict(String),
     #[error("rate limited")]
     RateLimited { retry_after_ms: u64, limit: u64, remaining: u64, reset_ms: u64, window_secs: u64 },
+    /// The name (in the caller's scope) is locked for this many more seconds.
     #[error("account locked")]
-    AccountLocked,
+    AccountLocked { retry_after_secs: u64 },
     #[error("device blocked")]
     DeviceBlocked,
     /// A backend the operation needs is down; retrying later may work.

@@ -1,40 +1,47 @@
 //! OPAQUE login.
 //!
 //! ```text
-//! login/start  (username, KE1) --> server KE2 + login_id
-//!              state (128 B) kept in the fast store under hash(login_id), TTL 60 s
-//! login/finish (login_id, KE3) --> state read once (GETDEL) --> session
+//! login/start  (username, KE1, device_token?) --> limits, lock decided, attempt counted
+//!              --> server KE2 + login_id; state sealed in the fast store
+//!              under hash(login_id), TTL 60 s
+//! login/finish (login_id, KE3, device_token?) --> state read once (GETDEL) and opened
+//!              --> session (or the MFA step), with a device credential for a new device
 //! ```
 //!
 //! An unknown username gets a KE2 from `ServerLogin::start` without a record
 //! (opaque-ke's fake): same size, same work, and the same 401 at finish, so
 //! login never reveals whether an account exists. Every failure at finish
 //! (unknown user, wrong password, expired or reused state) is one
-//! `invalid_credentials`.
+//! `invalid_credentials`. A real client that got a KE2 for a wrong password
+//! never sends finish: the attempt was counted at start (see `lockout`).
+//!
+//! The login state holds the server's `expected_mac`, which completes a
+//! login for anyone who can read it; it is sealed (see `sealing`), so a
+//! Redis reader gets nothing usable.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hmac::Mac as _;
 use opaque_ke::{CredentialFinalization, CredentialRequest, ServerLogin, ServerLoginParameters, ServerRegistration};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use super::audit::{self, events};
 use super::core::{ClientInfo, Core};
 use super::keyring::{Owner, Sealed, SealedColumn};
+use super::lockout::{self, Scope};
 use super::messages::{self, CREDENTIAL_FINALIZATION_LEN, CREDENTIAL_REQUEST_LEN};
 use super::opaque::Suite;
 use super::ratelimit::Action;
-use super::sessions::IssuedSession;
+use super::sessions::{Authenticated, IssuedSession};
 use super::states::{Aal, Trust};
 use super::tokens;
 use super::username::Username;
 use super::{Error, Result};
-use crate::store::devices::DeviceSighting;
 use crate::store::{FastStore as _, devices, users};
 
 const LOGIN_STATE_TTL: Duration = Duration::from_secs(60);
-const STATE_VERSION: u8 = 2;
 pub const MAX_FINGERPRINT_CHARS: usize = 256;
 pub const MAX_DEVICE_NAME_CHARS: usize = 128;
 
@@ -67,48 +74,76 @@ impl std::fmt::Debug for LoginOutcome {
     }
 }
 
-/// Login state between start and finish.
+/// Login state between start and finish (sealed in the fast store).
+#[derive(Serialize, Deserialize)]
 struct PendingLogin {
     user_id: Option<Uuid>,
     username: String,
     state: Vec<u8>,
-}
-
-impl PendingLogin {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(18 + self.username.len() + self.state.len());
-        out.push(STATE_VERSION);
-        out.extend_from_slice(self.user_id.unwrap_or_default().as_bytes());
-        out.extend_from_slice(&u16::try_from(self.username.len()).unwrap_or(u16::MAX).to_be_bytes());
-        out.extend_from_slice(self.username.as_bytes());
-        out.extend_from_slice(&self.state);
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        let (&version, rest) = bytes.split_first()?;
-        if version != STATE_VERSION || rest.len() < 18 {
-            return None;
-        }
-        let user_id = Uuid::from_slice(&rest[..16]).ok().filter(|id| !id.is_nil());
-        let name_len = usize::from(u16::from_be_bytes([rest[16], rest[17]]));
-        let rest = &rest[18..];
-        let username = std::str::from_utf8(rest.get(..name_len)?).ok()?.to_owned();
-        Some(Self { user_id, username, state: rest.get(name_len..)?.to_vec() })
-    }
+    /// The device credential presented at start, when valid for this user.
+    device_id: Option<String>,
+    scope: Scope,
 }
 
 impl Core {
-    /// Answers KE1 with KE2; returns (login_id, KE2).
+    /// Answers KE1 with KE2; returns (login_id, KE2). Decides the lock for
+    /// this caller's scope and counts the attempt.
     #[tracing::instrument(skip_all)]
-    pub async fn login_start(&self, username: &str, request: &str, client: &ClientInfo) -> Result<(String, String)> {
+    pub async fn login_start(
+        &self,
+        username: &str,
+        request: &str,
+        device_token: Option<&str>,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<(String, String)> {
         let username = Username::parse(username)?;
-        self.enforce(Action::LoginStart, client, Some(username.as_str())).await?;
+        self.enforce_ip(Action::LoginStart, client).await?;
         let bytes = messages::decode("credential_request", request, CREDENTIAL_REQUEST_LEN)?;
         let request = CredentialRequest::<Suite>::deserialize(&bytes)
             .map_err(|_| Error::InvalidRequest("credential_request is not a valid KE1 message".into()))?;
 
         let user = users::find_by_username(&self.db, username.as_str()).await?;
+        let device = match &user {
+            Some(user) => self.recognize_device(user.id, device_token).await?,
+            None => None,
+        };
+        if let (Some(user), Some(device)) = (&user, &device)
+            && device.trust == Trust::Blocked
+        {
+            self.audit
+                .event(events::LOGIN_FAILURE, client, now)
+                .outcome("blocked")
+                .user(user.id)
+                .device(&device.id)
+                .append()
+                .await?;
+            return Err(Error::DeviceBlocked);
+        }
+        let trusted = device.as_ref().filter(|d| d.trust == Trust::Trusted);
+        // A trusted device is not limited per username by guessing from
+        // elsewhere.
+        if trusted.is_none() {
+            self.enforce_user(Action::LoginStart, client, username.as_str()).await?;
+        }
+        let scope = match (&user, trusted) {
+            (Some(user), Some(device)) => Scope::Device { user_id: user.id, device_id: device.id.clone() },
+            (Some(user), None) => Scope::Account(user.id),
+            (None, _) => Scope::Unknown(username.as_str().to_owned()),
+        };
+        if let Err(e) = self.begin_attempt(&scope, user.as_ref(), client, now).await {
+            if let (Error::AccountLocked { .. }, Some(user)) = (&e, &user) {
+                self.audit
+                    .event(events::LOGIN_FAILURE, client, now)
+                    .outcome("locked")
+                    .user(user.id)
+                    .device_opt(device.as_ref().map(|d| d.id.as_str()))
+                    .append()
+                    .await?;
+            }
+            return Err(e);
+        }
+
         let record = match &user {
             Some(user) => Some(self.registration_record(user.id).await?),
             None => {
@@ -143,8 +178,12 @@ impl Core {
             user_id: user.map(|u| u.id),
             username: username.as_str().to_owned(),
             state: start.state.serialize().to_vec(),
+            device_id: device.map(|d| d.id),
+            scope,
         };
-        self.fast.set(&self.keys.login_state(&tokens::hash(&login_id)), &pending.encode(), LOGIN_STATE_TTL).await?;
+        let key = self.keys.login_state(&tokens::hash(&login_id));
+        let plain = Zeroizing::new(serde_json::to_vec(&pending).map_err(|e| Error::Internal(e.to_string()))?);
+        self.fast.set(&key, &self.seal.seal(&key, &plain), LOGIN_STATE_TTL).await?;
         Ok((login_id, messages::encode(&start.message.serialize())))
     }
 
@@ -160,13 +199,14 @@ impl Core {
             .map_err(|_| Error::Integrity(format!("the OPAQUE record of user {user_id} does not parse")))
     }
 
-    /// Checks KE3 and opens a session.
+    /// Checks KE3 and opens a session (or the MFA step).
     #[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty))]
     pub async fn login_finish(
         &self,
         login_id: &str,
         finalization: &str,
         device: DeviceInput,
+        device_token: Option<&str>,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<LoginOutcome> {
@@ -178,12 +218,18 @@ impl Core {
             return Err(Error::InvalidCredentials);
         }
 
-        let stored = self.fast.get_del(&self.keys.login_state(&tokens::hash(login_id))).await?;
-        let Some(pending) = stored.as_deref().and_then(PendingLogin::decode) else {
-            // Expired, already used, or never issued.
+        let key = self.keys.login_state(&tokens::hash(login_id));
+        let stored = self.fast.get_del(&key).await?;
+        let opened = stored.as_deref().and_then(|sealed| self.seal.open(&key, sealed));
+        let Some(pending) = opened.as_deref().and_then(|plain| serde_json::from_slice::<PendingLogin>(plain).ok())
+        else {
+            // Expired, already used, never issued, or not sealed by us.
             return Err(Error::InvalidCredentials);
         };
-        self.enforce(Action::LoginFinish, client, Some(&pending.username)).await?;
+        self.enforce_ip(Action::LoginFinish, client).await?;
+        if !matches!(pending.scope, Scope::Device { .. }) {
+            self.enforce_user(Action::LoginFinish, client, &pending.username).await?;
+        }
         let verified = match pending.user_id {
             Some(user_id) => ServerLogin::<Suite>::deserialize(&pending.state)
                 .ok()
@@ -192,67 +238,46 @@ impl Core {
             None => None,
         };
         let Some(user_id) = verified else {
+            // Counted at start already: a made-up KE3 is no second guess.
             self.audit_login_failure(pending.user_id, &pending.username, client, now).await?;
             return Err(Error::InvalidCredentials);
         };
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
 
-        let fingerprint = device_fingerprint(&device, client);
-        let device_id = self.device_id(user_id, &fingerprint);
-        let known = devices::find(&self.db, &device_id).await?;
-        if known.as_ref().is_some_and(|d| d.trust == Trust::Blocked) {
+        let known = match self.recognize_device(user_id, device_token).await? {
+            Some(device) => Some(device),
+            None => match &pending.device_id {
+                Some(id) => devices::find(&self.db, id).await?.filter(|d| d.user_id == user_id),
+                None => None,
+            },
+        };
+        if let Some(device) = known.as_ref().filter(|d| d.trust == Trust::Blocked) {
             let event = self
                 .audit
                 .event(events::LOGIN_FAILURE, client, now)
                 .outcome("blocked")
                 .user(user_id)
-                .device(&device_id)
-                .build();
-            self.audit.append(&[event]).await?;
+                .device(&device.id);
+            event.append().await?;
             return Err(Error::DeviceBlocked);
         }
-        let trusted = known.as_ref().is_some_and(|d| d.trust == Trust::Trusted);
-        let user = match self.ensure_not_locked(user_id, trusted, now).await {
-            Ok(user) => user,
-            Err(e) => {
-                let event = self
-                    .audit
-                    .event(events::LOGIN_FAILURE, client, now)
-                    .outcome("locked")
-                    .user(user_id)
-                    .device(&device_id)
-                    .build();
-                self.audit.append(&[event]).await?;
-                return Err(e);
-            }
-        };
-        let sighting = DeviceSighting {
-            id: device_id,
-            user_id,
-            name: device.name.clone(),
-            ip: client.ip_string(),
-            user_agent: client.user_agent.clone(),
-            at: now,
-        };
+        let user = users::find(&self.db, user_id).await?.ok_or(Error::InvalidCredentials)?;
+        if let Some(until) = user.locked_until.filter(|u| *u > now)
+            && lockout::is_admin_lock(user.lock_reason.as_deref())
+        {
+            self.audit.event(events::LOGIN_FAILURE, client, now).outcome("locked").user(user_id).append().await?;
+            let retry_after_secs = u64::try_from((until - now).num_seconds()).unwrap_or(0).max(1);
+            return Err(Error::AccountLocked { retry_after_secs });
+        }
+        let fingerprint = device_fingerprint(&device, client);
+        let plan = self.plan_device(user_id, known, &fingerprint, device.name, client, now).await?;
+        let login =
+            Authenticated { user_id, username: pending.username, aal: Aal::Aal1, device: plan, scope: pending.scope };
         if crate::store::totp::is_enabled(&self.db, user_id).await? {
-            let (mfa_token, expires_at) =
-                self.start_mfa(user_id, pending.username, Some(sighting), known.is_none(), now).await?;
+            let (mfa_token, expires_at) = self.start_mfa(login, now).await?;
             return Ok(LoginOutcome::MfaRequired { mfa_token, expires_at });
         }
-        self.authentication_succeeded(&user).await?;
-        let session = self
-            .issue_session(
-                user_id,
-                pending.username,
-                Aal::Aal1,
-                Some(sighting),
-                known.is_none(),
-                Vec::new(),
-                client,
-                now,
-            )
-            .await?;
-        Ok(LoginOutcome::Session(session))
+        Ok(LoginOutcome::Session(self.issue_session(login, Vec::new(), client, now).await?))
     }
 
     async fn audit_login_failure(
@@ -262,9 +287,6 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        if let Some(user_id) = user_id {
-            self.authentication_failed(user_id, client, now).await?;
-        }
         let event = self.audit.event(events::LOGIN_FAILURE, client, now).outcome(audit::FAILURE).user_opt(user_id);
         // The attempted name is personal data: sealed, and only kept when it
         // matched no account (otherwise the user id says it).
@@ -272,18 +294,7 @@ impl Core {
             Some(_) => event.build(),
             None => event.sealed(serde_json::json!({ "username": username })).await?,
         };
-        self.audit.append(&[event]).await?;
-        Ok(())
-    }
-
-    /// The device id: a keyed hash of (user, fingerprint), so ids are
-    /// unlinkable across users and raw fingerprints are never stored.
-    pub fn device_id(&self, user_id: Uuid, fingerprint: &str) -> String {
-        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.device_key)
-            .expect("HMAC takes keys of any length");
-        mac.update(user_id.as_bytes());
-        mac.update(fingerprint.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        self.audit.append(&[event]).await
     }
 }
 
@@ -310,22 +321,5 @@ fn device_fingerprint(device: &DeviceInput, client: &ClientInfo) -> String {
     match &device.fingerprint {
         Some(f) => format!("fp:{f}"),
         None => format!("ua:{}", client.user_agent.as_deref().unwrap_or("")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pending_login_round_trips() {
-        let p = PendingLogin { user_id: Some(Uuid::from_u128(9)), username: "alice".into(), state: vec![1; 128] };
-        let d = PendingLogin::decode(&p.encode()).expect("decodes");
-        assert_eq!((d.user_id, d.username.as_str(), d.state.len()), (p.user_id, "alice", 128));
-        let unknown = PendingLogin { user_id: None, username: "x".into(), state: vec![2; 128] };
-        assert_eq!(PendingLogin::decode(&unknown.encode()).expect("decodes").user_id, None);
-        assert!(PendingLogin::decode(&[]).is_none());
-        assert!(PendingLogin::decode(&[1, 2, 3]).is_none());
-        assert!(PendingLogin::decode(&[9; 40]).is_none());
     }
 }

@@ -24,6 +24,7 @@ pub mod messages;
 pub mod opaque;
 pub mod ratelimit;
 pub mod registration;
+pub mod sealing;
 pub mod server_setup;
 pub mod session_cache;
 pub mod sessions;

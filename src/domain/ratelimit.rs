@@ -144,23 +144,34 @@ impl Core {
     /// Applies the built-in limits of `action` for this client (and user,
     /// when known): per IP, per username, per (IP, username).
     pub(crate) async fn enforce(&self, action: Action, client: &ClientInfo, username: Option<&str>) -> Result<()> {
-        let limits = self.limits.of(action);
-        let ip = client.ip.map_or_else(|| "-".to_owned(), |ip| rate_subject(ip).to_string());
-        let checks = [
-            (limits.per_ip, Some(format!("ip|{ip}"))),
-            (limits.per_username, username.map(|u| format!("user|{u}"))),
-            (limits.per_ip_username, username.map(|u| format!("ipuser|{ip}|{u}"))),
-        ];
-        for (rule, subject) in checks {
-            let (Some(rule), Some(subject)) = (rule, subject) else { continue };
-            let key = rate_key(&self.keys, action.name(), &subject);
-            let decision = self.limiter.decide(&key, rule, 1).await;
-            if !decision.allowed {
-                metrics::counter!("latchkey_ratelimited_total", "action" => action.name()).increment(1);
-                return Err(refused(decision, rule));
-            }
+        self.enforce_ip(action, client).await?;
+        match username {
+            Some(username) => self.enforce_user(action, client, username).await,
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The per-IP limit of `action`, checked before anything else.
+    pub(crate) async fn enforce_ip(&self, action: Action, client: &ClientInfo) -> Result<()> {
+        let rule = self.limits.of(action).per_ip;
+        self.check(action, rule, format!("ip|{}", client_subject(client))).await
+    }
+
+    /// The per-username and per-(IP, username) limits of `action`.
+    pub(crate) async fn enforce_user(&self, action: Action, client: &ClientInfo, username: &str) -> Result<()> {
+        let limits = self.limits.of(action);
+        self.check(action, limits.per_username, format!("user|{username}")).await?;
+        self.check(action, limits.per_ip_username, format!("ipuser|{}|{username}", client_subject(client))).await
+    }
+
+    async fn check(&self, action: Action, rule: Option<Rule>, subject: String) -> Result<()> {
+        let Some(rule) = rule else { return Ok(()) };
+        let decision = self.limiter.decide(&rate_key(&self.keys, action.name(), &subject), rule, 1).await;
+        if decision.allowed {
+            return Ok(());
+        }
+        metrics::counter!("latchkey_ratelimited_total", "action" => action.name()).increment(1);
+        Err(refused(decision, rule))
     }
 
     /// A decision for another service.
@@ -179,6 +190,10 @@ impl Core {
         let decision = self.limiter.decide(&rate_key(&self.keys, &format!("ns:{namespace}"), key), rule, cost).await;
         Ok((decision, rule))
     }
+}
+
+fn client_subject(client: &ClientInfo) -> String {
+    client.ip.map_or_else(|| "-".to_owned(), |ip| rate_subject(ip).to_string())
 }
 
 /// The address a limit counts: IPv4 as is; IPv6 by its /64, since one

@@ -38,7 +38,11 @@ impl Core {
             .map_err(|_| Error::InvalidRequest("registration_request is not a valid group element".into()))?;
         let start = ServerRegistration::<Suite>::start(&self.setup, request, username.as_str().as_bytes())
             .map_err(|_| Error::InvalidRequest("registration_request was refused".into()))?;
-        self.fast.set(&self.keys.registration(&super::tokens::hash(username.as_str())), b"1", PENDING_TTL).await?;
+        // The marker binds finish to this start: one finish (GETDEL) within
+        // the TTL, sealed under its own key so a fast-store writer cannot
+        // plant one.
+        let key = self.keys.registration(&super::tokens::hash(username.as_str()));
+        self.fast.set(&key, &self.seal.seal(&key, b"started"), PENDING_TTL).await?;
         Ok(messages::encode(&start.message.serialize()))
     }
 
@@ -52,13 +56,15 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<Uuid> {
         let username = Username::parse(username)?;
+        // Limited like start, so finish cannot be used to probe names.
+        self.enforce(Action::Registration, client, Some(username.as_str())).await?;
         let bytes = messages::decode("registration_record", record, REGISTRATION_RECORD_LEN)?;
         let upload = RegistrationUpload::<Suite>::deserialize(&bytes)
             .map_err(|_| Error::InvalidRequest("registration_record is malformed".into()))?;
-        if self.fast.get_del(&self.keys.registration(&super::tokens::hash(username.as_str()))).await?.is_none() {
-            if users::exists(&self.db, username.as_str()).await? {
-                return Err(Error::Conflict("username is taken".into()));
-            }
+        let key = self.keys.registration(&super::tokens::hash(username.as_str()));
+        let started = self.fast.get_del(&key).await?.is_some_and(|sealed| self.seal.open(&key, &sealed).is_some());
+        if !started {
+            // The same answer whether or not the name exists: no oracle.
             return Err(Error::InvalidRequest("no registration was started for this username (or it expired)".into()));
         }
         let record = ServerRegistration::<Suite>::finish(upload).serialize();

@@ -3,29 +3,46 @@
 //! Entries live under the hash of the session's current token and expire
 //! with that token. The database stays the truth: every write here is best
 //! effort, a read error counts as a miss, and revocation commits to the
-//! database before it evicts here.
+//! database before it evicts here. Each entry carries a MAC over its key and
+//! value (see `sealing`): an entry written by anyone else (a forged
+//! session, an altered expiry or aal) is ignored, counted, and the session
+//! is read from the database and the entry rewritten.
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use super::sealing::FastSeal;
 use super::sessions::CurrentSession;
 use crate::store::{Fast, FastStore as _, Keys};
 
 pub struct SessionCache {
     fast: Fast,
     keys: Keys,
+    seal: Arc<FastSeal>,
 }
 
 impl SessionCache {
-    pub fn new(fast: Fast, keys: Keys) -> Self {
-        Self { fast, keys }
+    pub fn new(fast: Fast, keys: Keys, seal: Arc<FastSeal>) -> Self {
+        Self { fast, keys, seal }
     }
 
     /// The cached session under this token hash; `None` on a miss, an
     /// unreadable entry or an unavailable store.
     pub async fn get(&self, token_hash: &str) -> Option<CurrentSession> {
-        match self.fast.get(&self.keys.session(token_hash)).await {
-            Ok(bytes) => bytes.and_then(|b| serde_json::from_slice::<CurrentSession>(&b).ok()),
+        let key = self.keys.session(token_hash);
+        match self.fast.get(&key).await {
+            Ok(None) => None,
+            Ok(Some(bytes)) => {
+                let entry =
+                    self.seal.verified(&key, &bytes).and_then(|v| serde_json::from_slice::<CurrentSession>(v).ok());
+                if entry.is_none() {
+                    metrics::counter!("latchkey_session_cache_rejected_total").increment(1);
+                    tracing::warn!("a session cache entry failed its MAC; reading the database");
+                }
+                entry.filter(|s| s.token_hash == token_hash)
+            }
             Err(e) => {
                 metrics::counter!("latchkey_session_cache_errors_total").increment(1);
                 tracing::warn!(error = %e, "session cache unavailable; reading the database");
@@ -43,7 +60,8 @@ impl SessionCache {
             return false;
         }
         let Ok(bytes) = serde_json::to_vec(session) else { return false };
-        match self.fast.set(&self.keys.session(&session.token_hash), &bytes, ttl).await {
+        let key = self.keys.session(&session.token_hash);
+        match self.fast.set(&key, &self.seal.tagged(&key, &bytes), ttl).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "could not cache a session");

@@ -27,8 +27,10 @@ use uuid::Uuid;
 
 use super::audit::{self, events};
 use super::core::{ClientInfo, Core};
+use super::devices::DevicePlan;
+use super::lockout::{self, Scope};
 use super::ratelimit::Action;
-use super::states::Aal;
+use super::states::{Aal, Trust};
 use super::tokens::{self, TokenKind};
 use super::{Error, Result};
 use crate::store::audit::NewAuditEvent;
@@ -93,13 +95,30 @@ pub struct IssuedSession {
     pub token_expires_at: DateTime<Utc>,
     pub session_expires_at: DateTime<Utc>,
     pub aal: Aal,
+    /// The last primary authentication (an OPAQUE login).
+    pub auth_time: DateTime<Utc>,
+    pub device_id: Option<String>,
+    /// True the first time this device logs in to this account.
     pub new_device: bool,
+    /// The device credential, only when one was issued with this session.
+    pub device_token: Option<String>,
 }
 
 impl std::fmt::Debug for IssuedSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuedSession").field("session_id", &self.session_id).finish_non_exhaustive()
     }
+}
+
+/// Who completed an authentication, ready for a session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Authenticated {
+    pub user_id: Uuid,
+    pub username: String,
+    pub aal: Aal,
+    pub device: DevicePlan,
+    /// Where this login's attempt was counted.
+    pub scope: Scope,
 }
 
 /// One entry of the caller's session list.
@@ -114,38 +133,40 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 }
 
 impl Core {
-    /// Creates a session after a successful authentication.
-    #[allow(clippy::too_many_arguments)]
-    #[tracing::instrument(skip_all, fields(user_id = %user_id))]
-    pub(crate) async fn issue_session(
+    /// Creates a session after a completed authentication: records the
+    /// device (issuing its credential when it is new), ends the run of
+    /// failures in the login's scope, and caches the session. An admin's
+    /// lock or a block that committed meanwhile is seen under row locks in
+    /// the same transaction, so no session outlives one.
+    #[tracing::instrument(skip_all, fields(user_id = %login.user_id))]
+    pub(super) async fn issue_session(
         &self,
-        user_id: Uuid,
-        username: String,
-        aal: Aal,
-        device: Option<DeviceSighting>,
-        new_device: bool,
+        login: Authenticated,
         extra_events: Vec<NewAuditEvent>,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<IssuedSession> {
+        let Authenticated { user_id, username, aal, device, scope } = login;
         let session_token = tokens::generate(TokenKind::Session);
         let refresh_token = tokens::generate(TokenKind::Refresh);
         let expires_at = now + chrono_duration(self.sessions.absolute_lifetime);
         let token_expires_at = (now + chrono_duration(self.sessions.token_lifetime)).min(expires_at);
         let session_id = Uuid::now_v7();
-        let device_id = device.as_ref().map(|d| d.id.clone());
+        let (device_id, device_name, new_credential, device_token) = match device {
+            DevicePlan::Known { id, name } => (id, name, None, None),
+            DevicePlan::New { name, fingerprint_hash } => {
+                let token = tokens::generate(TokenKind::Device);
+                (tokens::random_id(), name, Some((token.hash, Some(fingerprint_hash))), Some(token.value))
+            }
+        };
+        let new_device = device_token.is_some();
         let mut names = vec![events::LOGIN_SUCCESS, events::SESSION_CREATE];
         if new_device {
             names.push(events::DEVICE_NEW);
         }
         let mut events = extra_events;
         events.extend(names.into_iter().map(|name| {
-            self.audit
-                .event(name, client, now)
-                .user(user_id)
-                .session(session_id)
-                .device_opt(device_id.as_deref())
-                .build()
+            self.audit.event(name, client, now).user(user_id).session(session_id).device(&device_id).build()
         }));
         let new = NewSession {
             id: session_id,
@@ -158,9 +179,33 @@ impl Core {
             token_expires_at,
             expires_at,
             refresh_token_hash: refresh_token.hash.clone(),
-            device: device.clone(),
+            device: Some(DeviceSighting {
+                id: device_id.clone(),
+                user_id,
+                name: device_name.clone(),
+                ip: client.ip_string(),
+                user_agent: client.user_agent.clone(),
+                at: now,
+                new_credential,
+            }),
         };
-        store::create(&self.db, &new, &events).await?;
+        let mut refusal = None;
+        let created = store::create(&self.db, &new, &events, |gate| {
+            refusal = match gate.locked_until.filter(|until| *until > now) {
+                Some(until) if lockout::is_admin_lock(gate.lock_reason.as_deref()) => {
+                    let secs = u64::try_from((until - now).num_seconds()).unwrap_or(0).max(1);
+                    Some(Error::AccountLocked { retry_after_secs: secs })
+                }
+                _ if gate.device_trust == Some(Trust::Blocked) => Some(Error::DeviceBlocked),
+                _ => None,
+            };
+            refusal.is_none()
+        })
+        .await?;
+        if !created {
+            return Err(refusal.unwrap_or(Error::InvalidCredentials));
+        }
+        self.attempt_succeeded(&scope).await?;
         let current = CurrentSession {
             session_id,
             user_id,
@@ -170,8 +215,8 @@ impl Core {
             last_seen_at: now,
             token_expires_at,
             expires_at,
-            device_id,
-            device_name: device.and_then(|d| d.name),
+            device_id: Some(device_id.clone()),
+            device_name,
             token_hash: session_token.hash,
         };
         self.session_cache.put(&current, now).await;
@@ -183,7 +228,10 @@ impl Core {
             token_expires_at,
             session_expires_at: expires_at,
             aal,
+            auth_time: now,
+            device_id: Some(device_id),
             new_device,
+            device_token,
         })
     }
 
@@ -372,7 +420,10 @@ impl Core {
             token_expires_at,
             session_expires_at: session.expires_at,
             aal: session.aal,
+            auth_time: session.created_at,
+            device_id: session.device_id,
             new_device: false,
+            device_token: None,
         })
     }
 

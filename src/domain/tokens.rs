@@ -1,5 +1,6 @@
 //! Bearer tokens: 256 random bits, base64url, behind a type prefix that
-//! secret scanners recognise (`lk_s_` session, `lk_r_` refresh, `lk_m_` MFA).
+//! secret scanners recognise (`lk_s_` session, `lk_r_` refresh, `lk_m_` MFA,
+//! `lk_d_` device).
 //! Only the SHA-256 of a token is ever stored, in the database and in Redis:
 //! a leaked database or cache dump holds no usable token.
 
@@ -13,6 +14,7 @@ pub enum TokenKind {
     Session,
     Refresh,
     Mfa,
+    Device,
 }
 
 impl TokenKind {
@@ -21,6 +23,7 @@ impl TokenKind {
             Self::Session => "lk_s_",
             Self::Refresh => "lk_r_",
             Self::Mfa => "lk_m_",
+            Self::Device => "lk_d_",
         }
     }
 }

@@ -28,14 +28,15 @@ use uuid::Uuid;
 
 use super::audit::{self, events};
 use super::core::{ClientInfo, Core};
+use super::devices::DevicePlan;
 use super::keyring::{Owner, Sealed, SealedColumn};
+use super::lockout::Scope;
 use super::ratelimit::Action;
-use super::sessions::{CurrentSession, IssuedSession};
+use super::sessions::{Authenticated, CurrentSession, IssuedSession};
 use super::states::{Aal, Trust};
 use super::tokens::{self, TokenKind};
 use super::{Error, Result};
 use crate::store::FastStore as _;
-use crate::store::devices::DeviceSighting;
 use crate::store::totp as store;
 
 pub use totp_rs::Algorithm;
@@ -113,14 +114,11 @@ pub enum SecondFactor {
     RecoveryCode(String),
 }
 
-/// Between a correct password and the second factor.
+/// Between a correct password and the second factor (sealed in the fast
+/// store: it names the device the session will be for).
 #[derive(Serialize, Deserialize)]
 struct PendingMfa {
-    user_id: Uuid,
-    username: String,
-    device_id: Option<String>,
-    device_name: Option<String>,
-    new_device: bool,
+    login: Authenticated,
     attempts: u8,
     expires_at: DateTime<Utc>,
 }
@@ -128,7 +126,7 @@ struct PendingMfa {
 impl Core {
     async fn put_back(&self, key: &str, pending: &PendingMfa, now: DateTime<Utc>) -> Result<()> {
         if let (Ok(ttl), Ok(bytes)) = ((pending.expires_at - now).to_std(), serde_json::to_vec(pending)) {
-            self.fast.set(key, &bytes, ttl).await?;
+            self.fast.set(key, &self.seal.seal(key, &bytes), ttl).await?;
         }
         Ok(())
     }
@@ -239,7 +237,8 @@ impl Core {
             return Err(Error::Forbidden);
         }
         if !self.verify_totp(current.user_id, code, now).await? {
-            self.second_factor_failed(current.user_id, Some(current.session_id), client, now).await?;
+            let scope = Scope::Account(current.user_id);
+            self.second_factor_failed(&scope, current.user_id, Some(current.session_id), client, now).await?;
             return Err(Error::InvalidCredentials);
         }
         let event = self
@@ -253,14 +252,16 @@ impl Core {
         if revoke_other_sessions { self.revoke_other_sessions(current, client, now).await } else { Ok(0) }
     }
 
+    /// A bad code: one more failure in `scope`, audited.
     async fn second_factor_failed(
         &self,
+        scope: &Scope,
         user_id: Uuid,
         session_id: Option<Uuid>,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.authentication_failed(user_id, client, now).await?;
+        self.attempt_failed(scope, client, now).await?;
         let event = self
             .audit
             .event(events::MFA_FAILURE, client, now)
@@ -274,27 +275,11 @@ impl Core {
 
     /// After a correct password for a user with TOTP on: an MFA token that
     /// only `/v1/login/totp` accepts.
-    pub(crate) async fn start_mfa(
-        &self,
-        user_id: Uuid,
-        username: String,
-        device: Option<DeviceSighting>,
-        new_device: bool,
-        now: DateTime<Utc>,
-    ) -> Result<(String, DateTime<Utc>)> {
+    pub(super) async fn start_mfa(&self, login: Authenticated, now: DateTime<Utc>) -> Result<(String, DateTime<Utc>)> {
         let token = tokens::generate(TokenKind::Mfa);
         let expires_at = now + chrono::Duration::from_std(MFA_TOKEN_TTL).unwrap_or_default();
-        let pending = PendingMfa {
-            user_id,
-            username,
-            device_id: device.as_ref().map(|d| d.id.clone()),
-            device_name: device.and_then(|d| d.name),
-            new_device,
-            attempts: 0,
-            expires_at,
-        };
-        let bytes = serde_json::to_vec(&pending).map_err(|e| Error::Internal(e.to_string()))?;
-        self.fast.set(&self.keys.mfa(&token.hash), &bytes, MFA_TOKEN_TTL).await?;
+        let pending = PendingMfa { login, attempts: 0, expires_at };
+        self.put_back(&self.keys.mfa(&token.hash), &pending, now).await?;
         Ok((token.value, expires_at))
     }
 
@@ -314,20 +299,21 @@ impl Core {
         let key = self.keys.mfa(&hash);
         // Taken out while this attempt runs: concurrent attempts with one
         // token find nothing, so at most one of them can succeed.
-        let Some(mut pending) =
-            self.fast.get_del(&key).await?.and_then(|b| serde_json::from_slice::<PendingMfa>(&b).ok())
+        let stored = self.fast.get_del(&key).await?;
+        let opened = stored.as_deref().and_then(|sealed| self.seal.open(&key, sealed));
+        let Some(mut pending) = opened.as_deref().and_then(|plain| serde_json::from_slice::<PendingMfa>(plain).ok())
         else {
             return Err(Error::InvalidCredentials);
         };
         if pending.expires_at <= now {
             return Err(Error::InvalidCredentials);
         }
-        if let Err(limited) = self.enforce(Action::Totp, client, Some(&pending.username)).await {
+        if let Err(limited) = self.enforce(Action::Totp, client, Some(&pending.login.username)).await {
             // Not an attempt: the token stays usable after the wait.
             self.put_back(&key, &pending, now).await?;
             return Err(limited);
         }
-        let user_id = pending.user_id;
+        let user_id = pending.login.user_id;
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
         let (ok, used_recovery) = match &factor {
             SecondFactor::Code(code) => (self.verify_totp(user_id, code, now).await?, false),
@@ -336,7 +322,7 @@ impl Core {
             }
         };
         if !ok {
-            self.second_factor_failed(user_id, None, client, now).await?;
+            self.second_factor_failed(&pending.login.scope, user_id, None, client, now).await?;
             pending.attempts += 1;
             if pending.attempts < MAX_MFA_ATTEMPTS {
                 self.put_back(&key, &pending, now).await?;
@@ -345,24 +331,11 @@ impl Core {
             }
             return Err(Error::InvalidCredentials);
         }
-        let device_trust = match &pending.device_id {
-            Some(id) => crate::store::devices::find(&self.db, id).await?.map(|d| d.trust),
-            None => None,
-        };
-        if device_trust == Some(Trust::Blocked) {
+        if let DevicePlan::Known { id, .. } = &pending.login.device
+            && crate::store::devices::find(&self.db, id).await?.is_some_and(|d| d.trust == Trust::Blocked)
+        {
             return Err(Error::DeviceBlocked);
         }
-        let trusted = device_trust == Some(Trust::Trusted);
-        let user = self.ensure_not_locked(user_id, trusted, now).await?;
-        self.authentication_succeeded(&user).await?;
-        let device = pending.device_id.map(|id| DeviceSighting {
-            id,
-            user_id,
-            name: pending.device_name,
-            ip: client.ip_string(),
-            user_agent: client.user_agent.clone(),
-            at: now,
-        });
         let mut extra = vec![self.audit.event(events::MFA_SUCCESS, client, now).user(user_id).build()];
         if used_recovery {
             let left = store::recovery_codes_left(&self.db, user_id).await?;
@@ -374,7 +347,7 @@ impl Core {
                     .await?,
             );
         }
-        self.issue_session(user_id, pending.username, Aal::Aal2, device, pending.new_device, extra, client, now).await
+        self.issue_session(Authenticated { aal: Aal::Aal2, ..pending.login }, extra, client, now).await
     }
 }
 

@@ -67,7 +67,7 @@ fn classify(err: &Error) -> (StatusCode, &'static str) {
         Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-        Error::AccountLocked => (StatusCode::LOCKED, "account_locked"),
+        Error::AccountLocked { .. } => (StatusCode::LOCKED, "account_locked"),
         Error::DeviceBlocked => (StatusCode::FORBIDDEN, "device_blocked"),
         Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         Error::WrongMasterPassword | Error::Integrity(_) | Error::Internal(_) => {
@@ -110,6 +110,11 @@ impl ResponseError for Error {
             if let Ok(v) = HeaderValue::from_str(&retry_after_ms.div_ceil(1000).max(1).to_string()) {
                 headers.insert(header::RETRY_AFTER, v);
             }
+        }
+        if let Error::AccountLocked { retry_after_secs } = self
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(&1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }

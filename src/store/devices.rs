@@ -1,5 +1,6 @@
-//! Devices users log in from, keyed by a per-user keyed hash of the
-//! client's fingerprint (raw fingerprints are never stored).
+//! Devices users log in from, each known by the hash of its device
+//! credential (`lk_d_`); the fingerprint a client claims is kept only as a
+//! keyed hash, to notice a credential used from elsewhere.
 
 use std::collections::HashMap;
 
@@ -25,6 +26,10 @@ pub struct DeviceRecord {
     pub last_seen_at: DateTime<Utc>,
     pub last_ip: Option<String>,
     pub user_agent: Option<String>,
+    pub fingerprint_hash: Option<String>,
+    /// Consecutive failed logins in this device's own scope.
+    pub failed_attempts: i32,
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<devices::Model> for DeviceRecord {
@@ -41,6 +46,9 @@ impl TryFrom<devices::Model> for DeviceRecord {
             last_seen_at: m.last_seen_at,
             last_ip: m.last_ip,
             user_agent: m.user_agent,
+            fingerprint_hash: m.fingerprint_hash,
+            failed_attempts: m.failed_attempts,
+            locked_until: m.locked_until,
         })
     }
 }
@@ -54,6 +62,9 @@ pub struct DeviceSighting {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub at: DateTime<Utc>,
+    /// Set for a device seen for the first time: its credential's hash and
+    /// the fingerprint it claimed (keyed hash).
+    pub new_credential: Option<(String, Option<String>)>,
 }
 
 pub async fn find(db: &Db, id: &str) -> Result<Option<DeviceRecord>> {
@@ -100,6 +111,10 @@ pub(crate) async fn upsert<C: ConnectionTrait>(conn: &C, s: &DeviceSighting) -> 
         last_seen_at: Set(s.at),
         last_ip: Set(s.ip.clone()),
         user_agent: Set(s.user_agent.clone()),
+        token_hash: Set(s.new_credential.as_ref().map(|(token, _)| token.clone())),
+        fingerprint_hash: Set(s.new_credential.as_ref().and_then(|(_, fp)| fp.clone())),
+        failed_attempts: Set(0),
+        locked_until: Set(None),
     })
     .on_conflict(OnConflict::column(devices::Column::Id).update_columns(update).to_owned())
     .exec_without_returning(conn)
@@ -141,4 +156,50 @@ pub async fn set_trust(
     super::audit::append_in(&txn, events).await?;
     txn.commit().await?;
     Ok(true)
+}
+
+/// The device holding the credential with this hash.
+pub async fn find_by_token(db: &Db, token_hash: &str) -> Result<Option<DeviceRecord>> {
+    devices::Entity::find()
+        .filter(devices::Column::TokenHash.eq(token_hash))
+        .one(db.conn())
+        .await?
+        .map(TryInto::try_into)
+        .transpose()
+}
+
+/// Counts a failed login in the device's own scope; returns the count.
+pub async fn record_failure(db: &Db, id: &str) -> Result<i32> {
+    use sea_orm::ExprTrait as _;
+    use sea_orm::sea_query::Expr;
+    devices::Entity::update_many()
+        .col_expr(devices::Column::FailedAttempts, Expr::col(devices::Column::FailedAttempts).add(1))
+        .filter(devices::Column::Id.eq(id))
+        .exec(db.conn())
+        .await?;
+    Ok(find(db, id).await?.map_or(0, |d| d.failed_attempts))
+}
+
+/// Locks the device's own scope until `until`.
+pub async fn lock(db: &Db, id: &str, until: DateTime<Utc>) -> Result<()> {
+    use sea_orm::sea_query::Expr;
+    devices::Entity::update_many()
+        .col_expr(devices::Column::LockedUntil, Expr::val(until))
+        .filter(devices::Column::Id.eq(id))
+        .exec(db.conn())
+        .await?;
+    Ok(())
+}
+
+/// A success from the device ends its run of failures and its lock.
+pub async fn reset_failures(db: &Db, id: &str) -> Result<()> {
+    use sea_orm::sea_query::Expr;
+    devices::Entity::update_many()
+        .col_expr(devices::Column::FailedAttempts, Expr::val(0))
+        .col_expr(devices::Column::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None))
+        .filter(devices::Column::Id.eq(id))
+        .filter(devices::Column::FailedAttempts.ne(0))
+        .exec(db.conn())
+        .await?;
+    Ok(())
 }

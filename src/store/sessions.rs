@@ -50,10 +50,49 @@ pub struct NewSession {
     pub device: Option<DeviceSighting>,
 }
 
+/// What a new session must still satisfy when it commits, read under row
+/// locks in its transaction: an admin's lock or block that commits first is
+/// seen here; one that commits later finds the session and revokes it.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    pub locked_until: Option<DateTime<Utc>>,
+    pub lock_reason: Option<String>,
+    /// Trust of the device the session is for, when it is a known one.
+    pub device_trust: Option<Trust>,
+}
+
 /// Creates a session (recording the device sighting) and its first refresh
-/// token, with audit events, in one transaction.
-pub async fn create(db: &Db, new: &NewSession, events: &[NewAuditEvent]) -> Result<()> {
+/// token, with audit events, in one transaction, if `admit` accepts the
+/// account's and device's state read under row locks. `false` when refused
+/// (nothing written).
+pub async fn create(
+    db: &Db,
+    new: &NewSession,
+    events: &[NewAuditEvent],
+    admit: impl FnOnce(&Gate) -> bool,
+) -> Result<bool> {
     let txn = db.begin_write().await?;
+    // SQLite has one writer at a time; Postgres takes the rows' locks.
+    let postgres = db.backend() == sea_orm::DatabaseBackend::Postgres;
+    let mut user_query = users::Entity::find_by_id(new.user_id);
+    if postgres {
+        user_query = user_query.lock_exclusive();
+    }
+    let Some(user) = user_query.one(&*txn).await? else { return Ok(false) };
+    let mut gate = Gate { locked_until: user.locked_until, lock_reason: user.lock_reason, device_trust: None };
+    if let Some(device) = new.device.as_ref().filter(|d| d.new_credential.is_none()) {
+        let mut device_query = entity::devices::Entity::find_by_id(device.id.clone());
+        if postgres {
+            device_query = device_query.lock_exclusive();
+        }
+        if let Some(row) = device_query.one(&*txn).await? {
+            gate.device_trust =
+                Some(row.trust.parse().map_err(|e| StoreError::Corrupt(format!("device {}: {e}", row.id)))?);
+        }
+    }
+    if !admit(&gate) {
+        return Ok(false);
+    }
     if let Some(device) = &new.device {
         devices::upsert(&*txn, device).await?;
     }
@@ -76,7 +115,8 @@ pub async fn create(db: &Db, new: &NewSession, events: &[NewAuditEvent]) -> Resu
     .await?;
     insert_refresh(&txn, new.id, &new.refresh_token_hash, new.created_at, new.expires_at).await?;
     audit::append_in(&txn, events).await?;
-    txn.commit().await
+    txn.commit().await?;
+    Ok(true)
 }
 
 async fn insert_refresh(

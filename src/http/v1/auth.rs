@@ -55,6 +55,11 @@ pub struct LoginStart {
     /// OPAQUE CredentialRequest (KE1), base64url (96 bytes).
     #[schema(example = "base64url…")]
     pub credential_request: String,
+    /// The device credential this client holds for the account, if any
+    /// (`lk_d_`, from an earlier session answer).
+    #[schema(example = "lk_d_RGV2aWNlIGNyZWRlbnRpYWw…")]
+    #[serde(default)]
+    pub device_token: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -70,8 +75,9 @@ pub struct LoginStartAnswer {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
-    /// A stable client-chosen identifier (at most 256 characters). Without
-    /// it the device is derived from the User-Agent.
+    /// A client-chosen description of the device (at most 256 characters;
+    /// without it, the User-Agent). Descriptive only: devices are known by
+    /// their `device_token`.
     #[schema(example = "ios-7f3a9c")]
     pub fingerprint: Option<String>,
     #[schema(example = "Alice's iPhone")]
@@ -87,6 +93,10 @@ pub struct LoginFinish {
     pub credential_finalization: String,
     #[serde(default)]
     pub device: Option<Device>,
+    /// The device credential, as at login/start.
+    #[schema(example = "lk_d_RGV2aWNlIGNyZWRlbnRpYWw…")]
+    #[serde(default)]
+    pub device_token: Option<String>,
 }
 
 /// A new session.
@@ -104,8 +114,16 @@ pub struct SessionAnswer {
     /// `aal1` (password) or `aal2` (password and second factor).
     pub aal: Aal,
     pub user_id: Uuid,
-    /// This login came from a device never seen for this user.
+    /// When the user last proved the password (this login).
+    pub auth_time: chrono::DateTime<chrono::Utc>,
+    pub device_id: Option<String>,
+    /// True the first time this device logs in to this account.
     pub new_device: bool,
+    /// Only when a device credential was issued with this session: keep it
+    /// and send it as `device_token` in later logins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "lk_d_RGV2aWNlIGNyZWRlbnRpYWw…")]
+    pub device_token: Option<String>,
 }
 
 impl From<IssuedSession> for SessionAnswer {
@@ -118,7 +136,10 @@ impl From<IssuedSession> for SessionAnswer {
             session_expires_at: s.session_expires_at,
             aal: s.aal,
             user_id: s.user_id,
+            auth_time: s.auth_time,
+            device_id: s.device_id,
             new_device: s.new_device,
+            device_token: s.device_token,
         }
     }
 }
@@ -152,6 +173,9 @@ pub struct LoginTotp {
     responses(
         (status = 200, body = RegistrationStartAnswer),
         (status = 400, description = "Bad username or message", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "device_blocked: the presented device credential is blocked", body = Problem, content_type = "application/problem+json"),
+        (status = 423, description = "account_locked for this caller's scope, with Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/registration/start")]
@@ -200,7 +224,16 @@ pub async fn login_start(
     Client(client): Client,
     body: web::Json<LoginStart>,
 ) -> Result<HttpResponse, Error> {
-    let (login_id, response) = state.core.login_start(&body.username, &body.credential_request, &client).await?;
+    let (login_id, response) = state
+        .core
+        .login_start(
+            &body.username,
+            &body.credential_request,
+            body.device_token.as_deref(),
+            &client,
+            chrono::Utc::now(),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(LoginStartAnswer { login_id, credential_response: response }))
 }
 
@@ -226,7 +259,14 @@ pub async fn login_finish(
     let device = DeviceInput { fingerprint: device.fingerprint, name: device.name };
     let outcome = state
         .core
-        .login_finish(&body.login_id, &body.credential_finalization, device, &client, chrono::Utc::now())
+        .login_finish(
+            &body.login_id,
+            &body.credential_finalization,
+            device,
+            body.device_token.as_deref(),
+            &client,
+            chrono::Utc::now(),
+        )
         .await?;
     match outcome {
         LoginOutcome::Session(session) => Ok(HttpResponse::Ok().json(SessionAnswer::from(session))),
