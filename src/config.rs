@@ -655,6 +655,96 @@ mod tests {
         assert!(both.is_err());
     }
 
+    /// Every secret can come from `<VAR>_FILE`; other keys cannot.
+    #[test]
+    fn each_secret_from_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str, contents: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).expect("write");
+            path.to_str().expect("utf8").to_owned()
+        };
+        let (c, report) = Config::load_from(env(&[
+            ("LATCHKEY_DATABASE_URL_FILE", &file("db", "postgres://u:p@db/lk\n")),
+            ("LATCHKEY_REDIS_URL_FILE", &file("redis", "redis://:p@cache:6379")),
+            ("LATCHKEY_SERVICE_TOKENS_FILE", &file("tokens", "t1, t2\n")),
+        ]))
+        .expect("load");
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(
+            c.database_url.as_ref().map(|s| s.expose_secret().to_owned()).as_deref(),
+            Some("postgres://u:p@db/lk")
+        );
+        assert_eq!(
+            c.redis_url.as_ref().map(|s| s.expose_secret().to_owned()).as_deref(),
+            Some("redis://:p@cache:6379")
+        );
+        let tokens: Vec<&str> = c.service_tokens.iter().map(|t| t.expose_secret()).collect();
+        assert_eq!(tokens, ["t1", "t2"]);
+
+        let (_, report) =
+            Config::load_from(env(&[("LATCHKEY_LOG_LEVEL_FILE", "x"), ("LATCHKEY_TLS_CERT_FILE_FILE", "x")]))
+                .expect("load");
+        assert_eq!(
+            report.warnings,
+            [
+                "ignoring unknown environment variable LATCHKEY_LOG_LEVEL_FILE",
+                "ignoring unknown environment variable LATCHKEY_TLS_CERT_FILE_FILE"
+            ]
+        );
+    }
+
+    /// Numbers, booleans and durations are parsed as figment's `Env` parses
+    /// them (quotes and padding go); free text, paths, lists and secrets are
+    /// taken verbatim, so a password that looks like a number stays a string.
+    #[test]
+    fn env_values_parsed_or_verbatim_by_kind() {
+        let (c, report) = Config::load_from(env(&[
+            ("LATCHKEY_MASTER_PASSWORD", "12345678901234567890"),
+            ("LATCHKEY_REDIS_PREFIX", "[a,b]"),
+            ("LATCHKEY_LOG_LEVEL", "\"debug\""),
+            ("LATCHKEY_TLS_CERT_FILE", "123"),
+            ("LATCHKEY_TLS_KEY_FILE", "true"),
+            ("LATCHKEY_REDIS__CA_FILE", "42"),
+            ("LATCHKEY_SERVICE_TOKENS", "[x, y]"),
+            ("LATCHKEY_SESSIONS__IDLE_TIMEOUT", "\"45m\""),
+            ("LATCHKEY_DATABASE__ACQUIRE_TIMEOUT", " 7s "),
+            ("LATCHKEY_MIGRATE_ON_START", "false"),
+            ("LATCHKEY_DATABASE__LOG_STATEMENTS", "true"),
+            ("LATCHKEY_REDIS__POOL_SIZE", " 3 "),
+        ]))
+        .expect("load");
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(c.master_password.as_ref().expect("set").expose_secret(), "12345678901234567890");
+        assert_eq!(c.redis_prefix, "[a,b]");
+        assert_eq!(c.log_level, "\"debug\"");
+        assert_eq!(c.tls_cert_file, Some(PathBuf::from("123")));
+        assert_eq!(c.tls_key_file, Some(PathBuf::from("true")));
+        assert_eq!(c.redis.ca_file, Some(PathBuf::from("42")));
+        let tokens: Vec<&str> = c.service_tokens.iter().map(|t| t.expose_secret()).collect();
+        assert_eq!(tokens, ["[x", "y]"]);
+        assert_eq!(c.sessions.idle_timeout, Duration::from_secs(45 * 60));
+        assert_eq!(c.database.acquire_timeout, Duration::from_secs(7));
+        assert!(!c.migrate_on_start());
+        assert!(c.database.log_statements);
+        assert_eq!(c.redis.pool_size, 3);
+    }
+
+    /// Environment variables reach top-level keys and `SECTION__KEY`; the
+    /// per-endpoint rules and the namespaces are set in the TOML file only.
+    #[test]
+    fn rules_and_namespaces_not_from_env() {
+        let (c, report) = Config::load_from(env(&[
+            ("LATCHKEY_RATELIMIT__LOGIN_START__PER_IP__LIMIT", "5"),
+            ("LATCHKEY_RATELIMIT__LOGIN_START", "{per_ip = {limit = 5, window = \"1m\"}}"),
+            ("LATCHKEY_RATELIMIT__NAMESPACES", "[{name = \"api\", limit = 1, window = \"1s\"}]"),
+        ]))
+        .expect("load");
+        assert_eq!(report.warnings.len(), 3, "{:?}", report.warnings);
+        assert!(c.ratelimit.namespaces.is_empty());
+        assert_eq!(c.ratelimit.login_start.per_ip, Some(Rule::new(300, 300)));
+    }
+
     #[test]
     fn production_refuses_weak_settings() {
         let no_password = Config::load_from(env(&[("LATCHKEY_ENV", "production")])).unwrap_err();
