@@ -20,6 +20,8 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
+use crate::domain::ratelimit::{EndpointLimits, Namespace, Rule};
+
 /// Minimum PBKDF2 iterations accepted in production (OWASP 2023 for
 /// PBKDF2-HMAC-SHA256).
 pub const MIN_PRODUCTION_PBKDF2_ITERATIONS: u32 = 600_000;
@@ -93,41 +95,6 @@ pub struct Config {
     pub keyring: KeyringConfig,
     pub sessions: SessionsConfig,
     pub ratelimit: RateLimitConfig,
-}
-
-/// One sliding-window rule: at most `limit` in any `window`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    pub limit: u64,
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-}
-
-impl Rule {
-    pub const fn new(limit: u64, window_secs: u64) -> Self {
-        Self { limit, window: Duration::from_secs(window_secs) }
-    }
-}
-
-/// The built-in limits of one endpoint, per client IP, per username and
-/// per (IP, username). A missing rule is not enforced.
-#[derive(Debug, Clone, Copy, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct EndpointLimits {
-    pub per_ip: Option<Rule>,
-    pub per_username: Option<Rule>,
-    pub per_ip_username: Option<Rule>,
-}
-
-/// A namespace of the rate-limit API for other services.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Namespace {
-    pub name: String,
-    pub limit: u64,
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
 }
 
 /// Abuse resistance. Defaults and their reasoning are in the README.

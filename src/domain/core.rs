@@ -8,8 +8,7 @@ use std::time::Duration;
 use super::keyring::Keyring;
 use super::lockout::LockoutPolicy;
 use super::opaque::ServerSetup;
-use super::ratelimit::{BuiltinLimits, Limiter};
-use crate::config::Namespace;
+use super::ratelimit::{BuiltinLimits, Limiter, Namespace};
 use crate::store::db::Db;
 use crate::store::{Fast, Keys};
 
