@@ -5,15 +5,19 @@
 //! container secrets are mounted.
 //!
 //! Secrets are held as [`SecretString`](secrecy::SecretString), whose `Debug`
-//! prints a placeholder, so a config dump in a log never shows them. Unknown keys in the TOML file are an error (a typo
+//! prints a placeholder, and serialize as a placeholder too, so a config dump
+//! in a log never shows them. Unknown keys in the TOML file are an error (a typo
 //! must not silently fall back to a default); unknown `LATCHKEY_*` variables
 //! only produce a warning, because the environment is shared with other
 //! tooling.
 //!
 //! The shape:
-//! - `sections`: [`Config`] and its sections with their defaults. The rate-limit rule types it holds belong to
+//! - `sections`: [`Config`] and its sections with their defaults, the one
+//!   description of every key. The rate-limit rule types it holds belong to
 //!   [`crate::domain::ratelimit`].
-//! - `env`: the environment as figment providers.
+//! - `env`: the environment as figment providers. Which variables exist,
+//!   which are secrets, and which are read verbatim is derived from the
+//!   serialized defaults, so it cannot drift from the structs.
 //! - `validate`: checks after loading, including the production rules.
 //! - here: [`Config::load`], which stacks the three sources.
 
@@ -57,6 +61,10 @@ impl Config {
     pub fn load_from(env: Vec<(String, String)>) -> Result<(Self, LoadReport), ConfigError> {
         let mut report = LoadReport::default();
 
+        // Defaults come from `#[serde(default)]`, not from a figment layer of
+        // serialized defaults, which would merge into the file's tables: an
+        // endpoint's `[ratelimit.login_start]` with only `per_ip` sets just
+        // that rule.
         let mut figment = Figment::new();
         if let Some((_, path)) = env.iter().find(|(k, _)| k == "LATCHKEY_CONFIG") {
             if !Path::new(path).is_file() {

@@ -1,5 +1,8 @@
-//! [`Config`] and its sections, each with its defaults. The TOML file and
-//! the environment deserialize into these structs.
+//! [`Config`] and its sections, each with its defaults: the one description
+//! of every key. The TOML file deserializes into these structs; the
+//! environment variables, and how each is read, are derived from their
+//! serialized defaults (see `env.rs`), which is why secrets and unset paths
+//! serialize the way they do below.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,12 +10,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::validate::MIN_PRODUCTION_PBKDF2_ITERATIONS;
 use crate::domain::ratelimit::{EndpointLimits, Namespace, Rule};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     #[default]
@@ -20,22 +23,25 @@ pub enum Environment {
     Production,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub env: Environment,
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
     /// Postgres (or SQLite) URL; `None` selects SQLite under `data_dir`.
+    #[serde(serialize_with = "redacted")]
     pub database_url: Option<SecretString>,
     /// Redis URL; `None` selects the in-process store.
+    #[serde(serialize_with = "redacted")]
     pub redis_url: Option<SecretString>,
     /// Prefix of every Redis key, so several deployments (or tests) can share
     /// one Redis.
     pub redis_prefix: String,
+    #[serde(serialize_with = "redacted")]
     pub master_password: Option<SecretString>,
     /// Bearer tokens of the services allowed to call the rate-limit API.
-    #[serde(deserialize_with = "secret_list")]
+    #[serde(deserialize_with = "secret_list", serialize_with = "redacted")]
     pub service_tokens: Vec<SecretString>,
     /// Peers whose `X-Forwarded-For` header is believed.
     #[serde(deserialize_with = "ipnet_list")]
@@ -47,7 +53,9 @@ pub struct Config {
     pub migrate_on_start: Option<bool>,
     /// Serve HTTPS with this certificate chain and key (PEM); both or
     /// neither. Without them latchkey speaks plain HTTP (behind a proxy).
+    #[serde(serialize_with = "optional_text")]
     pub tls_cert_file: Option<PathBuf>,
+    #[serde(serialize_with = "optional_text")]
     pub tls_key_file: Option<PathBuf>,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
@@ -57,7 +65,7 @@ pub struct Config {
 }
 
 /// Abuse resistance. Defaults and their reasoning are in the README.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Per-instance pre-filter on the unauthenticated endpoints, per IP,
@@ -113,7 +121,7 @@ impl Default for RateLimitConfig {
 }
 
 /// Session lifetimes (defaults: NIST SP 800-63B AAL2 reauthentication).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionsConfig {
     /// Lifetime of a session token; a refresh gets a new one.
@@ -137,7 +145,7 @@ impl Default for SessionsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub max_connections: u32,
@@ -152,7 +160,7 @@ pub struct DatabaseConfig {
     pub statement_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     pub pool_size: usize,
@@ -160,10 +168,11 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// PEM certificate authority that `rediss://` servers are verified
     /// against (default: the system's roots).
+    #[serde(serialize_with = "optional_text")]
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyringConfig {
     /// PBKDF2-HMAC-SHA256 iterations for a new keyring. An existing keyring
@@ -253,6 +262,24 @@ impl Config {
             Some(url) => url.expose_secret().to_owned(),
             None => format!("sqlite://{}?mode=rwc", self.data_dir.join("latchkey.db").display()),
         }
+    }
+}
+
+/// What a secret serializes as, set or not: serialized configuration never
+/// holds a secret, and the environment reader knows secrets by it.
+pub(super) const REDACTED: &str = "[redacted]";
+
+fn redacted<T, S: Serializer>(_: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(REDACTED)
+}
+
+/// An unset optional path serializes as an empty string rather than as
+/// nothing, so that its default says "text" (read verbatim from the
+/// environment) rather than leaving the kind unknown.
+fn optional_text<T: Serialize, S: Serializer>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => value.serialize(s),
+        None => s.serialize_str(""),
     }
 }
 

@@ -1,9 +1,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use figment::value::Value;
+use secrecy::{ExposeSecret, SecretString};
 
-use super::env::KNOWN_KEYS;
+use super::env::{FILE_ONLY, Kind, env_keys};
 use super::*;
 use crate::domain::ratelimit::Rule;
 
@@ -188,7 +189,8 @@ fn production_refuses_weak_settings() {
     assert!(!ok.migrate_on_start(), "production migrates only when asked");
 }
 
-/// `.env.example` documents every variable, and its values load as-is.
+/// `.env.example` documents every variable (as derived from the defaults)
+/// and no other, and its values load as-is.
 #[test]
 fn env_example_lists_every_variable_and_loads() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).expect("read");
@@ -213,8 +215,17 @@ fn env_example_lists_every_variable_and_loads() {
             active.push((name.to_owned(), value.to_owned()));
         }
     }
-    for key in KNOWN_KEYS {
-        assert!(listed.iter().any(|l| l == key), ".env.example lacks LATCHKEY_{}", key.to_uppercase());
+    let keys = env_keys().expect("keys");
+    for key in keys.keys() {
+        assert!(listed.contains(key), ".env.example lacks LATCHKEY_{}", key.to_uppercase());
+    }
+    for key in &listed {
+        let secret_file = key.strip_suffix("_file").is_some_and(|k| keys.get(k) == Some(&Kind::Secret));
+        assert!(
+            keys.contains_key(key) || secret_file || key == "config",
+            ".env.example lists LATCHKEY_{}, which is no setting",
+            key.to_uppercase()
+        );
     }
     let (config, report) = Config::load_from(active).expect(".env.example loads");
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
@@ -247,4 +258,31 @@ fn bad_values_are_clear_errors() {
     assert!(err.to_string().contains("not-a-net"), "{err}");
     let err = Config::load_from(env(&[("LATCHKEY_ENV", "staging")])).expect_err("refused");
     assert!(err.to_string().contains("staging"), "{err}");
+}
+
+/// The derivation's exceptions name real keys, so none can go stale.
+#[test]
+fn file_only_keys_exist() {
+    let defaults = Value::serialize(Config::default()).expect("serialize");
+    for key in FILE_ONLY {
+        assert!(defaults.find_ref(&key.replace("__", ".")).is_some(), "{key} is no key");
+    }
+}
+
+/// Serialized configuration, like its `Debug`, never shows a secret.
+#[test]
+fn serialized_config_holds_no_secret() {
+    let config = Config {
+        database_url: Some(SecretString::from("postgres://u:hunter2@db/lk")),
+        redis_url: Some(SecretString::from("redis://:hunter3@cache")),
+        master_password: Some(SecretString::from("hunter4 master password")),
+        service_tokens: vec![SecretString::from("hunter5")],
+        ..Config::default()
+    };
+    let json = serde_json::to_string(&config).expect("serialize");
+    let value = format!("{:?}", Value::serialize(&config).expect("serialize"));
+    for text in [json, value] {
+        assert!(!text.contains("hunter"), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+    }
 }

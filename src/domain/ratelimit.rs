@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::core::{ClientInfo, Core};
 use super::{Error, Result};
@@ -27,7 +27,7 @@ const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
 pub const MAX_KEY_CHARS: usize = 256;
 
 /// One sliding-window rule: at most `limit` in any `window`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub limit: u64,
@@ -43,7 +43,7 @@ impl Rule {
 
 /// The built-in limits of one endpoint, per client IP, per username and
 /// per (IP, username). A missing rule is not enforced.
-#[derive(Debug, Clone, Copy, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct EndpointLimits {
     pub per_ip: Option<Rule>,
@@ -52,7 +52,7 @@ pub struct EndpointLimits {
 }
 
 /// A namespace of the rate-limit API for other services.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Namespace {
     pub name: String,
