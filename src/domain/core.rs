@@ -13,10 +13,9 @@ use super::health::{self, Readiness};
 use super::keyring::{Keyring, KeyringStatus};
 use super::lockout::LockoutPolicy;
 use super::opaque::ServerSetup;
-use super::ratelimit::{BuiltinLimits, Limiter};
+use super::ratelimit::{BuiltinLimits, Limiter, Namespace};
 use super::sealing::FastSeal;
 use super::session_cache::SessionCache;
-use crate::config::Namespace;
 use crate::store::db::Db;
 use crate::store::{Fast, Keys};
 

@@ -7,13 +7,17 @@
 //! rather than shared for the outage, never unlimited. The fallback is
 //! logged once per outage, counted in metrics, and ends by itself: after a
 //! short pause the next decision tries Redis again.
+//!
+//! The rules themselves ([`Rule`], [`EndpointLimits`], [`Namespace`]) are
+//! plain data defined here; configuration deserializes into them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::core::{ClientInfo, Core};
 use super::{Error, Result};
-use crate::config::{EndpointLimits, Namespace, Rule};
 use crate::store::fast::{MemoryStore, WindowDecision};
 use crate::store::{Fast, FastStore as _, Keys};
 
@@ -21,6 +25,41 @@ use crate::store::{Fast, FastStore as _, Keys};
 /// Redis again (so an outage does not add a timeout to every request).
 const RETRY_REDIS_AFTER: Duration = Duration::from_secs(1);
 pub const MAX_KEY_CHARS: usize = 256;
+
+/// One sliding-window rule: at most `limit` in any `window`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub limit: u64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Rule {
+    pub const fn new(limit: u64, window_secs: u64) -> Self {
+        Self { limit, window: Duration::from_secs(window_secs) }
+    }
+}
+
+/// The built-in limits of one endpoint, per client IP, per username and
+/// per (IP, username). A missing rule is not enforced.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EndpointLimits {
+    pub per_ip: Option<Rule>,
+    pub per_username: Option<Rule>,
+    pub per_ip_username: Option<Rule>,
+}
+
+/// A namespace of the rate-limit API for other services.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    pub name: String,
+    pub limit: u64,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
 
 /// The limited endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use latchkey::config::{Namespace, Rule};
+use latchkey::domain::ratelimit::{EndpointLimits, Namespace, Rule};
 use latchkey::store::{FastStore as _, Keys};
 use opaque_ke::ClientLogin;
 use rand::rngs::OsRng;
@@ -104,8 +104,7 @@ each_stack!(builtin_limits_answer_429_with_headers_on, builtin_limits_answer_429
 
 async fn spoofed_forwarded_for_is_ignored(db: DbKind, cache: CacheKind) {
     let app = TestApp::spawn_with(db, cache, |c| {
-        c.ratelimit.login_start =
-            latchkey::config::EndpointLimits { per_ip: Some(Rule::new(5, 60)), ..Default::default() };
+        c.ratelimit.login_start = EndpointLimits { per_ip: Some(Rule::new(5, 60)), ..Default::default() };
     })
     .await;
     let mut allowed = 0;
@@ -121,8 +120,7 @@ each_stack!(spoofed_forwarded_for_is_ignored_on, spoofed_forwarded_for_is_ignore
 async fn forwarded_for_from_a_trusted_proxy() {
     let app = TestApp::spawn_with(DbKind::Sqlite, CacheKind::Memory, |c| {
         c.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
-        c.ratelimit.login_start =
-            latchkey::config::EndpointLimits { per_ip: Some(Rule::new(2, 60)), ..Default::default() };
+        c.ratelimit.login_start = EndpointLimits { per_ip: Some(Rule::new(2, 60)), ..Default::default() };
     })
     .await;
     for client in ["198.51.100.1", "198.51.100.2"] {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use latchkey::domain::ratelimit::Namespace;
 use latchkey::store::fast::RedisStore;
 use latchkey::store::{Fast, FastStore as _, Keys};
 use serde_json::{Value, json};
@@ -40,8 +41,7 @@ async fn everything_runs_on_a_redis_cluster() {
     let app = TestApp::spawn_with(DbKind::Postgres, CacheKind::Redis, move |c| {
         c.redis_url = Some(secrecy::SecretString::from(url));
         c.service_tokens = vec![secrecy::SecretString::from(TOKEN)];
-        c.ratelimit.namespaces =
-            vec![latchkey::config::Namespace { name: "api".into(), limit: 10, window: Duration::from_secs(60) }];
+        c.ratelimit.namespaces = vec![Namespace { name: "api".into(), limit: 10, window: Duration::from_secs(60) }];
     })
     .await;
     assert_eq!(app.get("/readyz").await.status(), 200);

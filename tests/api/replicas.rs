@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use latchkey::domain::ratelimit::Namespace;
 use serde_json::{Value, json};
 
 use crate::client::b64;
@@ -20,8 +21,7 @@ async fn pair(redis: String) -> (TestApp, TestApp, TestDb) {
             c.redis_url = Some(secrecy::SecretString::from(redis));
             c.redis_prefix = prefix;
             c.service_tokens = vec![secrecy::SecretString::from(TOKEN)];
-            c.ratelimit.namespaces =
-                vec![latchkey::config::Namespace { name: "api".into(), limit: 10, window: Duration::from_secs(60) }];
+            c.ratelimit.namespaces = vec![Namespace { name: "api".into(), limit: 10, window: Duration::from_secs(60) }];
         }
     };
     // The first migrates; the second starts on the migrated database.
