@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod audit_chain;
 pub mod core;
 pub mod devices;
 mod error;
