@@ -521,3 +521,49 @@ impl<'a> Walk<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_parse_and_print_as_seq_colon_hash() {
+        let hash = "AB".repeat(32);
+        let head: ChainHead = format!("42:{hash}").parse().expect("parses");
+        assert_eq!(head, ChainHead { sequence: 42, hash: hash.to_ascii_lowercase() });
+        assert_eq!(head.to_string(), format!("42:{}", hash.to_ascii_lowercase()));
+        for bad in [
+            String::new(),
+            "42".into(),
+            format!("x:{hash}"),
+            format!("42:{}", &hash[1..]),
+            format!("42:{}g", &hash[1..]),
+        ] {
+            assert!(bad.parse::<ChainHead>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keyed_and_plain_links_differ_and_depend_on_the_key() {
+        let row = audit_events::Model {
+            id: 1,
+            occurred_at: DateTime::from_timestamp_micros(1_700_000_000_000_000).unwrap_or_default(),
+            event: "login.success".into(),
+            user_id: None,
+            session_id: None,
+            device_id: None,
+            ip: Some("192.0.2.1".into()),
+            outcome: "success".into(),
+            details_key_id: None,
+            details: None,
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        };
+        let plain = link(None, GENESIS_HASH, &row);
+        let keyed = link(Some(&ChainKey([1; 32])), GENESIS_HASH, &row);
+        assert_eq!(plain.len(), 64);
+        assert_eq!(keyed.len(), 64);
+        assert_ne!(plain, keyed);
+        assert_ne!(keyed, link(Some(&ChainKey([2; 32])), GENESIS_HASH, &row));
+    }
+}
