@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::store::audit::ChainHead;
+use crate::domain::audit_chain::ChainHead;
 
 #[derive(Debug, Parser)]
 #[command(name = "latchkey", version, about = "OPAQUE authentication service")]

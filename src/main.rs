@@ -80,7 +80,7 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
                         println!("the chain still reaches the published head {}", published.sequence);
                     }
                 }
-                Some(fault @ latchkey::store::audit::ChainFault::Broken { id }) => {
+                Some(fault @ latchkey::domain::audit_chain::ChainFault::Broken { id }) => {
                     println!("audit chain BROKEN at event id {id} ({checked} events before it verified)");
                     return Err(format!("audit chain {fault}").into());
                 }

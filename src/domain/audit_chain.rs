@@ -17,7 +17,8 @@ use chrono::{DateTime, Utc};
 
 use super::Result;
 use super::keyring::Keyring;
-use crate::store::audit::{self as store, ChainHead, ChainReport, Keying};
+use crate::store::audit::{self as store, Keying};
+pub use crate::store::audit::{ChainFault, ChainHead, ChainReport};
 use crate::store::db::Db;
 
 /// The keyring purpose label of the chain key.
