@@ -158,6 +158,7 @@ pub async fn open_core(config: &Config, migrate: bool) -> Result<Core, StartupEr
 /// together (the server and the CLI both come here).
 async fn core_on(config: &Config, db: Db, fast: Fast) -> Result<Core, StartupError> {
     let keyring = Arc::new(open_keyring(config, &db).await?);
+    domain::audit_chain::open(&db, &keyring, chrono::Utc::now()).await?;
     let setup = server_setup::load_or_create(&db, &keyring, chrono::Utc::now()).await?;
     Ok(Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring, Arc::new(setup), policies(config)))
 }
@@ -245,6 +246,7 @@ impl Application {
                 config.keyring.maintenance_interval,
                 config.keyring.reencrypt_batch,
             )),
+            tokio::spawn(audit_head_publication(state.core.clone(), domain::audit_chain::HEAD_PUBLICATION_INTERVAL)),
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 loop {
@@ -309,6 +311,19 @@ async fn keyring_maintenance(core: Arc<Core>, every: Duration, batch: u64) {
         tick.tick().await;
         if let Err(e) = core.keyring_maintenance(batch, chrono::Utc::now()).await {
             tracing::warn!(error = %e, "key maintenance failed; it resumes on the next run");
+        }
+    }
+}
+
+/// Publishes the audit chain head (a log line when it moves, a gauge), so
+/// that deleting the newest audit rows can be detected later.
+async fn audit_head_publication(core: Arc<Core>, every: Duration) {
+    let mut publisher = domain::audit_chain::HeadPublisher::default();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = core.publish_audit_head(&mut publisher).await {
+            tracing::warn!(error = %e, "publishing the audit chain head failed; it is retried on the next run");
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::domain::audit_chain::ChainHead;
+
 #[derive(Debug, Parser)]
 #[command(name = "latchkey", version, about = "OPAQUE authentication service")]
 pub struct Cli {
@@ -49,8 +51,14 @@ pub enum AdminAction {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditAction {
-    /// Walk the hash chain; exits non-zero at the first broken row.
-    Verify,
+    /// Walk the chain; exits non-zero at the first row that does not verify.
+    Verify {
+        /// A head published earlier (`SEQ:HASH`, from the log or the
+        /// metrics): also fail when the row with that sequence is gone or
+        /// differs, i.e. when the newest rows were deleted.
+        #[arg(long, value_name = "SEQ:HASH")]
+        head: Option<ChainHead>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -64,14 +64,29 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             let note = if changed { "" } else { " (no change)" };
             println!("admin role {verb} {username}{note}");
         }
-        Command::Audit { action: AuditAction::Verify } => {
+        Command::Audit { action: AuditAction::Verify { head } } => {
             let db = app::open_db(&config, false).await?;
-            let (checked, broken) = latchkey::store::audit::verify_chain(&db).await?;
-            match broken {
-                None => println!("audit chain intact: {checked} events verified"),
-                Some(id) => {
+            let keyring = app::open_keyring(&config, &db).await?;
+            let report = latchkey::domain::audit_chain::verify(&db, &keyring, head.as_ref()).await?;
+            let checked = report.checked;
+            match report.fault {
+                None => {
+                    let head_text = report.head.map_or_else(|| "none (empty)".to_owned(), |h| h.to_string());
+                    println!(
+                        "audit chain intact: {checked} events verified ({} from before keying, with SHA-256); head {head_text}",
+                        report.unkeyed
+                    );
+                    if let Some(published) = head {
+                        println!("the chain still reaches the published head {}", published.sequence);
+                    }
+                }
+                Some(fault @ latchkey::domain::audit_chain::ChainFault::Broken { id }) => {
                     println!("audit chain BROKEN at event id {id} ({checked} events before it verified)");
-                    return Err(format!("audit chain broken at event {id}").into());
+                    return Err(format!("audit chain {fault}").into());
+                }
+                Some(fault) => {
+                    println!("audit chain FAILED: {fault} ({checked} events verified)");
+                    return Err(format!("audit chain {fault}").into());
                 }
             }
         }

@@ -116,6 +116,11 @@ impl Core {
         self.limiter.is_falling_back()
     }
 
+    /// Publishes the audit chain head when it moved (the background job).
+    pub async fn publish_audit_head(&self, publisher: &mut super::audit_chain::HeadPublisher) -> Result<()> {
+        publisher.publish(&self.db).await.map(drop)
+    }
+
     /// The keyring's keys, their state, age, use count and rows.
     pub async fn keys_status(&self, now: DateTime<Utc>) -> Result<KeyringStatus> {
         self.keyring.status(now).await

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod audit_chain;
 pub mod core;
 pub mod devices;
 mod error;

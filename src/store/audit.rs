@@ -1,16 +1,42 @@
-//! The append-only audit log, hash-chained: each row's `hash` covers the
-//! previous row's hash and every field of the row, so altering, deleting or
-//! reordering rows breaks the chain at that point.
+//! The append-only audit log, chained by MACs: each row's `hash` is an
+//! HMAC-SHA256, under a key derived from the keyring, over the previous
+//! row's hash and every field of the row. Altering, deleting, inserting or
+//! reordering rows breaks the chain at that point, and someone who can only
+//! write the table cannot compute a valid replacement.
+//!
+//! Rows written before the chain was keyed carry a plain SHA-256 instead.
+//! Keying appends one marker row, [`CHAIN_KEYED_EVENT`], whose MAC covers the
+//! last unkeyed hash, so the keyed part vouches for the whole prefix:
+//!
+//! ```text
+//!  id 1 .. k-1   SHA-256(prev, fields)       written before keying (maybe none)
+//!  id k          HMAC(key, prev, fields)     audit.chain_keyed, prev = hash of k-1
+//!  id k+1 ..     HMAC(key, prev, fields)
+//! ```
+//!
+//! Verification checks the prefix with SHA-256 and everything from the
+//! first marker on with the key; a non-empty chain without a marker fails,
+//! since its hashes could all have been recomputed. Deleting the newest rows
+//! leaves a shorter valid chain: that is caught against a head (sequence,
+//! hash) recorded earlier, see [`verify`]. The sequence is the row id.
 //!
 //! Appends are serialized (a Postgres advisory lock held to the end of the
 //! transaction; SQLite has one writer), so concurrent events never fork the
 //! chain. Events are appended inside the transaction of the change they
 //! record: a committed change always has its audit row.
 
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use chrono::{DateTime, Utc};
 use entity::audit_events;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseBackend, EntityTrait, QueryOrder, QuerySelect, Statement};
+use hmac::Mac as _;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait as _, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter as _, QueryOrder,
+    QuerySelect, Statement,
+};
 use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
 use super::StoreError;
@@ -19,8 +45,13 @@ use super::db::{Db, WriteTxn};
 /// `prev_hash` of the first row.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The marker row from which the chain is keyed.
+pub const CHAIN_KEYED_EVENT: &str = "audit.chain_keyed";
+
 /// Arbitrary constant naming the audit append lock.
-const AUDIT_LOCK_KEY: i64 = 0x6c6b_6175_6469_74;
+const AUDIT_LOCK_KEY: i64 = 0x006c_6b61_7564_6974;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
 
 #[derive(Debug, Clone)]
 pub struct NewAuditEvent {
@@ -35,9 +66,127 @@ pub struct NewAuditEvent {
     pub details: Option<(Uuid, String)>,
 }
 
-/// The bytes a row's hash covers, in a fixed order.
-fn chain_hash(prev: &str, row: &audit_events::Model) -> String {
-    let canonical = serde_json::json!([
+/// The key of the chain's MACs.
+#[derive(Clone, PartialEq, Eq)]
+struct ChainKey([u8; 32]);
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
+/// What a database handle knows of its chain: the key once loaded, and
+/// whether the marker is known to exist. Shared by every clone of a [`Db`].
+#[derive(Debug, Default)]
+pub struct ChainState {
+    key: OnceLock<ChainKey>,
+    keyed: AtomicBool,
+}
+
+impl ChainState {
+    fn load(&self, key: ChainKey) -> Result<(), StoreError> {
+        match self.key.set(key) {
+            Ok(()) => Ok(()),
+            Err(key) if self.key.get() == Some(&key) => Ok(()),
+            Err(_) => Err(StoreError::Database("a different audit chain key is already loaded".into())),
+        }
+    }
+
+    fn key(&self) -> Result<&ChainKey, StoreError> {
+        self.key.get().ok_or_else(|| StoreError::Database("the audit chain key is not loaded".into()))
+    }
+}
+
+/// A point of the chain: a row's id and hash, written `SEQ:HASH`. The head
+/// is the newest row's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub sequence: i64,
+    pub hash: String,
+}
+
+impl std::fmt::Display for ChainHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.sequence, self.hash)
+    }
+}
+
+impl std::str::FromStr for ChainHead {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (sequence, hash) = s.split_once(':').ok_or("expected SEQ:HASH")?;
+        let sequence = sequence.parse().map_err(|_| format!("{sequence:?} is not a sequence number"))?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{hash:?} is not 64 hexadecimal digits"));
+        }
+        Ok(Self { sequence, hash: hash.to_ascii_lowercase() })
+    }
+}
+
+/// Why verification failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainFault {
+    /// This row's `prev_hash` or `hash` does not match: it, or the row
+    /// before it, was altered, removed, inserted or reordered.
+    Broken { id: i64 },
+    /// Rows from `first` on, but no marker: the chain was never keyed, or
+    /// its keyed part was replaced by recomputed plain hashes.
+    Unkeyed { first: i64 },
+    /// No row has the head's sequence: the chain ends at `last`, so rows
+    /// up to the head were deleted.
+    HeadMissing { head: i64, last: Option<i64> },
+    /// The row at the head's sequence has another hash.
+    HeadMismatch { head: i64 },
+}
+
+impl std::fmt::Display for ChainFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Broken { id } => write!(f, "broken at event id {id}"),
+            Self::Unkeyed { first } => write!(
+                f,
+                "not keyed: no {CHAIN_KEYED_EVENT} row, so the hashes from event id {first} on could have been recomputed \
+                 (an older version's log is keyed when the service next starts)"
+            ),
+            Self::HeadMissing { head, last: Some(last) } => {
+                write!(f, "head {head} is missing: the chain ends at event id {last}, newer rows were deleted")
+            }
+            Self::HeadMissing { head, last: None } => write!(f, "head {head} is missing: the chain is empty"),
+            Self::HeadMismatch { head } => write!(f, "event id {head} does not have the head's hash"),
+        }
+    }
+}
+
+/// The outcome of a walk along the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Rows verified before the fault, if any.
+    pub checked: u64,
+    /// How many of them precede the marker (checked with plain SHA-256).
+    pub unkeyed: u64,
+    /// The marker's id.
+    pub keyed_at: Option<i64>,
+    /// The last row verified: the chain's head when it is intact.
+    pub head: Option<ChainHead>,
+    pub fault: Option<ChainFault>,
+}
+
+/// What keying did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keying {
+    /// The chain had its marker already.
+    AlreadyKeyed,
+    /// The marker was appended after `unkeyed` verified rows; `broken_at`
+    /// is the first older row that did not verify (the marker's outcome is
+    /// then `failure`).
+    Keyed { marker: ChainHead, unkeyed: u64, broken_at: Option<i64> },
+}
+
+/// The text a row's hash covers, in a fixed order.
+fn canonical(prev: &str, row: &audit_events::Model) -> String {
+    serde_json::json!([
         prev,
         row.occurred_at.timestamp_micros(),
         row.event,
@@ -48,16 +197,79 @@ fn chain_hash(prev: &str, row: &audit_events::Model) -> String {
         row.outcome,
         row.details_key_id,
         row.details,
-    ]);
-    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    ])
+    .to_string()
 }
 
-/// Appends events inside `txn`, after the change they record.
-pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
+/// A row's hash: the MAC under `key`, or plain SHA-256 for rows before the
+/// marker.
+fn link(key: Option<&ChainKey>, prev: &str, row: &audit_events::Model) -> String {
+    let text = canonical(prev, row);
+    match key {
+        Some(key) => {
+            let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(&key.0).expect("HMAC takes keys of any length");
+            mac.update(text.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        }
+        None => hex::encode(Sha256::digest(text.as_bytes())),
     }
-    let conn: &sea_orm::DatabaseTransaction = txn;
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// Loads the chain key into `db` for verification. Appending needs the
+/// chain keyed as well: see [`key_chain`].
+pub fn load_chain_key(db: &Db, key: [u8; 32]) -> Result<(), StoreError> {
+    db.audit_chain.load(ChainKey(key))
+}
+
+/// Loads the chain key into `db` and, when the chain has no marker yet,
+/// verifies the older rows with SHA-256 and appends the marker. Old rows
+/// are never rewritten. Idempotent, and safe for replicas starting at once.
+pub async fn key_chain(db: &Db, key: [u8; 32], now: DateTime<Utc>) -> Result<Keying, StoreError> {
+    load_chain_key(db, key)?;
+    let key = db.audit_chain.key()?;
+    if marker_exists(db.conn()).await? {
+        db.audit_chain.keyed.store(true, Ordering::Release);
+        return Ok(Keying::AlreadyKeyed);
+    }
+    // Most of the old chain is verified without holding the append lock;
+    // under it, only the rows appended meanwhile.
+    let mut walk = Walk::new(key, None);
+    walk.advance(db.conn()).await?;
+    let txn = db.begin_write().await?;
+    lock(&txn).await?;
+    if marker_exists(&*txn).await? {
+        db.audit_chain.keyed.store(true, Ordering::Release);
+        return Ok(Keying::AlreadyKeyed);
+    }
+    walk.advance(&*txn).await?;
+    let old = walk.finish();
+    let broken_at = match old.fault {
+        Some(ChainFault::Broken { id }) => Some(id),
+        _ => None,
+    };
+    let marker = NewAuditEvent {
+        occurred_at: now,
+        event: CHAIN_KEYED_EVENT,
+        user_id: None,
+        session_id: None,
+        device_id: None,
+        ip: None,
+        outcome: if broken_at.is_none() { "success" } else { "failure" },
+        details: None,
+    };
+    let prev = last_hash(&*txn).await?;
+    insert_chained(&txn, key, prev, &[marker]).await?;
+    let marker = head(&*txn).await?.ok_or_else(|| StoreError::Database("the marker row is not there".into()))?;
+    txn.commit().await?;
+    db.audit_chain.keyed.store(true, Ordering::Release);
+    Ok(Keying::Keyed { marker, unkeyed: old.checked, broken_at })
+}
+
+async fn lock(conn: &sea_orm::DatabaseTransaction) -> Result<(), StoreError> {
     if conn.get_database_backend() == DatabaseBackend::Postgres {
         conn.execute_raw(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
@@ -66,14 +278,61 @@ pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), S
         ))
         .await?;
     }
+    Ok(())
+}
+
+async fn marker_exists(conn: &impl ConnectionTrait) -> Result<bool, StoreError> {
+    let found = audit_events::Entity::find()
+        .filter(audit_events::Column::Event.eq(CHAIN_KEYED_EVENT))
+        .select_only()
+        .column(audit_events::Column::Id)
+        .into_tuple::<i64>()
+        .one(conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+async fn last_hash(conn: &impl ConnectionTrait) -> Result<String, StoreError> {
+    Ok(head(conn).await?.map_or_else(|| GENESIS_HASH.to_owned(), |h| h.hash))
+}
+
+async fn head(conn: &impl ConnectionTrait) -> Result<Option<ChainHead>, StoreError> {
     let last = audit_events::Entity::find()
         .order_by_desc(audit_events::Column::Id)
         .select_only()
-        .column(audit_events::Column::Hash)
-        .into_tuple::<String>()
+        .columns([audit_events::Column::Id, audit_events::Column::Hash])
+        .into_tuple::<(i64, String)>()
         .one(conn)
         .await?;
-    let mut prev = last.unwrap_or_else(|| GENESIS_HASH.to_owned());
+    Ok(last.map(|(sequence, hash)| ChainHead { sequence, hash }))
+}
+
+/// Appends events inside `txn`, after the change they record. Fails when
+/// the chain key is not loaded or the chain not keyed: a row is never
+/// written with a plain hash.
+pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let key = txn.audit_chain.key()?;
+    lock(txn).await?;
+    if !txn.audit_chain.keyed.load(Ordering::Acquire) {
+        if !marker_exists(&**txn).await? {
+            return Err(StoreError::Database("the audit chain is not keyed yet".into()));
+        }
+        txn.audit_chain.keyed.store(true, Ordering::Release);
+    }
+    let prev = last_hash(&**txn).await?;
+    insert_chained(txn, key, prev, events).await
+}
+
+/// Inserts `events` chained after `prev`; the caller holds the append lock.
+async fn insert_chained(
+    conn: &sea_orm::DatabaseTransaction,
+    key: &ChainKey,
+    mut prev: String,
+    events: &[NewAuditEvent],
+) -> Result<(), StoreError> {
     let mut rows = Vec::with_capacity(events.len());
     for event in events {
         // Postgres keeps microseconds: hash what will be read back.
@@ -92,7 +351,7 @@ pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), S
             prev_hash: prev.clone(),
             hash: String::new(),
         };
-        row.hash = chain_hash(&prev, &row);
+        row.hash = link(Some(key), &prev, &row);
         prev = row.hash.clone();
         rows.push(audit_events::ActiveModel {
             occurred_at: Set(row.occurred_at),
@@ -121,39 +380,190 @@ pub async fn append(db: &Db, events: &[NewAuditEvent]) -> Result<(), StoreError>
     txn.commit().await
 }
 
-/// Walks the chain in id order; returns the id of the first row whose
-/// `prev_hash` or `hash` does not match, or `None` when the chain is intact.
+/// The newest row's id and hash.
+pub async fn chain_head(db: &Db) -> Result<Option<ChainHead>, StoreError> {
+    head(db.conn()).await
+}
+
+/// The hash of the row with id `sequence`, if there is one.
+pub async fn hash_at(db: &Db, sequence: i64) -> Result<Option<String>, StoreError> {
+    Ok(audit_events::Entity::find_by_id(sequence)
+        .select_only()
+        .column(audit_events::Column::Hash)
+        .into_tuple::<String>()
+        .one(db.conn())
+        .await?)
+}
+
+/// Walks the whole chain in id order with the loaded key, stopping at the
+/// first fault. With `head` (recorded earlier), the row with its sequence
+/// must still be there with its hash: deleting the newest rows leaves a
+/// valid but shorter chain, which only a head recorded elsewhere reveals.
+pub async fn verify(db: &Db, head: Option<&ChainHead>) -> Result<ChainReport, StoreError> {
+    let mut walk = Walk::new(db.audit_chain.key()?, head);
+    walk.advance(db.conn()).await?;
+    Ok(walk.finish())
+}
+
+/// [`verify`] without a head: the number of rows verified, and the id of
+/// the first row that does not verify.
 pub async fn verify_chain(db: &Db) -> Result<(u64, Option<i64>), StoreError> {
-    const PAGE: u64 = 1000;
-    let mut prev = GENESIS_HASH.to_owned();
-    let mut after = i64::MIN;
-    let mut checked = 0u64;
-    loop {
-        let rows = audit_events::Entity::find()
-            .filter_by_id_after(after)
-            .order_by_asc(audit_events::Column::Id)
-            .limit(PAGE)
-            .all(db.conn())
-            .await?;
-        let Some(last) = rows.last() else { return Ok((checked, None)) };
-        after = last.id;
-        for row in rows {
-            if row.prev_hash != prev || chain_hash(&prev, &row) != row.hash {
-                return Ok((checked, Some(row.id)));
+    let report = verify(db, None).await?;
+    let broken = match report.fault {
+        None => None,
+        Some(ChainFault::Broken { id }) => Some(id),
+        Some(ChainFault::Unkeyed { first }) => Some(first),
+        Some(ChainFault::HeadMissing { .. } | ChainFault::HeadMismatch { .. }) => None,
+    };
+    Ok((report.checked, broken))
+}
+
+/// A walk along the chain in id order that can be resumed where it stopped.
+struct Walk<'a> {
+    key: &'a ChainKey,
+    head: Option<&'a ChainHead>,
+    prev: String,
+    after: i64,
+    first: Option<i64>,
+    checked: u64,
+    unkeyed: u64,
+    keyed_at: Option<i64>,
+    last: Option<ChainHead>,
+    head_seen: bool,
+    fault: Option<ChainFault>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(key: &'a ChainKey, head: Option<&'a ChainHead>) -> Self {
+        Self {
+            key,
+            head,
+            prev: GENESIS_HASH.to_owned(),
+            after: i64::MIN,
+            first: None,
+            checked: 0,
+            unkeyed: 0,
+            keyed_at: None,
+            last: None,
+            head_seen: false,
+            fault: None,
+        }
+    }
+
+    /// Checks the rows after the last one seen, up to the end or a fault.
+    async fn advance(&mut self, conn: &impl ConnectionTrait) -> Result<(), StoreError> {
+        const PAGE: u64 = 1000;
+        while self.fault.is_none() {
+            let rows = audit_events::Entity::find()
+                .filter(audit_events::Column::Id.gt(self.after))
+                .order_by_asc(audit_events::Column::Id)
+                .limit(PAGE)
+                .all(conn)
+                .await?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            self.after = last.id;
+            for row in rows {
+                self.step(row);
+                if self.fault.is_some() {
+                    break;
+                }
             }
-            checked += 1;
-            prev = row.hash;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, row: audit_events::Model) {
+        self.first.get_or_insert(row.id);
+        if self.keyed_at.is_none() && row.event == CHAIN_KEYED_EVENT {
+            self.keyed_at = Some(row.id);
+        }
+        let key = self.keyed_at.is_some().then_some(self.key);
+        if row.prev_hash != self.prev || !same(&link(key, &self.prev, &row), &row.hash) {
+            self.fault = Some(ChainFault::Broken { id: row.id });
+            return;
+        }
+        if let Some(head) = self.head
+            && head.sequence == row.id
+        {
+            if !same(&head.hash, &row.hash) {
+                self.fault = Some(ChainFault::HeadMismatch { head: head.sequence });
+                return;
+            }
+            self.head_seen = true;
+        }
+        self.checked += 1;
+        if key.is_none() {
+            self.unkeyed += 1;
+        }
+        self.prev = row.hash.clone();
+        self.last = Some(ChainHead { sequence: row.id, hash: row.hash });
+    }
+
+    fn finish(mut self) -> ChainReport {
+        if self.fault.is_none() {
+            if let Some(first) = self.first
+                && self.keyed_at.is_none()
+            {
+                self.fault = Some(ChainFault::Unkeyed { first });
+            } else if let Some(head) = self.head
+                && !self.head_seen
+            {
+                self.fault =
+                    Some(ChainFault::HeadMissing { head: head.sequence, last: self.last.as_ref().map(|l| l.sequence) });
+            }
+        }
+        ChainReport {
+            checked: self.checked,
+            unkeyed: self.unkeyed,
+            keyed_at: self.keyed_at,
+            head: self.last,
+            fault: self.fault,
         }
     }
 }
 
-trait AfterId {
-    fn filter_by_id_after(self, id: i64) -> Self;
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl AfterId for sea_orm::Select<audit_events::Entity> {
-    fn filter_by_id_after(self, id: i64) -> Self {
-        use sea_orm::{ColumnTrait as _, QueryFilter as _};
-        self.filter(audit_events::Column::Id.gt(id))
+    #[test]
+    fn heads_parse_and_print_as_seq_colon_hash() {
+        let hash = "AB".repeat(32);
+        let head: ChainHead = format!("42:{hash}").parse().expect("parses");
+        assert_eq!(head, ChainHead { sequence: 42, hash: hash.to_ascii_lowercase() });
+        assert_eq!(head.to_string(), format!("42:{}", hash.to_ascii_lowercase()));
+        for bad in [
+            String::new(),
+            "42".into(),
+            format!("x:{hash}"),
+            format!("42:{}", &hash[1..]),
+            format!("42:{}g", &hash[1..]),
+        ] {
+            assert!(bad.parse::<ChainHead>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keyed_and_plain_links_differ_and_depend_on_the_key() {
+        let row = audit_events::Model {
+            id: 1,
+            occurred_at: DateTime::from_timestamp_micros(1_700_000_000_000_000).unwrap_or_default(),
+            event: "login.success".into(),
+            user_id: None,
+            session_id: None,
+            device_id: None,
+            ip: Some("192.0.2.1".into()),
+            outcome: "success".into(),
+            details_key_id: None,
+            details: None,
+            prev_hash: GENESIS_HASH.into(),
+            hash: String::new(),
+        };
+        let plain = link(None, GENESIS_HASH, &row);
+        let keyed = link(Some(&ChainKey([1; 32])), GENESIS_HASH, &row);
+        assert_eq!(plain.len(), 64);
+        assert_eq!(keyed.len(), 64);
+        assert_ne!(plain, keyed);
+        assert_ne!(keyed, link(Some(&ChainKey([2; 32])), GENESIS_HASH, &row));
     }
 }

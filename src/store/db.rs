@@ -13,6 +13,7 @@ use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::StoreError;
+use super::audit::ChainState;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
@@ -21,12 +22,15 @@ pub struct Db {
     /// SQLite allows one writer: write transactions queue here instead of
     /// failing with "database is locked" when two upgrade at once.
     sqlite_writer: Option<Arc<Mutex<()>>>,
+    /// The audit chain's key, shared by every clone of this handle.
+    pub(super) audit_chain: Arc<ChainState>,
 }
 
 /// A write transaction; on SQLite it also holds the writer slot.
 pub struct WriteTxn {
     txn: DatabaseTransaction,
     _writer: Option<OwnedMutexGuard<()>>,
+    pub(super) audit_chain: Arc<ChainState>,
 }
 
 impl WriteTxn {
@@ -72,7 +76,7 @@ impl Db {
         }
         let conn = Database::connect(opts).await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
         let sqlite_writer = (conn.get_database_backend() == DatabaseBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Self { conn, sqlite_writer })
+        Ok(Self { conn, sqlite_writer, audit_chain: Arc::default() })
     }
 
     /// Begins a transaction that will write.
@@ -82,7 +86,7 @@ impl Db {
             None => None,
         };
         let txn = self.conn.begin().await?;
-        Ok(WriteTxn { txn, _writer: writer })
+        Ok(WriteTxn { txn, _writer: writer, audit_chain: self.audit_chain.clone() })
     }
 
     pub fn conn(&self) -> &DatabaseConnection {

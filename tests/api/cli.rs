@@ -52,7 +52,7 @@ async fn keys_commands_and_wrong_master_password() {
         .into_iter()
         .map(|e| e.event)
         .collect();
-    assert_eq!(events, ["key.rotate", "key.reencrypt"]);
+    assert_eq!(events, ["audit.chain_keyed", "key.rotate", "key.reencrypt"], "the first start keyed the chain");
     conn.close().await;
 
     // A wrong master password stops `serve` before it listens.

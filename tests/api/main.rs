@@ -7,6 +7,7 @@ mod helpers;
 
 mod abuse;
 mod admin;
+mod audit;
 mod cli;
 mod cluster;
 mod compose;
