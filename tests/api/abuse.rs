@@ -161,31 +161,72 @@ async fn user_of(app: &TestApp, username: &str) -> entity::users::Model {
         .expect("user")
 }
 
-async fn lockout_grows_and_resets(db: DbKind, cache: CacheKind) {
-    let app = TestApp::spawn_with(db, cache, |c| c.ratelimit.lockout_threshold = 3).await;
-    assert_eq!(app.register("lou", PASSWORD).await.status(), 201);
-    for _ in 0..3 {
-        assert_eq!(app.login_response("lou", "wrong", json!({"fingerprint": "x"})).await.status(), 401);
+/// A real client guessing: login/start, KE2 rejected, no finish. Waits out
+/// the short locks of the schedule; returns the start statuses seen.
+async fn guess(app: &TestApp, username: &str, device_token: Option<&str>) -> u16 {
+    let mut device = json!({"fingerprint": "attacker"});
+    if let Some(token) = device_token {
+        device["device_token"] = json!(token);
     }
-    let user = user_of(&app, "lou").await;
-    assert_eq!(user.failed_attempts, 3);
-    let first_lock = user.locked_until.expect("locked") - user.last_failure_at.expect("failure");
-    assert_eq!(first_lock.num_seconds(), 1);
-    // A wrong password still gets the usual 401 (the lock is not revealed);
-    // it counts and the lock grows.
-    assert_eq!(app.login_response("lou", "wrong", json!({"fingerprint": "x"})).await.status(), 401);
-    let user = user_of(&app, "lou").await;
-    assert_eq!((user.locked_until.expect("locked") - user.last_failure_at.expect("failure")).num_seconds(), 5);
-    // The right password during the lock: 423.
+    app.login_response(username, "guess", device).await.status().as_u16()
+}
+
+/// Lockout with threshold 2 and hard limit 3: the third guess hard-locks.
+fn strict(c: &mut latchkey::config::Config) {
+    c.ratelimit.lockout_threshold = 2;
+    c.ratelimit.lockout_hard_limit = 3;
+}
+
+async fn hard_lock(app: &TestApp, username: &str, device_token: Option<&str>) {
+    assert_eq!(guess(app, username, device_token).await, 401, "first guess tested (client-side 401)");
+    assert_eq!(guess(app, username, device_token).await, 401, "second guess tested; now locked for 1 s");
+    assert_eq!(guess(app, username, device_token).await, 423, "no guess is tested during the lock");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(guess(app, username, device_token).await, 401, "third guess tested; now hard-locked");
+}
+
+async fn guesses_are_counted_at_start(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn_with(db, cache, strict).await;
+    assert_eq!(app.register("lou", PASSWORD).await.status(), 201);
+    hard_lock(&app, "lou", None).await;
+    // The right password is refused at start: no finish is ever reached.
     let res = app.login_response("lou", PASSWORD, json!({"fingerprint": "x"})).await;
     assert_eq!(res.status(), 423);
-    assert_eq!(res.json::<Value>().await.expect("json")["code"], "account_locked");
-    tokio::time::sleep(Duration::from_millis(5200)).await;
-    app.login("lou", PASSWORD, "x").await;
+    let retry: u64 = res.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!(retry > 23 * 3600, "hard lock: {retry} s");
+    let known: Value = res.json().await.expect("json");
+    assert_eq!(known["code"], "account_locked");
     let user = user_of(&app, "lou").await;
-    assert_eq!((user.failed_attempts, user.locked_until), (0, None), "success resets");
+    assert_eq!(user.failed_attempts, 3, "three guesses, none of them finished");
+
+    // An unknown name guessed as often answers alike.
+    hard_lock(&app, "nobody", None).await;
+    let res = app.login_response("nobody", PASSWORD, json!({"fingerprint": "x"})).await;
+    assert_eq!(res.status(), 423);
+    let unknown_retry: u64 = res.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!(unknown_retry > 23 * 3600);
+    let unknown: Value = res.json().await.expect("json");
+    assert_eq!(unknown, known, "a lock says nothing about existence");
     let events = app.audit_events().await;
     assert!(events.iter().any(|e| e == "account.lock"), "{events:?}");
+}
+each_stack!(guesses_are_counted_at_start_on, guesses_are_counted_at_start);
+
+async fn lockout_grows_and_resets(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn_with(db, cache, |c| c.ratelimit.lockout_threshold = 2).await;
+    assert_eq!(app.register("lea", PASSWORD).await.status(), 201);
+    assert_eq!(guess(&app, "lea", None).await, 401);
+    assert_eq!(guess(&app, "lea", None).await, 401);
+    let user = user_of(&app, "lea").await;
+    let first_lock = user.locked_until.expect("locked") - user.last_failure_at.expect("failure");
+    assert_eq!(first_lock.num_seconds(), 1);
+    let res = app.login_response("lea", PASSWORD, json!({"fingerprint": "x"})).await;
+    assert_eq!(res.status(), 423, "the right password during the lock");
+    assert_eq!(res.headers()["retry-after"], "1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.login("lea", PASSWORD, "x").await;
+    let user = user_of(&app, "lea").await;
+    assert_eq!((user.failed_attempts, user.locked_until), (0, None), "a completed login resets");
 }
 each_stack!(lockout_grows_and_resets_on, lockout_grows_and_resets);
 
@@ -193,68 +234,194 @@ each_stack!(lockout_grows_and_resets_on, lockout_grows_and_resets);
 async fn at_most_one_hundred_failures_then_a_hard_lock() {
     let app = TestApp::spawn(DbKind::Postgres, CacheKind::Redis).await;
     let s = app.register_and_login("max", PASSWORD).await;
-    // The user's own trusted device...
-    let devices: Value = app.get_auth("/v1/devices", &s.token).await.json().await.expect("json");
-    let device = devices["devices"][0]["device_id"].as_str().expect("id").to_owned();
-    let res = app
-        .client
-        .put(app.url(&format!("/v1/devices/{device}/trust")))
-        .bearer_auth(&s.token)
-        .json(&json!({"trust": "trusted"}))
-        .send()
-        .await
-        .expect("req");
-    assert_eq!(res.status(), 204);
     let id = user_of(&app, "max").await.id;
     // 99 failures recorded as the login path records them...
     for _ in 0..99 {
         latchkey::store::users::record_failure(&app.app_db, id, chrono::Utc::now()).await.expect("record");
     }
-    // ...and the hundredth through a real wrong login.
-    assert_eq!(app.login_response("max", "wrong", json!({"fingerprint": "x"})).await.status(), 401);
+    // ...and the hundredth through a real guess.
+    assert_eq!(guess(&app, "max", None).await, 401);
     let user = user_of(&app, "max").await;
     assert_eq!(user.failed_attempts, 100);
     let hard = user.locked_until.expect("locked") - chrono::Utc::now();
     assert!(hard > chrono::Duration::hours(23), "hard lock: {hard}");
-    assert_eq!(app.login_response("max", PASSWORD, json!({"fingerprint": "x"})).await.status(), 423);
-    // ...does not pass the hard lock: only time or an admin lifts it.
     assert_eq!(app.login_response("max", PASSWORD, json!({"fingerprint": "device-1"})).await.status(), 423);
+    // The user's own device credential is an unknown device until trusted:
+    // it does not pass either.
+    let token = s.device_token.expect("a new device gets a credential");
+    let with_token = json!({"fingerprint": "device-1", "device_token": token});
+    assert_eq!(app.login_response("max", PASSWORD, with_token).await.status(), 423);
+}
+
+async fn trust(app: &TestApp, token: &str, device_id: &str, trust: &str) -> u16 {
+    app.client
+        .put(app.url(&format!("/v1/devices/{device_id}/trust")))
+        .bearer_auth(token)
+        .json(&json!({"trust": trust}))
+        .send()
+        .await
+        .expect("req")
+        .status()
+        .as_u16()
 }
 
 async fn trusted_device_is_not_locked_out(db: DbKind, cache: CacheKind) {
-    let app = TestApp::spawn_with(db, cache, |c| c.ratelimit.lockout_threshold = 3).await;
+    let app = TestApp::spawn_with(db, cache, strict).await;
     let s = app.register_and_login("tess", PASSWORD).await;
-    let devices: Value = app.get_auth("/v1/devices", &s.token).await.json().await.expect("json");
-    let id = devices["devices"][0]["device_id"].as_str().expect("id").to_owned();
+    let device_id = s.body["device_id"].as_str().expect("device_id").to_owned();
+    let token = s.device_token.clone().expect("a new device gets a credential");
+    assert!(token.starts_with("lk_d_"));
+    assert_eq!(s.body["new_device"], true);
+    assert_eq!(trust(&app, &s.token, &device_id, "trusted").await, 204);
+    assert_eq!(trust(&app, &s.token, &device_id, "blocked").await, 400, "only an admin blocks");
+
+    // Someone else guesses from elsewhere and hard-locks the account.
+    hard_lock(&app, "tess", None).await;
+    // The same fingerprint without the credential is just another caller.
+    assert_eq!(app.login_response("tess", PASSWORD, json!({"fingerprint": "device-1"})).await.status(), 423);
+    // A made-up credential is no credential.
+    let made_up = json!({"fingerprint": "device-1", "device_token": format!("lk_d_{}", "A".repeat(43))});
+    assert_eq!(app.login_response("tess", PASSWORD, made_up).await.status(), 423);
+    // The trusted device with its credential gets in, as the same device.
+    let res = app.login_response("tess", PASSWORD, json!({"fingerprint": "device-1", "device_token": token})).await;
+    assert_eq!(res.status(), 200, "{}", res.body);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!((body["device_id"].as_str(), &body["new_device"]), (Some(device_id.as_str()), &json!(false)));
+    assert!(body.get("device_token").is_none(), "no new credential for a known device");
+
+    // Its own guesses lock only it.
+    hard_lock(&app, "tess", Some(&token)).await;
+    let res = app.login_response("tess", PASSWORD, json!({"fingerprint": "device-1", "device_token": token})).await;
+    assert_eq!(res.status(), 423);
+}
+each_stack!(trusted_device_is_not_locked_out_on, trusted_device_is_not_locked_out);
+
+async fn blocked_device_is_refused_at_start(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    let s = app.register_and_login("bo", PASSWORD).await;
+    let token = s.device_token.clone().expect("credential");
+    let device_id = s.body["device_id"].as_str().expect("device_id").to_owned();
+    let admin = app.register_and_login("root", PASSWORD).await;
+    assert!(app.core.set_admin("root", true, chrono::Utc::now()).await.expect("grant"));
     let res = app
         .client
-        .put(app.url(&format!("/v1/devices/{id}/trust")))
-        .bearer_auth(&s.token)
-        .json(&json!({"trust": "trusted"}))
-        .send()
-        .await
-        .expect("req");
-    assert_eq!(res.status(), 204);
-    let res = app
-        .client
-        .put(app.url(&format!("/v1/devices/{id}/trust")))
-        .bearer_auth(&s.token)
+        .put(app.url(&format!("/v1/admin/devices/{device_id}/trust")))
+        .bearer_auth(&admin.token)
         .json(&json!({"trust": "blocked"}))
         .send()
         .await
         .expect("req");
-    assert_eq!(res.status(), 400, "only an admin blocks");
-
-    // Someone else guesses from elsewhere and locks the account.
-    for _ in 0..3 {
-        assert_eq!(app.login_response("tess", "guess", json!({"fingerprint": "attacker"})).await.status(), 401);
-    }
-    assert_eq!(app.login_response("tess", PASSWORD, json!({"fingerprint": "new-laptop"})).await.status(), 423);
-    // The user's trusted device still gets in.
-    let res = app.login_response("tess", PASSWORD, json!({"fingerprint": "device-1"})).await;
-    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+    assert_eq!(res.status(), 204);
+    assert_eq!(app.whoami(&s.token).await.status(), 401, "blocking revoked its session");
+    let start = ClientLogin::<Suite>::start(&mut OsRng, PASSWORD.as_bytes()).expect("client start");
+    let body = json!({"username": "bo", "credential_request": b64(&start.message.serialize()), "device_token": token});
+    let res = app.post_json("/v1/login/start", &body).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.json::<Value>().await.expect("json")["code"], "device_blocked");
+    // Without the credential the user logs in as a new device.
+    let fresh = app.login("bo", PASSWORD, "device-1").await;
+    assert_ne!(fresh.body["device_id"].as_str(), Some(device_id.as_str()));
 }
-each_stack!(trusted_device_is_not_locked_out_on, trusted_device_is_not_locked_out);
+each_stack!(blocked_device_is_refused_at_start_on, blocked_device_is_refused_at_start);
+
+async fn registration_finish_without_start_is_no_oracle(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    assert_eq!(app.register("taken", PASSWORD).await.status(), 201);
+    let record = b64(&[1u8; 192]);
+    let mut answers = Vec::new();
+    for name in ["taken", "free"] {
+        let res =
+            app.post_json("/v1/registration/finish", &json!({"username": name, "registration_record": record})).await;
+        answers.push((res.status(), res.text().await.expect("body")));
+    }
+    assert_eq!(answers[0].0, 400);
+    assert_eq!(answers[0], answers[1], "the same answer whether or not the name exists");
+}
+each_stack!(registration_finish_without_start_is_no_oracle_on, registration_finish_without_start_is_no_oracle);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_login_state_from_redis_logs_nobody_in() {
+    use sha2::Digest as _;
+    let app = TestApp::spawn(DbKind::Postgres, CacheKind::Redis).await;
+    assert_eq!(app.register("alice", PASSWORD).await.status(), 201);
+    // The attacker starts a login with any password and reads the state.
+    let (login_id, _) = app.login_messages("alice", "any password", None).await.expect("start");
+    let key = app.keys.login_state(&hex::encode(sha2::Sha256::digest(login_id.as_bytes())));
+    let raw = app.fast.get(&key).await.expect("redis").expect("state stored");
+    assert!(!raw.windows(5).any(|w| w == b"alice"), "no plaintext in the state");
+    assert!(serde_json::from_slice::<Value>(&raw).is_err(), "not readable JSON");
+    // The server's expected MAC would be a KE3 that completes the login:
+    // sealed, the bytes where it would sit are no such thing.
+    let candidate = &raw[raw.len() - 128..raw.len() - 64];
+    let finish = json!({"login_id": login_id, "credential_finalization": b64(candidate)});
+    assert_eq!(app.post_json("/v1/login/finish", &finish).await.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_session_cache_entry_is_ignored() {
+    use sha2::Digest as _;
+    let app = TestApp::spawn(DbKind::Postgres, CacheKind::Redis).await;
+    let s = app.register_and_login("cora", PASSWORD).await;
+    let key = app.keys.session(&hex::encode(sha2::Sha256::digest(s.token.as_bytes())));
+    let raw = app.fast.get(&key).await.expect("redis").expect("cached");
+    // A Redis writer raises the session to aal2 and keeps the old tag.
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    assert!(text.contains("\"aal1\""), "the entry is readable: {text}");
+    let forged = text.replace("\"aal1\"", "\"aal2\"").into_bytes();
+    app.fast.set(&key, &forged, Duration::from_secs(600)).await.expect("write");
+    let who: Value = app.whoami(&s.token).await.json().await.expect("json");
+    assert_eq!(who["aal"], "aal1", "the forged entry is ignored; the database decides");
+    // A made-up session under a made-up token is no session either.
+    let fake = format!("lk_s_{}", "B".repeat(43));
+    let fake_key = app.keys.session(&hex::encode(sha2::Sha256::digest(fake.as_bytes())));
+    app.fast.set(&fake_key, &forged, Duration::from_secs(600)).await.expect("write");
+    assert_eq!(app.whoami(&fake).await.status(), 401);
+    let metrics = app.get("/metrics").await.text().await.expect("text");
+    assert!(metrics.contains("latchkey_session_cache_rejected_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_outlives_a_concurrent_admin_lock() {
+    // Eight logins in flight at once are eight attempts: above the lockout
+    // threshold this test is not about.
+    let app = TestApp::spawn_with(DbKind::Postgres, CacheKind::Redis, |c| c.ratelimit.lockout_threshold = 50).await;
+    let admin = app.register_and_login("boss", PASSWORD).await;
+    assert!(app.core.set_admin("boss", true, chrono::Utc::now()).await.expect("grant"));
+    assert_eq!(app.register("vic", PASSWORD).await.status(), 201);
+    let user = user_of(&app, "vic").await;
+    // Logins in flight (KE3 ready) race the admin's lock.
+    let mut pending = Vec::new();
+    for _ in 0..8 {
+        pending.push(app.login_ke3("vic", PASSWORD).await);
+    }
+    let app = Arc::new(app);
+    let finishes: Vec<_> = pending
+        .into_iter()
+        .map(|(login_id, ke3)| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let body = json!({"login_id": login_id, "credential_finalization": b64(&ke3)});
+                app.post_json("/v1/login/finish", &body).await.status().as_u16()
+            })
+        })
+        .collect();
+    let lock = app
+        .client
+        .post(app.url(&format!("/v1/admin/users/{}/lock", user.id)))
+        .bearer_auth(&admin.token)
+        .json(&json!({"reason": "incident"}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(lock.status(), 204);
+    for f in finishes {
+        let status = f.await.expect("join");
+        assert!(status == 200 || status == 423, "{status}");
+    }
+    // Whatever interleaving happened, no session of the user is active.
+    let active = latchkey::store::sessions::list_active(&app.app_db, user.id, chrono::Utc::now()).await.expect("list");
+    assert!(active.is_empty(), "{} sessions survived the lock", active.len());
+}
 
 const SERVICE_TOKEN: &str = "svc-test-token-0123456789";
 

@@ -38,13 +38,16 @@ pub struct Session {
     pub body: Value,
     pub token: String,
     pub refresh: String,
+    /// The device credential, when this session issued one.
+    pub device_token: Option<String>,
 }
 
 impl Session {
     pub fn from_json(body: Value) -> Self {
         let token = body["session_token"].as_str().expect("session_token").to_owned();
         let refresh = body["refresh_token"].as_str().expect("refresh_token").to_owned();
-        Self { body, token, refresh }
+        let device_token = body["device_token"].as_str().map(str::to_owned);
+        Self { body, token, refresh, device_token }
     }
 }
 
@@ -93,28 +96,43 @@ impl TestApp {
             .await
     }
 
-    /// Full OPAQUE login with a device fingerprint. Returns the finish
-    /// response; a client-side failure (wrong password, fake KE2) sends a
-    /// random KE3, as a real client that cannot finish would fail anyway.
-    pub async fn login_response(&self, username: &str, password: &str, device: Value) -> reqwest::Response {
-        let (login_id, ke3) = self.login_messages(username, password).await;
-        self.post_json(
-            "/v1/login/finish",
-            &json!({"login_id": login_id, "credential_finalization": b64(&ke3), "device": device}),
-        )
-        .await
+    /// Full OPAQUE login, as a real client runs it. `device` is the
+    /// login/finish `device` object; a `device_token` key in it is sent as the
+    /// top-level `device_token` at start and finish instead. A client whose
+    /// KE2 does not verify (wrong password, unknown user) sends no finish:
+    /// the answer is then a client-side 401 with code `client_rejected_ke2`.
+    pub async fn login_response(&self, username: &str, password: &str, mut device: Value) -> Answer {
+        let token = device.as_object_mut().and_then(|d| d.remove("device_token"));
+        let token = token.as_ref().and_then(Value::as_str);
+        let (login_id, ke3) = match self.login_messages(username, password, token).await {
+            Ok(started) => started,
+            Err(refused) => return refused,
+        };
+        let Some(ke3) = ke3 else { return Answer::client_rejected_ke2() };
+        let mut body = json!({"login_id": login_id, "credential_finalization": b64(&ke3), "device": device});
+        if let Some(token) = token {
+            body["device_token"] = json!(token);
+        }
+        Answer::from(self.post_json("/v1/login/finish", &body).await).await
     }
 
-    /// Runs login/start and the client's side; returns (login_id, KE3 bytes).
-    pub async fn login_messages(&self, username: &str, password: &str) -> (String, Vec<u8>) {
+    /// Runs login/start and the client's side; returns (login_id, KE3), the
+    /// KE3 `None` when the client rejects the KE2, or the start's refusal.
+    pub async fn login_messages(
+        &self,
+        username: &str,
+        password: &str,
+        device_token: Option<&str>,
+    ) -> Result<(String, Option<Vec<u8>>), Answer> {
         let start = ClientLogin::<Suite>::start(&mut OsRng, password.as_bytes()).expect("client start");
-        let res = self
-            .post_json(
-                "/v1/login/start",
-                &json!({"username": username, "credential_request": b64(&start.message.serialize())}),
-            )
-            .await;
-        assert_eq!(res.status(), StatusCode::OK, "login/start: {}", res.text().await.unwrap_or_default());
+        let mut body = json!({"username": username, "credential_request": b64(&start.message.serialize())});
+        if let Some(token) = device_token {
+            body["device_token"] = json!(token);
+        }
+        let res = self.post_json("/v1/login/start", &body).await;
+        if res.status() != StatusCode::OK {
+            return Err(Answer::from(res).await);
+        }
         let body: Value = res.json().await.expect("json");
         let login_id = body["login_id"].as_str().expect("login_id").to_owned();
         let ke2 = unb64(body["credential_response"].as_str().expect("credential_response"));
@@ -122,21 +140,30 @@ impl TestApp {
         let password = password.to_owned();
         let ke3 = tokio::task::spawn_blocking(move || {
             let response = CredentialResponse::<Suite>::deserialize(&ke2).expect("KE2 parses");
-            match start.state.finish(&mut OsRng, password.as_bytes(), response, ClientLoginFinishParameters::default())
-            {
-                Ok(result) => result.message.serialize().to_vec(),
-                Err(_) => vec![7u8; 64],
-            }
+            start
+                .state
+                .finish(&mut OsRng, password.as_bytes(), response, ClientLoginFinishParameters::default())
+                .ok()
+                .map(|result| result.message.serialize().to_vec())
         })
         .await
         .expect("join");
-        (login_id, ke3)
+        Ok((login_id, ke3))
+    }
+
+    /// login/start and the client's side for the right password: (login_id, KE3).
+    pub async fn login_ke3(&self, username: &str, password: &str) -> (String, Vec<u8>) {
+        match self.login_messages(username, password, None).await {
+            Ok((login_id, Some(ke3))) => (login_id, ke3),
+            Ok((_, None)) => panic!("the client rejected the KE2"),
+            Err(refused) => panic!("login/start refused: {refused:?}"),
+        }
     }
 
     pub async fn login(&self, username: &str, password: &str, fingerprint: &str) -> Session {
         let res =
             self.login_response(username, password, json!({"fingerprint": fingerprint, "name": "test device"})).await;
-        assert_eq!(res.status(), StatusCode::OK, "login: {}", res.text().await.unwrap_or_default());
+        assert_eq!(res.status(), StatusCode::OK, "login: {}", res.body);
         Session::from_json(res.json().await.expect("json"))
     }
 
@@ -179,5 +206,41 @@ impl TestApp {
             .into_iter()
             .map(|e| e.event)
             .collect()
+    }
+}
+
+/// What a login came to: the server's answer, or the client's own refusal
+/// of a KE2 that does not verify (no request made).
+#[derive(Debug)]
+pub struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    async fn from(res: reqwest::Response) -> Self {
+        let (status, headers) = (res.status(), res.headers().clone());
+        Self { status, headers, body: res.text().await.expect("body") }
+    }
+
+    fn client_rejected_ke2() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            headers: reqwest::header::HeaderMap::new(),
+            body: json!({"code": "client_rejected_ke2"}).to_string(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn headers(&self) -> &reqwest::header::HeaderMap {
+        &self.headers
+    }
+
+    pub async fn json<T: serde::de::DeserializeOwned>(self) -> serde_json::Result<T> {
+        serde_json::from_str(&self.body)
     }
 }

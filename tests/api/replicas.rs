@@ -35,7 +35,7 @@ async fn replicas_share_everything(redis: String) {
 
     // One OPAQUE server setup: a login started on A finishes on B.
     assert_eq!(a.register("rhea", PASSWORD).await.status(), 201);
-    let (login_id, ke3) = a.login_messages("rhea", PASSWORD).await;
+    let (login_id, ke3) = a.login_ke3("rhea", PASSWORD).await;
     let res =
         b.post_json("/v1/login/finish", &json!({"login_id": login_id, "credential_finalization": b64(&ke3)})).await;
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
@@ -110,7 +110,7 @@ async fn redis_killed_and_restarted_empty() {
     let revoked = app.login("ulla", PASSWORD, "other").await;
     let revoked_id = revoked.body["session_id"].as_str().expect("id");
     assert_eq!(app.delete_auth(&format!("/v1/sessions/{revoked_id}"), &active.token).await.status(), 204);
-    let (in_flight, ke3) = app.login_messages("ulla", PASSWORD).await;
+    let (in_flight, ke3) = app.login_ke3("ulla", PASSWORD).await;
 
     redis.kill();
     assert_eq!(app.get("/readyz").await.status(), 503);
