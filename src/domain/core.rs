@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::Result;
 use super::audit::Auditor;
 use super::health::{self, Readiness};
-use super::keyring::{Keyring, KeyringStatus};
+use super::keyring::{Keyring, KeyringStatus, Subkey};
 use super::lockout::LockoutPolicy;
 use super::opaque::ServerSetup;
 use super::ratelimit::{BuiltinLimits, Limiter};
@@ -67,7 +67,7 @@ pub struct Core {
     pub(super) lockout: LockoutPolicy,
     pub(super) namespaces: Vec<Namespace>,
     /// Keys the per-user device id hash.
-    pub(super) device_key: [u8; 32],
+    pub(super) device_key: Subkey,
 }
 
 impl Core {

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use super::audit::{self, events};
 use super::core::{ClientInfo, Core};
@@ -163,7 +164,7 @@ impl Core {
         })
     }
 
-    async fn totp_secret(&self, user_id: Uuid, record: &store::TotpRecord) -> Result<Vec<u8>> {
+    async fn totp_secret(&self, user_id: Uuid, record: &store::TotpRecord) -> Result<Zeroizing<Vec<u8>>> {
         self.keyring
             .open_sealed(
                 SealedColumn::TotpSecret,
