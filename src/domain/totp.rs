@@ -15,6 +15,10 @@
 //! user and never one older than the last accepted: the store records the
 //! step with a compare-and-set, which holds under concurrent requests and
 //! across replicas. Every function here takes the time as a parameter.
+//!
+//! Secrets in memory: the decrypted TOTP secret and the one generated at
+//! enrolment are `Zeroizing`, and `totp-rs` (its `zeroize` feature) wipes
+//! its own copies.
 
 use std::time::Duration;
 
@@ -137,9 +141,9 @@ impl Core {
     /// Starts (or restarts) enrolment: a new secret, pending until confirmed.
     #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn totp_enroll(&self, current: &CurrentSession, now: DateTime<Utc>) -> Result<Enrollment> {
-        let mut secret = vec![0u8; SECRET_BYTES];
+        let mut secret = Zeroizing::new(vec![0u8; SECRET_BYTES]);
         rand::rngs::OsRng.fill_bytes(&mut secret);
-        let secret_base32 = totp_rs::Secret::from(secret.clone()).to_base32();
+        let secret_base32 = totp_rs::Secret::from(secret.to_vec()).to_base32();
         let sealed = self.keyring.seal(SealedColumn::TotpSecret, Owner::User(current.user_id), &secret, now).await?;
         if !store::put_pending(&self.db, current.user_id, (sealed.key_id, sealed.ciphertext), now).await? {
             return Err(Error::Conflict("TOTP is already on; disable it first".into()));
@@ -150,7 +154,7 @@ impl Core {
             .with_algorithm(Algorithm::SHA1)
             .with_digits(DIGITS)
             .with_step_duration(STEP_SECS)
-            .with_secret(secret)
+            .with_secret(secret.to_vec())
             .with_issuer(Some(ISSUER))
             .with_account_name(account)
             .build()
