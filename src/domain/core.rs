@@ -68,6 +68,8 @@ pub struct Core {
     pub(super) namespaces: Vec<Namespace>,
     /// Keys the per-user device id hash.
     pub(super) device_key: Subkey,
+    /// Keys the per-user recovery code HMAC.
+    pub(super) recovery_key: Subkey,
 }
 
 impl Core {
@@ -81,6 +83,7 @@ impl Core {
     ) -> Self {
         Self {
             device_key: keyring.subkey("device-id"),
+            recovery_key: keyring.subkey("recovery-code"),
             audit: Auditor::new(db.clone(), keyring.clone()),
             session_cache: SessionCache::new(fast.clone(), keys.clone()),
             limiter: Limiter::new(fast.clone()),
