@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::Result;
 use super::core::ClientInfo;
-use super::keyring::{Keyring, Owner, SealedColumn};
+use super::keyring::{Keyring, Owner, SealedColumn, Subkey};
 use crate::store::audit::{self as store, NewAuditEvent};
 use crate::store::db::Db;
 
@@ -61,7 +61,7 @@ pub struct Auditor {
     db: Db,
     keyring: Arc<Keyring>,
     /// Keys the pseudonyms of users.
-    pseudonym_key: [u8; 32],
+    pseudonym_key: Subkey,
 }
 
 impl Auditor {

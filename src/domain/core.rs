@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::Result;
 use super::audit::Auditor;
 use super::health::{self, Readiness};
-use super::keyring::{Keyring, KeyringStatus};
+use super::keyring::{Keyring, KeyringStatus, Subkey};
 use super::lockout::LockoutPolicy;
 use super::opaque::ServerSetup;
 use super::ratelimit::{BuiltinLimits, Limiter, Namespace};
@@ -69,7 +69,9 @@ pub struct Core {
     pub(super) lockout: LockoutPolicy,
     pub(super) namespaces: Vec<Namespace>,
     /// Keys the per-user device id hash.
-    pub(super) device_key: [u8; 32],
+    pub(super) device_key: Subkey,
+    /// Keys the per-user recovery code HMAC.
+    pub(super) recovery_key: Subkey,
 }
 
 impl Core {
@@ -84,6 +86,7 @@ impl Core {
         let seal = Arc::new(FastSeal::new(&keyring));
         Self {
             device_key: keyring.subkey("device-id"),
+            recovery_key: keyring.subkey("recovery-code"),
             audit: Auditor::new(db.clone(), keyring.clone()),
             seal: seal.clone(),
             session_cache: SessionCache::new(fast.clone(), keys.clone(), seal),

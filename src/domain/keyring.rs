@@ -30,6 +30,11 @@
 //!
 //! A wrong master password fails on the canary before anything is written:
 //! it never creates keys.
+//!
+//! Key material in memory is wiped when dropped: the raw KEK and the subkeys
+//! are `Zeroizing`, the `fernet` crate zeroizes its keys, and the buffers a
+//! data key or a plaintext passes through on its way in or out are
+//! `Zeroizing` too. Nothing here prints a key in `Debug` output.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -42,6 +47,7 @@ use fernet::Fernet;
 use rand::RngCore as _;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use super::{Error, Result};
 use crate::store::db::Db;
@@ -97,11 +103,36 @@ pub struct ReencryptReport {
     pub retired: Vec<Uuid>,
 }
 
+/// A 256-bit key for one purpose, from [`Keyring::subkey`]. It reads as a
+/// byte slice, is wiped when dropped, and its `Debug` does not show it.
+pub struct Subkey(Zeroizing<[u8; 32]>);
+
+impl Subkey {
+    /// The key as an array, for APIs that take a fixed-size key.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Subkey {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+impl std::fmt::Debug for Subkey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subkey(..)")
+    }
+}
+
 pub struct Keyring {
     db: Db,
     kek: Fernet,
     /// Raw KEK bytes, only to derive purpose-specific subkeys.
-    kek_raw: [u8; 32],
+    kek_raw: Zeroizing<[u8; 32]>,
     iterations: u32,
     policy: RotationPolicy,
     /// Unwrapped data keys by id. Keys are immutable once created, so a
@@ -181,13 +212,15 @@ impl Keyring {
     /// A 256-bit key for one purpose (HMAC-SHA256 of the label under the
     /// KEK): stable across replicas and data-key rotations, and distinct per
     /// label, so no key serves two purposes.
-    pub fn subkey(&self, label: &str) -> [u8; 32] {
+    pub fn subkey(&self, label: &str) -> Subkey {
         use hmac::Mac as _;
-        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.kek_raw)
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(self.kek_raw.as_slice())
             .expect("HMAC takes keys of any length");
         mac.update(b"latchkey subkey v1\0");
         mac.update(label.as_bytes());
-        mac.finalize().into_bytes().into()
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&mac.finalize().into_bytes());
+        Subkey(key)
     }
 
     /// Encrypts `plaintext` for `column` of the row owned by `owner` under the
@@ -208,12 +241,12 @@ impl Keyring {
     /// Decrypts a sealed value, checking that it was sealed for this column
     /// and owner. Any failure is an integrity error: stored ciphertext never
     /// fails for an innocent reason.
-    pub async fn open_sealed(&self, column: SealedColumn, owner: Owner, sealed: &Sealed) -> Result<Vec<u8>> {
+    pub async fn open_sealed(&self, column: SealedColumn, owner: Owner, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>> {
         let fernet = self.fernet_by_id(sealed.key_id).await?;
-        let plain = fernet.decrypt(&sealed.ciphertext).map_err(|_| {
+        let plain = Zeroizing::new(fernet.decrypt(&sealed.ciphertext).map_err(|_| {
             Error::Integrity(format!("{} ciphertext failed authentication under key {}", column.table(), sealed.key_id))
-        })?;
-        open_envelope(column, owner, plain)
+        })?);
+        open_envelope(column, owner, &plain)
     }
 
     /// Makes a new active key now; the previous one becomes decrypt-only.
@@ -345,10 +378,11 @@ impl Keyring {
         if let Some(f) = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key.id) {
             return Ok(f.clone());
         }
-        let unwrapped = self
-            .kek
-            .decrypt(&key.wrapped_key)
-            .map_err(|_| Error::Integrity(format!("data key {} does not unwrap under this KEK", key.id)))?;
+        let unwrapped = Zeroizing::new(
+            self.kek
+                .decrypt(&key.wrapped_key)
+                .map_err(|_| Error::Integrity(format!("data key {} does not unwrap under this KEK", key.id)))?,
+        );
         let encoded = std::str::from_utf8(&unwrapped)
             .map_err(|_| Error::Integrity(format!("data key {} is malformed", key.id)))?;
         let fernet = Arc::new(
@@ -371,24 +405,35 @@ impl Keyring {
 }
 
 /// PBKDF2 is deliberately slow: run it off the async executor.
-async fn derive_kek(master_password: &SecretString, salt: Vec<u8>, iterations: u32) -> Result<(Fernet, [u8; 32])> {
+async fn derive_kek(
+    master_password: &SecretString,
+    salt: Vec<u8>,
+    iterations: u32,
+) -> Result<(Fernet, Zeroizing<[u8; 32]>)> {
     let password = master_password.clone();
     let span = tracing::Span::current();
     let key = tokio::task::spawn_blocking(move || {
         let _span = span.enter();
-        pbkdf2::pbkdf2_hmac_array::<pbkdf2::sha2::Sha256, 32>(password.expose_secret().as_bytes(), &salt, iterations)
+        let mut key = Zeroizing::new([0u8; 32]);
+        pbkdf2::pbkdf2_hmac::<pbkdf2::sha2::Sha256>(
+            password.expose_secret().as_bytes(),
+            &salt,
+            iterations,
+            key.as_mut_slice(),
+        );
+        key
     })
     .await
     .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
-    let fernet =
-        Fernet::new(&URL_SAFE.encode(key)).ok_or_else(|| Error::Internal("derived key has the wrong size".into()))?;
+    let encoded = Zeroizing::new(URL_SAFE.encode(key.as_slice()));
+    let fernet = Fernet::new(&encoded).ok_or_else(|| Error::Internal("derived key has the wrong size".into()))?;
     Ok((fernet, key))
 }
 
 fn new_data_key(kek: &Fernet, now: DateTime<Utc>) -> DataKey {
     DataKey {
         id: Uuid::now_v7(),
-        wrapped_key: kek.encrypt(Fernet::generate_key().as_bytes()),
+        wrapped_key: kek.encrypt(Zeroizing::new(Fernet::generate_key()).as_bytes()),
         state: KeyState::Active,
         use_count: 0,
         created_at: now,
@@ -397,10 +442,11 @@ fn new_data_key(kek: &Fernet, now: DateTime<Utc>) -> DataKey {
 }
 
 /// `version || len || purpose || len || owner || plaintext`.
-fn envelope(column: SealedColumn, owner: Owner, plaintext: &[u8]) -> Vec<u8> {
+fn envelope(column: SealedColumn, owner: Owner, plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
     let purpose = column.purpose().as_bytes();
     let owner = owner.binding();
-    let mut out = Vec::with_capacity(3 + purpose.len() + owner.len() + plaintext.len());
+    // Sized up front: a reallocation would leave a copy of the plaintext behind.
+    let mut out = Zeroizing::new(Vec::with_capacity(3 + purpose.len() + owner.len() + plaintext.len()));
     out.push(ENVELOPE_VERSION);
     out.push(u8::try_from(purpose.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(purpose);
@@ -410,12 +456,12 @@ fn envelope(column: SealedColumn, owner: Owner, plaintext: &[u8]) -> Vec<u8> {
     out
 }
 
-fn open_envelope(column: SealedColumn, owner: Owner, plain: Vec<u8>) -> Result<Vec<u8>> {
+fn open_envelope(column: SealedColumn, owner: Owner, plain: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let expected = envelope(column, owner, &[]);
     if plain.len() < expected.len() || plain[..expected.len()] != expected[..] {
         return Err(Error::Integrity(format!("{} ciphertext was sealed for another row or column", column.table())));
     }
-    Ok(plain[expected.len()..].to_vec())
+    Ok(Zeroizing::new(plain[expected.len()..].to_vec()))
 }
 
 #[cfg(test)]
@@ -427,10 +473,10 @@ mod tests {
         let alice = Owner::User(Uuid::from_u128(1));
         let bob = Owner::User(Uuid::from_u128(2));
         let sealed = envelope(SealedColumn::TotpSecret, alice, b"secret");
-        assert_eq!(open_envelope(SealedColumn::TotpSecret, alice, sealed.clone()).expect("opens"), b"secret");
-        assert!(open_envelope(SealedColumn::TotpSecret, bob, sealed.clone()).is_err());
-        assert!(open_envelope(SealedColumn::OpaqueRecord, alice, sealed.clone()).is_err());
-        assert!(open_envelope(SealedColumn::TotpSecret, Owner::System, sealed).is_err());
-        assert!(open_envelope(SealedColumn::TotpSecret, alice, vec![1]).is_err());
+        assert_eq!(*open_envelope(SealedColumn::TotpSecret, alice, &sealed).expect("opens"), b"secret");
+        assert!(open_envelope(SealedColumn::TotpSecret, bob, &sealed).is_err());
+        assert!(open_envelope(SealedColumn::OpaqueRecord, alice, &sealed).is_err());
+        assert!(open_envelope(SealedColumn::TotpSecret, Owner::System, &sealed).is_err());
+        assert!(open_envelope(SealedColumn::TotpSecret, alice, &[1]).is_err());
     }
 }

@@ -15,6 +15,20 @@
 //! user and never one older than the last accepted: the store records the
 //! step with a compare-and-set, which holds under concurrent requests and
 //! across replicas. Every function here takes the time as a parameter.
+//!
+//! Recovery codes are stored as HMAC-SHA256, under the keyring subkey
+//! `recovery-code`, of (user id, normalized code): a leaked
+//! `recovery_codes` table cannot be searched for every user's codes at
+//! once, and a row copied to another user matches nothing. Rows written by
+//! earlier versions hold a plain SHA-256 of the code; they migrate on use: a
+//! code that matches no HMAC is also tried in that form, accepted once, and
+//! its row rewritten to the HMAC as it is spent. Legacy rows are thus spent,
+//! or replaced when TOTP is re-enrolled, or removed when it is turned off;
+//! nobody has to re-issue codes.
+//!
+//! Secrets in memory: the decrypted TOTP secret and the one generated at
+//! enrolment are `Zeroizing`, and `totp-rs` (its `zeroize` feature) wipes
+//! its own copies.
 
 use std::time::Duration;
 
@@ -25,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use super::audit::{self, events};
 use super::core::{ClientInfo, Core};
@@ -87,7 +102,7 @@ fn check_code_format(code: &str) -> Result<()> {
 }
 
 /// Recovery codes: 50 random bits as `xxxxx-xxxxx` (base32, no ambiguous
-/// characters lost to case). Stored as SHA-256 of the normalized form.
+/// characters lost to case). Stored as [`recovery_code_mac`].
 fn new_recovery_code() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
     let mut bytes = [0u8; 10];
@@ -96,9 +111,26 @@ fn new_recovery_code() -> String {
     format!("{}-{}", &chars[..5], &chars[5..])
 }
 
-fn recovery_code_hash(code: &str) -> String {
-    let normalized: String = code.chars().filter(|c| !matches!(c, '-' | ' ')).flat_map(char::to_lowercase).collect();
-    hex::encode(Sha256::digest(normalized.as_bytes()))
+/// Lower case, without the dashes and spaces people type or paste.
+fn normalize_recovery_code(code: &str) -> Zeroizing<String> {
+    Zeroizing::new(code.chars().filter(|c| !matches!(c, '-' | ' ')).flat_map(char::to_lowercase).collect())
+}
+
+/// What a recovery code row stores: hex HMAC-SHA256 under `key` (the
+/// `recovery-code` subkey) of the user id's 16 bytes followed by the
+/// normalized code.
+fn recovery_code_mac(key: &[u8], user_id: Uuid, code: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(user_id.as_bytes());
+    mac.update(normalize_recovery_code(code).as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The unkeyed SHA-256 that rows written by earlier versions hold; only
+/// looked up, never written.
+fn legacy_recovery_code_hash(code: &str) -> String {
+    hex::encode(Sha256::digest(normalize_recovery_code(code).as_bytes()))
 }
 
 /// What enrolment hands the user once.
@@ -134,9 +166,9 @@ impl Core {
     /// Starts (or restarts) enrolment: a new secret, pending until confirmed.
     #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn totp_enroll(&self, current: &CurrentSession, now: DateTime<Utc>) -> Result<Enrollment> {
-        let mut secret = vec![0u8; SECRET_BYTES];
+        let mut secret = Zeroizing::new(vec![0u8; SECRET_BYTES]);
         rand::rngs::OsRng.fill_bytes(&mut secret);
-        let secret_base32 = totp_rs::Secret::from(secret.clone()).to_base32();
+        let secret_base32 = totp_rs::Secret::from(secret.to_vec()).to_base32();
         let sealed = self.keyring.seal(SealedColumn::TotpSecret, Owner::User(current.user_id), &secret, now).await?;
         if !store::put_pending(&self.db, current.user_id, (sealed.key_id, sealed.ciphertext), now).await? {
             return Err(Error::Conflict("TOTP is already on; disable it first".into()));
@@ -147,7 +179,7 @@ impl Core {
             .with_algorithm(Algorithm::SHA1)
             .with_digits(DIGITS)
             .with_step_duration(STEP_SECS)
-            .with_secret(secret)
+            .with_secret(secret.to_vec())
             .with_issuer(Some(ISSUER))
             .with_account_name(account)
             .build()
@@ -161,7 +193,7 @@ impl Core {
         })
     }
 
-    async fn totp_secret(&self, user_id: Uuid, record: &store::TotpRecord) -> Result<Vec<u8>> {
+    async fn totp_secret(&self, user_id: Uuid, record: &store::TotpRecord) -> Result<Zeroizing<Vec<u8>>> {
         self.keyring
             .open_sealed(
                 SealedColumn::TotpSecret,
@@ -193,7 +225,8 @@ impl Core {
         let step = matching_step(&secret, code, now)
             .ok_or_else(|| Error::InvalidRequest("the code does not match the enrolled secret".into()))?;
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
-        let hashes: Vec<String> = codes.iter().map(|c| recovery_code_hash(c)).collect();
+        let hashes: Vec<String> =
+            codes.iter().map(|c| recovery_code_mac(&self.recovery_key, current.user_id, c)).collect();
         let event = self
             .audit
             .event(events::TOTP_ENROLL, client, now)
@@ -209,6 +242,15 @@ impl Core {
         // The cached copy still says aal1.
         self.session_cache.evict(&[(current.session_id, current.token_hash.clone())]).await;
         Ok(codes)
+    }
+
+    /// Spends one of the user's recovery codes; `false` if it is unknown or
+    /// used. A legacy (plain SHA-256) row is accepted too, and rewritten to
+    /// the HMAC as it is spent.
+    async fn use_recovery_code(&self, user_id: Uuid, code: &str, now: DateTime<Utc>) -> Result<bool> {
+        let mac = recovery_code_mac(&self.recovery_key, user_id, code);
+        let legacy = legacy_recovery_code_hash(code);
+        Ok(store::use_recovery_code(&self.db, user_id, &mac, &legacy, now).await?)
     }
 
     /// Verifies a code for a user with TOTP on, consuming its step.
@@ -317,9 +359,7 @@ impl Core {
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
         let (ok, used_recovery) = match &factor {
             SecondFactor::Code(code) => (self.verify_totp(user_id, code, now).await?, false),
-            SecondFactor::RecoveryCode(code) => {
-                (store::use_recovery_code(&self.db, user_id, &recovery_code_hash(code), now).await?, true)
-            }
+            SecondFactor::RecoveryCode(code) => (self.use_recovery_code(user_id, code, now).await?, true),
         };
         if !ok {
             self.second_factor_failed(&pending.login.scope, user_id, None, client, now).await?;
@@ -379,9 +419,27 @@ mod tests {
 
     #[test]
     fn recovery_codes_normalize() {
+        let key = [7u8; 32];
+        let user = Uuid::from_u128(1);
         let code = new_recovery_code();
         assert_eq!(code.len(), 11);
-        assert_eq!(recovery_code_hash(&code), recovery_code_hash(&code.to_uppercase().replace('-', " ")));
-        assert_ne!(recovery_code_hash(&code), recovery_code_hash(&new_recovery_code()));
+        assert_eq!(*normalize_recovery_code(&code), code.replace('-', ""));
+        assert_eq!(*normalize_recovery_code(" AbCdE-fGhIj "), "abcdefghij");
+        let typed = code.to_uppercase().replace('-', " ");
+        assert_eq!(recovery_code_mac(&key, user, &code), recovery_code_mac(&key, user, &typed));
+        assert_eq!(legacy_recovery_code_hash(&code), legacy_recovery_code_hash(&typed));
+        assert_ne!(recovery_code_mac(&key, user, &code), recovery_code_mac(&key, user, &new_recovery_code()));
+    }
+
+    #[test]
+    fn recovery_code_mac_is_keyed_and_per_user() {
+        let (alice, bob) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let code = "abcde-fghij";
+        let mac = recovery_code_mac(&[7u8; 32], alice, code);
+        assert_eq!(mac.len(), 64, "fits the 64-character column");
+        assert_ne!(mac, recovery_code_mac(&[7u8; 32], bob, code), "another user");
+        assert_ne!(mac, recovery_code_mac(&[8u8; 32], alice, code), "another key");
+        assert_ne!(mac, legacy_recovery_code_hash(code));
+        assert_eq!(legacy_recovery_code_hash(code), hex::encode(Sha256::digest(b"abcdefghij")));
     }
 }

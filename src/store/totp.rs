@@ -139,12 +139,21 @@ async fn set_aal(txn: &super::db::WriteTxn, session_id: Uuid, aal: Aal) -> Resul
     Ok(())
 }
 
-/// Uses a recovery code once; `false` if unknown or used.
-pub async fn use_recovery_code(db: &Db, user_id: Uuid, code_hash: &str, now: DateTime<Utc>) -> Result<bool> {
+/// Uses a recovery code once; `false` if unknown or used. A row holding
+/// `legacy_hash` (the form before `code_hash`) matches too, and is rewritten
+/// to `code_hash` as it is spent, in the same statement.
+pub async fn use_recovery_code(
+    db: &Db,
+    user_id: Uuid,
+    code_hash: &str,
+    legacy_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     let result = recovery_codes::Entity::update_many()
         .col_expr(recovery_codes::Column::UsedAt, Expr::val(now))
+        .col_expr(recovery_codes::Column::CodeHash, Expr::val(code_hash))
         .filter(recovery_codes::Column::UserId.eq(user_id))
-        .filter(recovery_codes::Column::CodeHash.eq(code_hash))
+        .filter(recovery_codes::Column::CodeHash.is_in([code_hash, legacy_hash]))
         .filter(recovery_codes::Column::UsedAt.is_null())
         .exec(db.conn())
         .await?;

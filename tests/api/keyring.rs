@@ -123,7 +123,7 @@ async fn seal_binds_owner_and_column_and_detects_tampering(kind: DbKind) {
         .expect("seal");
     assert!(!sealed.ciphertext.contains("JBSWY3DPEHPK3PXP"));
     assert_eq!(
-        keyring.open_sealed(SealedColumn::TotpSecret, Owner::User(alice), &sealed).await.expect("opens"),
+        *keyring.open_sealed(SealedColumn::TotpSecret, Owner::User(alice), &sealed).await.expect("opens"),
         b"JBSWY3DPEHPK3PXP"
     );
 
@@ -178,7 +178,7 @@ async fn rotation_by_demand_use_count_and_age(kind: DbKind) {
     assert_eq!(status.active_key_id, Some(second));
     let states: Vec<_> = status.keys.iter().map(|k| (k.key_id, k.state)).collect();
     assert!(states.contains(&(first, "decrypt_only")), "{states:?}");
-    assert_eq!(keyring.open_sealed(SealedColumn::OpaqueRecord, owner, &a).await.expect("old key decrypts"), b"a");
+    assert_eq!(*keyring.open_sealed(SealedColumn::OpaqueRecord, owner, &a).await.expect("old key decrypts"), b"a");
 
     // By use count: the fourth seal under a key with 3 uses rotates first.
     for _ in 0..3 {
@@ -262,7 +262,7 @@ async fn reencryption_moves_every_row_and_retires_old_keys(kind: DbKind) {
         let sealed = opaque_row(&db, *user).await;
         assert_eq!(sealed.key_id, new);
         assert_eq!(
-            keyring.open_sealed(SealedColumn::OpaqueRecord, Owner::User(*user), &sealed).await.expect("opens"),
+            *keyring.open_sealed(SealedColumn::OpaqueRecord, Owner::User(*user), &sealed).await.expect("opens"),
             b"record"
         );
     }

@@ -1,16 +1,21 @@
 //! TOTP: RFC 6238 vectors, enrolment, the login step, replay protection,
-//! recovery codes, the MFA token, disabling, and key rotation.
+//! recovery codes (keyed per user, legacy rows), the MFA token, disabling,
+//! and key rotation.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use entity::recovery_codes;
+use latchkey::domain::keyring::{Keyring, RotationPolicy, Subkey};
 use latchkey::domain::totp::{Algorithm, SecondFactor, code_at};
 use reqwest::StatusCode;
+use sea_orm::{ActiveValue::Set, ColumnTrait as _, EntityTrait as _, QueryFilter as _};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::client::{Session, secret_bytes, totp_code as code};
 use crate::each_stack;
-use crate::helpers::{CacheKind, DbKind, TestApp};
+use crate::helpers::{CacheKind, DbKind, TEST_MASTER_PASSWORD, TEST_PBKDF2_ITERATIONS, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -293,6 +298,130 @@ async fn recovery_codes_burning_and_scope(db: DbKind, cache: CacheKind) {
     assert_eq!(user.failed_attempts, 0);
 }
 each_stack!(recovery_codes_burning_and_scope_on, recovery_codes_burning_and_scope);
+
+/// The `recovery-code` subkey of the app's keyring, opened as the app did.
+async fn recovery_key(app: &TestApp) -> Subkey {
+    let policy = RotationPolicy { max_age: std::time::Duration::from_secs(86400), max_uses: 1_000_000 };
+    let password = secrecy::SecretString::from(TEST_MASTER_PASSWORD);
+    let keyring = Keyring::open(app.app_db.clone(), &password, TEST_PBKDF2_ITERATIONS, policy, Utc::now())
+        .await
+        .expect("the keyring opens");
+    keyring.subkey("recovery-code")
+}
+
+fn normalized(code: &str) -> String {
+    code.chars().filter(|c| !matches!(c, '-' | ' ')).flat_map(char::to_lowercase).collect()
+}
+
+/// The documented form of a stored recovery code: hex HMAC-SHA256 under the
+/// `recovery-code` subkey of (user id bytes, normalized code).
+fn code_mac(key: &[u8], user_id: Uuid, code: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key).expect("any key length");
+    mac.update(user_id.as_bytes());
+    mac.update(normalized(code).as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The unkeyed form rows held before.
+fn legacy_hash(code: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(normalized(code).as_bytes()))
+}
+
+fn user_id_of(session: &Session) -> Uuid {
+    session.body["user_id"].as_str().expect("id").parse().expect("uuid")
+}
+
+async fn stored_codes(app: &TestApp, user_id: Uuid) -> Vec<recovery_codes::Model> {
+    recovery_codes::Entity::find()
+        .filter(recovery_codes::Column::UserId.eq(user_id))
+        .all(app.app_db.conn())
+        .await
+        .expect("rows")
+}
+
+async fn insert_code(app: &TestApp, user_id: Uuid, code_hash: String) {
+    recovery_codes::Entity::insert(recovery_codes::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user_id),
+        code_hash: Set(code_hash),
+        used_at: Set(None),
+        created_at: Set(Utc::now()),
+    })
+    .exec_without_returning(app.app_db.conn())
+    .await
+    .expect("insert a recovery code row");
+}
+
+async fn recover(app: &TestApp, username: &str, code: &str) -> StatusCode {
+    let mfa = mfa_token(app, username).await;
+    login_totp(app, json!({"mfa_token": mfa, "recovery_code": code})).await.status()
+}
+
+async fn recovery_codes_are_keyed_per_user(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    let (uma, _, uma_codes, _) = user_with_totp(&app, "uma").await;
+    let (vic, _, _, _) = user_with_totp(&app, "vic").await;
+    let (uma_id, vic_id) = (user_id_of(&uma), user_id_of(&vic));
+    let key = recovery_key(&app).await;
+
+    // Each row is the keyed HMAC of (user, code), never the plain SHA-256.
+    let stored: Vec<String> = stored_codes(&app, uma_id).await.into_iter().map(|r| r.code_hash).collect();
+    let mut expected: Vec<String> = uma_codes.iter().map(|c| code_mac(&key, uma_id, c)).collect();
+    let mut sorted = stored.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    for code in &uma_codes {
+        assert!(!stored.contains(&legacy_hash(code)), "a plain SHA-256 of a code is stored");
+    }
+
+    // The same code for two users is stored as two different values (and
+    // the unique index on the column accepts the second).
+    let shared = &uma_codes[0];
+    let for_vic = code_mac(&key, vic_id, shared);
+    assert_ne!(for_vic, code_mac(&key, uma_id, shared));
+    insert_code(&app, vic_id, for_vic).await;
+    assert_eq!(recover(&app, "vic", &shared.to_uppercase()).await, StatusCode::OK, "vic's copy works for vic");
+    assert_eq!(recover(&app, "uma", shared).await, StatusCode::OK, "and uma's still works for uma");
+    assert_eq!(recover(&app, "vic", shared).await, StatusCode::UNAUTHORIZED, "each is spent once");
+
+    // A row moved to another user matches nothing there.
+    let moved = code_mac(&key, uma_id, &uma_codes[1]);
+    let moved_rows = recovery_codes::Entity::update_many()
+        .col_expr(recovery_codes::Column::UserId, sea_orm::sea_query::Expr::val(vic_id))
+        .filter(recovery_codes::Column::CodeHash.eq(moved))
+        .exec(app.app_db.conn())
+        .await
+        .expect("move the row");
+    assert_eq!(moved_rows.rows_affected, 1);
+    assert_eq!(recover(&app, "vic", &uma_codes[1]).await, StatusCode::UNAUTHORIZED);
+}
+each_stack!(recovery_codes_are_keyed_per_user_on, recovery_codes_are_keyed_per_user);
+
+async fn legacy_recovery_code_rows_migrate_on_use(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    let (wes, _, _, _) = user_with_totp(&app, "wes").await;
+    let wes_id = user_id_of(&wes);
+    // A row as written before recovery codes were keyed.
+    let code = "k7m2p-q9r4s";
+    insert_code(&app, wes_id, legacy_hash(code)).await;
+    let left = stored_codes(&app, wes_id).await.iter().filter(|r| r.used_at.is_none()).count();
+
+    assert_eq!(recover(&app, "wes", "K7M2P Q9R4S").await, StatusCode::OK, "a legacy code still works");
+    assert_eq!(recover(&app, "wes", code).await, StatusCode::UNAUTHORIZED, "once");
+
+    // Spent, and rewritten to the keyed form: no plain SHA-256 remains.
+    let rows = stored_codes(&app, wes_id).await;
+    assert!(rows.iter().all(|r| r.code_hash != legacy_hash(code)));
+    let key = recovery_key(&app).await;
+    let spent = rows.iter().find(|r| r.code_hash == code_mac(&key, wes_id, code)).expect("the migrated row");
+    assert!(spent.used_at.is_some());
+    assert_eq!(rows.iter().filter(|r| r.used_at.is_none()).count(), left - 1);
+    assert!(app.audit_events().await.iter().any(|e| e == "recovery_code.used"));
+}
+each_stack!(legacy_recovery_code_rows_migrate_on_use_on, legacy_recovery_code_rows_migrate_on_use);
 
 async fn disable_needs_aal2_and_a_code(db: DbKind, cache: CacheKind) {
     let app = TestApp::spawn(db, cache).await;
