@@ -31,7 +31,7 @@ pub const HEAD_PUBLICATION_INTERVAL: Duration = Duration::from_secs(60);
 /// older rows are verified with SHA-256, then a marker row continues the
 /// chain with MACs. Run before anything is appended.
 pub async fn open(db: &Db, keyring: &Keyring, now: DateTime<Utc>) -> Result<()> {
-    match store::key_chain(db, keyring.subkey(CHAIN_KEY_LABEL), now).await? {
+    match store::key_chain(db, *keyring.subkey(CHAIN_KEY_LABEL).bytes(), now).await? {
         Keying::AlreadyKeyed => {}
         Keying::Keyed { marker, unkeyed, broken_at: None } => {
             tracing::info!(marker = %marker, unkeyed, "keyed the audit chain; the older rows verified");
@@ -51,7 +51,7 @@ pub async fn open(db: &Db, keyring: &Keyring, now: DateTime<Utc>) -> Result<()> 
 /// Verifies the chain, and that it still reaches `head` when given. Writes
 /// nothing.
 pub async fn verify(db: &Db, keyring: &Keyring, head: Option<&ChainHead>) -> Result<ChainReport> {
-    store::load_chain_key(db, keyring.subkey(CHAIN_KEY_LABEL))?;
+    store::load_chain_key(db, *keyring.subkey(CHAIN_KEY_LABEL).bytes())?;
     Ok(store::verify(db, head).await?)
 }
 

@@ -19,7 +19,7 @@ use hmac::Mac as _;
 use rand::RngCore as _;
 use zeroize::Zeroizing;
 
-use super::keyring::Keyring;
+use super::keyring::{Keyring, Subkey};
 
 const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 32;
@@ -28,15 +28,15 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 pub struct FastSeal {
     aead: XChaCha20Poly1305,
-    mac_key: Zeroizing<[u8; 32]>,
+    mac_key: Subkey,
 }
 
 impl FastSeal {
     pub fn new(keyring: &Keyring) -> Self {
-        let aead_key = Zeroizing::new(keyring.subkey("fast-store-seal"));
+        let aead_key = keyring.subkey("fast-store-seal");
         Self {
-            aead: XChaCha20Poly1305::new_from_slice(aead_key.as_ref()).expect("a 32-byte key"),
-            mac_key: Zeroizing::new(keyring.subkey("fast-store-mac")),
+            aead: XChaCha20Poly1305::new_from_slice(&aead_key).expect("a 32-byte key"),
+            mac_key: keyring.subkey("fast-store-mac"),
         }
     }
 
@@ -86,8 +86,7 @@ impl FastSeal {
     }
 
     fn mac(&self, key: &str, value: &[u8]) -> HmacSha256 {
-        let mut mac =
-            <HmacSha256 as hmac::Mac>::new_from_slice(self.mac_key.as_ref()).expect("HMAC takes any key length");
+        let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(&self.mac_key).expect("HMAC takes any key length");
         mac.update(&u64::try_from(key.len()).unwrap_or(u64::MAX).to_be_bytes());
         mac.update(key.as_bytes());
         mac.update(value);
