@@ -2,7 +2,9 @@
 // registers and logs in against a real latchkey process, once on the
 // embedded default (SQLite + in-process store) and once on PostgreSQL + Redis;
 // a user there also turns TOTP on and logs in with codes from the independent
-// npm library otpauth. See README.md.
+// npm library otpauth. On each backend a second server, with a low lockout
+// threshold, shows lockout and device credentials as real clients meet them.
+// See README.md.
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -11,27 +13,41 @@ import { after, before, describe, it, test } from "node:test";
 import opaque from "@serenity-kit/opaque";
 import * as OTPAuth from "otpauth";
 
+import {
+  Api,
+  DEVICE_TOKEN_PREFIX,
+  Device,
+  SIZES,
+  expectProblem,
+  expectStatus,
+  hex,
+  madeUpDeviceToken,
+  retryAfterSeconds,
+  strayRegistrationRecord,
+} from "./support/client.js";
 import { startLatchkey } from "./support/latchkey.js";
 
 await opaque.ready;
-
-const hex = (bytes) => randomBytes(bytes).toString("hex");
-
-/** Decodes unpadded base64url, refusing anything else. */
-function b64urlBytes(value, what) {
-  assert.equal(typeof value, "string", `${what} is a string`);
-  assert.match(value, /^[A-Za-z0-9_-]*$/, `${what} is base64url without padding`);
-  return Buffer.from(value, "base64url");
-}
-
-// Message sizes of the suite (ristretto255, 3DH, SHA-512), SPEC §3.
-const SIZES = { registrationResponse: 64, registrationRecord: 192, ke1: 96, ke2: 320, ke3: 64 };
 
 // TOTP as latchkey does it: RFC 6238, HMAC-SHA1, 6 digits, 30-second steps.
 const TOTP_PERIOD = 30;
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// The lockout server: the second consecutive failure locks for the first
+// step (1 s), the third hard-locks for 24 h. (The hard limit must be above
+// the threshold.) The hard lock is what the tests look at, so they do not
+// race the 1-second step: they wait it out.
+const LOCKOUT_THRESHOLD = 2;
+const LOCKOUT_HARD_LIMIT = 3;
+const HARD_LOCK_SECONDS = 24 * 3600;
+const LONGEST_STEP_SECONDS = 3600;
+const LOCKOUT_SETTINGS = {
+  LATCHKEY_RATELIMIT__LOCKOUT_THRESHOLD: String(LOCKOUT_THRESHOLD),
+  LATCHKEY_RATELIMIT__LOCKOUT_HARD_LIMIT: String(LOCKOUT_HARD_LIMIT),
+  LATCHKEY_RATELIMIT__HARD_LOCK: "24h",
+};
 
 /** Waits until the current TOTP step has at least 12 s left. */
 async function awaitFreshStep() {
@@ -93,103 +109,27 @@ for (const backend of [
     const normalized = username.toLowerCase();
     const password = `correct horse ${hex(8)}`;
     let userId;
+    let api;
 
     before(async () => {
       server = await startLatchkey(backend.kind);
+      api = new Api(server.baseUrl);
     });
 
     after(async () => {
       await server?.stop();
     });
 
-    async function call(method, path, { body, token } = {}) {
-      const headers = {};
-      if (body !== undefined) headers["content-type"] = "application/json";
-      if (token !== undefined) headers.authorization = `Bearer ${token}`;
-      const res = await fetch(`${server.baseUrl}${path}`, {
-        method,
-        headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      const text = await res.text();
-      let json;
-      if (text) {
-        try {
-          json = JSON.parse(text);
-        } catch {
-          // left undefined; asserts below show the text
-        }
-      }
-      return { status: res.status, headers: res.headers, json, text };
-    }
-
-    function expectStatus(res, status, what) {
-      assert.equal(res.status, status, `${what}: expected ${status}, got ${res.status} ${res.text}`);
-    }
-
-    function expectProblem(res, status, code, what) {
-      expectStatus(res, status, what);
-      assert.match(res.headers.get("content-type") ?? "", /^application\/problem\+json/, `${what}: content type`);
-      assert.equal(res.json?.code, code, `${what}: problem code`);
-    }
-
-    /** The whole client registration flow; returns the finish response. */
-    async function register(name, pw) {
-      const start = opaque.client.startRegistration({ password: pw });
-      assert.equal(b64urlBytes(start.registrationRequest, "registrationRequest").length, 32);
-      const res1 = await call("POST", "/v1/registration/start", {
-        body: { username: name, registration_request: start.registrationRequest },
-      });
-      expectStatus(res1, 200, "registration/start");
-      const response = res1.json.registration_response;
-      assert.equal(b64urlBytes(response, "registration_response").length, SIZES.registrationResponse);
-      const { registrationRecord } = opaque.client.finishRegistration({
-        clientRegistrationState: start.clientRegistrationState,
-        registrationResponse: response,
-        password: pw,
-      });
-      assert.equal(b64urlBytes(registrationRecord, "registrationRecord").length, SIZES.registrationRecord);
-      return call("POST", "/v1/registration/finish", {
-        body: { username: name, registration_record: registrationRecord },
-      });
-    }
-
-    /** login/start + the client's finishLogin (undefined when it fails). */
-    async function loginStart(name, pw) {
-      const start = opaque.client.startLogin({ password: pw });
-      assert.equal(b64urlBytes(start.startLoginRequest, "startLoginRequest").length, SIZES.ke1);
-      const res = await call("POST", "/v1/login/start", {
-        body: { username: name, credential_request: start.startLoginRequest },
-      });
-      expectStatus(res, 200, "login/start");
-      assert.equal(typeof res.json.login_id, "string");
-      assert.equal(b64urlBytes(res.json.credential_response, "credential_response").length, SIZES.ke2);
-      const client = opaque.client.finishLogin({
-        clientLoginState: start.clientLoginState,
-        loginResponse: res.json.credential_response,
-        password: pw,
-      });
-      return { loginId: res.json.login_id, credentialResponse: res.json.credential_response, client };
-    }
-
-    const device = () => ({ fingerprint: `interop-${hex(8)}`, name: "node interop test" });
-
-    /** A full successful login; returns the session answer. */
-    async function login(name = username, pw = password) {
-      const { loginId, client } = await loginStart(name, pw);
-      assert.ok(client, "finishLogin accepted the server's credential response");
-      assert.equal(b64urlBytes(client.finishLoginRequest, "finishLoginRequest").length, SIZES.ke3);
-      const res = await call("POST", "/v1/login/finish", {
-        body: { login_id: loginId, credential_finalization: client.finishLoginRequest, device: device() },
-      });
-      expectStatus(res, 200, "login/finish");
-      return res.json;
-    }
-
-    const whoami = (token) => call("GET", "/v1/sessions/current", { token });
+    const call = (...args) => api.call(...args);
+    const whoami = (token) => api.whoami(token);
+    // The client application the tests log in from: it keeps the device
+    // credential of the first session and presents it afterwards.
+    const laptop = new Device({ name: "interop laptop" });
+    const login = (name = username, pw = password, device = laptop) => api.login(name, pw, device);
+    let laptopDeviceId;
 
     it("registers a new user", async () => {
-      const res = await register(username, password);
+      const res = await api.register(username, password);
       expectStatus(res, 201, "registration/finish");
       assert.match(res.json.user_id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
       userId = res.json.user_id;
@@ -197,20 +137,41 @@ for (const backend of [
 
     it("refuses the same username again (other case) with 409 conflict", async () => {
       assert.ok(userId, "the user was registered");
-      expectProblem(await register(normalized, `other ${password}`), 409, "conflict", "second registration");
+      expectProblem(await api.register(normalized, `other ${password}`), 409, "conflict", "second registration");
+    });
+
+    it("registration/finish without a start: the same 400 for a taken and a free name", async () => {
+      assert.ok(userId, "the user was registered");
+      const free = `Fresh-${hex(6)}`;
+      const finish = (name) =>
+        call("POST", "/v1/registration/finish", {
+          body: { username: name, registration_record: strayRegistrationRecord(name, `stray ${hex(8)}`) },
+        });
+      const taken = await finish(username);
+      const untaken = await finish(free);
+      expectProblem(taken, 400, "invalid_request", "finish without start, taken name");
+      expectProblem(untaken, 400, "invalid_request", "finish without start, free name");
+      assert.deepEqual(untaken.json, taken.json, "identical problem bodies");
+      assert.equal(untaken.text, taken.text, "identical answers");
+      // The stray finish left nothing behind: the free name registers normally.
+      expectStatus(await api.register(free, `fresh ${password}`), 201, "registration of the free name");
     });
 
     it("logs in, and whoami names the user", async () => {
       assert.ok(userId, "the user was registered");
+      assert.equal(laptop.tokenFor(username), undefined, "no device credential yet");
       const session = await login();
       assert.ok(session.session_token.startsWith("lk_s_"), "session token prefix");
       assert.ok(session.refresh_token.startsWith("lk_r_"), "refresh token prefix");
       assert.equal(session.user_id, userId);
       assert.equal(session.aal, "aal1");
       assert.equal(session.new_device, true);
-      for (const field of ["token_expires_at", "session_expires_at"]) {
+      for (const field of ["token_expires_at", "session_expires_at", "auth_time"]) {
         assert.ok(!Number.isNaN(Date.parse(session[field])), `${field} is a timestamp`);
       }
+      assert.ok(session.device_token.startsWith(DEVICE_TOKEN_PREFIX), "a device credential for the new device");
+      assert.equal(laptop.tokenFor(username), session.device_token, "the client keeps it");
+      laptopDeviceId = session.device_id;
 
       const me = await whoami(session.session_token);
       expectStatus(me, 200, "whoami");
@@ -221,6 +182,16 @@ for (const backend of [
       assert.equal(me.headers.get("x-user-id"), userId);
       assert.equal(me.headers.get("x-session-id"), session.session_id);
       assert.equal(me.headers.get("x-aal"), "aal1");
+    });
+
+    it("a later login presents the device credential: same device, no new credential", async () => {
+      const token = laptop.tokenFor(username);
+      assert.ok(token && laptopDeviceId, "the first login issued a device credential");
+      const session = await login();
+      assert.equal(session.new_device, false, "a known device");
+      assert.equal(session.device_id, laptopDeviceId, "the same device");
+      assert.equal("device_token" in session, false, "no new credential");
+      assert.equal(laptop.tokenFor(username), token, "the client keeps its credential");
     });
 
     it("refreshes (old session token refused, new one works), then logs out", async () => {
@@ -260,19 +231,20 @@ for (const backend of [
 
     it("a wrong password and an unknown user fail alike", async () => {
       assert.ok(userId, "the user was registered");
-      const wrong = await loginStart(username, `wrong ${password}`);
-      assert.equal(wrong.client, undefined, "finishLogin returns undefined for a wrong password");
-      const unknown = await loginStart(`nobody-${hex(6)}`, password);
-      assert.equal(unknown.client, undefined, "finishLogin returns undefined for a fake credential response");
+      const wrong = await api.attemptLogin(username, `wrong ${password}`, new Device());
+      assert.equal(wrong.kind, "wrong-password", "finishLogin returns undefined for a wrong password");
+      const unknown = await api.attemptLogin(`nobody-${hex(6)}`, password, new Device());
+      assert.equal(unknown.kind, "wrong-password", "finishLogin returns undefined for a fake credential response");
       assert.equal(unknown.credentialResponse.length, wrong.credentialResponse.length, "same response size");
 
-      // The client gives up, but a syntactically valid (random) KE3 must still be refused.
+      // A real client gives up there. Someone who sends a syntactically
+      // valid (random) KE3 all the same must still be refused.
       const finish = (loginId) =>
         call("POST", "/v1/login/finish", {
           body: {
             login_id: loginId,
             credential_finalization: randomBytes(SIZES.ke3).toString("base64url"),
-            device: device(),
+            device: new Device().describe(),
           },
         });
       const wrongRes = await finish(wrong.loginId);
@@ -290,11 +262,13 @@ for (const backend of [
       const name = `Totp-${hex(6)}`;
       const normalizedName = name.toLowerCase();
       const pw = `battery staple ${hex(8)}`;
-      const reg = await register(name, pw);
+      const reg = await api.register(name, pw);
       expectStatus(reg, 201, "registration/finish");
       const totpUserId = reg.json.user_id;
-      const first = await login(name, pw);
+      const phone = new Device({ name: "interop phone" });
+      const first = await login(name, pw, phone);
       assert.equal(first.aal, "aal1");
+      assert.ok(phone.tokenFor(name), "the first session brought a device credential");
 
       // Enrolment: the otpauth URI, parsed by the independent library.
       const enroll = await call("POST", "/v1/totp/enroll", { token: first.session_token });
@@ -337,19 +311,16 @@ for (const backend of [
 
       /** Password login now stops at the second factor: returns the MFA token. */
       async function passwordStep() {
-        const { loginId, client } = await loginStart(name, pw);
-        assert.ok(client, "finishLogin accepted the server's credential response");
-        const res = await call("POST", "/v1/login/finish", {
-          body: { login_id: loginId, credential_finalization: client.finishLoginRequest, device: device() },
-        });
-        expectStatus(res, 200, "login/finish with TOTP on");
+        const attempt = await api.attemptLogin(name, pw, phone);
+        assert.equal(attempt.kind, "mfa", `login with TOTP on: ${attempt.kind} ${attempt.res?.text ?? ""}`);
+        const res = attempt.res;
         assert.equal(res.json.mfa_required, true);
         assert.ok(res.json.mfa_token.startsWith("lk_m_"), "MFA token prefix");
         assert.ok(!Number.isNaN(Date.parse(res.json.mfa_expires_at)), "mfa_expires_at is a timestamp");
         assert.equal(res.json.session_token, undefined, "no session before the second factor");
-        return res.json.mfa_token;
+        return attempt.mfaToken;
       }
-      const secondFactor = (mfaToken, factor) => call("POST", "/v1/login/totp", { body: { mfa_token: mfaToken, ...factor } });
+      const secondFactor = (mfaToken, factor) => api.secondFactor(name, mfaToken, factor, phone);
 
       // A wrong code, then the current step's code.
       const mfaToken = await passwordStep();
@@ -361,6 +332,9 @@ for (const backend of [
       assert.ok(session.json.refresh_token.startsWith("lk_r_"), "refresh token prefix");
       assert.equal(session.json.user_id, totpUserId);
       assert.equal(session.json.aal, "aal2");
+      assert.equal(session.json.device_id, first.device_id, "the phone presented its credential");
+      assert.equal(session.json.new_device, false);
+      assert.equal("device_token" in session.json, false, "no new credential for a known device");
       const me = await whoami(session.json.session_token);
       expectStatus(me, 200, "whoami after login/totp");
       assert.equal(me.json.username, normalizedName);
@@ -391,6 +365,171 @@ for (const backend of [
         "invalid_credentials",
         "a used recovery code",
       );
+    });
+  });
+
+  describe(`lockout and device credentials on ${backend.name}`, () => {
+    let server;
+    let api;
+
+    before(async () => {
+      server = await startLatchkey(backend.kind, { settings: LOCKOUT_SETTINGS });
+      api = new Api(server.baseUrl);
+    });
+
+    after(async () => {
+      await server?.stop();
+    });
+
+    /** Registers a fresh user; returns { name, pw, userId }. */
+    async function newUser(prefix) {
+      const name = `${prefix}-${hex(6)}`;
+      const pw = `${prefix} password ${hex(8)}`;
+      const res = await api.register(name, pw);
+      expectStatus(res, 201, `registration of ${name}`);
+      return { name, pw, userId: res.json.user_id };
+    }
+
+    /**
+     * Guesses passwords for `name` as a real client does (login/start, then
+     * no login/finish since finishLogin refuses the KE2) until the name is
+     * hard-locked, waiting out the short first lock on the way. Returns the
+     * 423 answer to the attempt after the last counted guess and the
+     * number of guesses the server answered.
+     */
+    async function guessUntilHardLocked(name, device = new Device({ name: "guesser" })) {
+      let answered = 0;
+      for (let attempt = 0; attempt < LOCKOUT_HARD_LIMIT + 5; attempt++) {
+        const guess = await api.attemptLogin(name, `guess ${hex(8)}`, device);
+        if (guess.kind === "wrong-password") {
+          answered++;
+          assert.ok(answered <= LOCKOUT_HARD_LIMIT, `guess ${answered} for ${name} was answered past the hard limit`);
+          continue;
+        }
+        assert.equal(guess.kind, "refused", `a guess ended in ${guess.kind}`);
+        expectProblem(guess.res, 423, "account_locked", `guess after ${answered} answered`);
+        const retryAfter = retryAfterSeconds(guess.res, `423 after ${answered} guesses`);
+        if (answered === LOCKOUT_HARD_LIMIT) return { res: guess.res, answered, retryAfter };
+        // Locked before the hard limit: the first step, from the threshold on.
+        assert.ok(answered >= LOCKOUT_THRESHOLD, `locked after only ${answered} guesses`);
+        assert.ok(retryAfter <= 5, `the first lock is short (Retry-After ${retryAfter})`);
+        await sleep(retryAfter * 1000 + 200);
+      }
+      assert.fail(`${name} was not hard-locked`);
+    }
+
+    function expectHardLock(res, what) {
+      expectProblem(res, 423, "account_locked", what);
+      const retryAfter = retryAfterSeconds(res, what);
+      assert.ok(
+        retryAfter > LONGEST_STEP_SECONDS && retryAfter <= HARD_LOCK_SECONDS,
+        `${what}: Retry-After ${retryAfter} s is the hard lock's`,
+      );
+      return retryAfter;
+    }
+
+    let lockedAnswer; // the 423 for a real, locked account
+
+    const lockTitle = `${LOCKOUT_HARD_LIMIT} wrong passwords (no login/finish) lock the name; the right one then gets 423 at start`;
+    it(lockTitle, async () => {
+      const user = await newUser("Locked");
+      const { res, answered } = await guessUntilHardLocked(user.name);
+      assert.equal(answered, LOCKOUT_HARD_LIMIT, "every guess up to the hard limit got a KE2");
+      expectHardLock(res, "the guess after the hard limit");
+
+      const right = await api.attemptLogin(user.name, user.pw, new Device());
+      assert.equal(right.kind, "refused", `the right password while locked: ${right.kind}`);
+      expectHardLock(right.res, "the right password while locked");
+      lockedAnswer = right.res;
+    });
+
+    it("an unknown name guessed as often gets the same answers", async () => {
+      assert.ok(lockedAnswer, "the account was locked");
+      const { res, answered } = await guessUntilHardLocked(`Nobody-${hex(6)}`);
+      assert.equal(answered, LOCKOUT_HARD_LIMIT, "as many guesses answered as for the account");
+      expectHardLock(res, "an unknown name after the hard limit");
+      assert.equal(res.headers.get("content-type"), lockedAnswer.headers.get("content-type"));
+      assert.deepEqual(res.json, lockedAnswer.json, "identical problem bodies");
+      assert.equal(res.text, lockedAnswer.text, "identical answers");
+    });
+
+    it("a trusted device logs in with its credential during the lock; the same fingerprint without it gets 423", async () => {
+      const user = await newUser("Trusted");
+      const phone = new Device({ name: "interop phone" });
+      const first = await api.login(user.name, user.pw, phone);
+      assert.equal(first.new_device, true);
+      const token = phone.tokenFor(user.name);
+      assert.ok(token?.startsWith(DEVICE_TOKEN_PREFIX), "the phone holds a device credential");
+      const trust = await api.call("PUT", `/v1/devices/${encodeURIComponent(first.device_id)}/trust`, {
+        token: first.session_token,
+        body: { trust: "trusted" },
+      });
+      expectStatus(trust, 204, "trusting the phone");
+      const listed = await api.call("GET", "/v1/devices", { token: first.session_token });
+      expectStatus(listed, 200, "device list");
+      const entry = listed.json.devices.find((d) => d.device_id === first.device_id);
+      assert.equal(entry?.trust, "trusted", `the phone is listed as trusted: ${listed.text}`);
+
+      // Someone else guesses until the account's anonymous scope is hard-locked.
+      const { answered, res } = await guessUntilHardLocked(user.name);
+      assert.equal(answered, LOCKOUT_HARD_LIMIT);
+      expectHardLock(res, "the account after the guessing");
+
+      // The phone, presenting its credential, is not locked out.
+      const during = await api.attemptLogin(user.name, user.pw, phone);
+      assert.equal(during.kind, "session", `the trusted phone during the lock: ${during.kind} ${during.res?.text ?? ""}`);
+      assert.equal(during.session.user_id, user.userId);
+      assert.equal(during.session.device_id, first.device_id, "the same device");
+      assert.equal(during.session.new_device, false);
+      assert.equal("device_token" in during.session, false, "no new credential");
+      expectStatus(await api.whoami(during.session.session_token), 200, "whoami from the trusted phone");
+
+      // The same fingerprint and name without the credential is anyone: locked.
+      const lookalike = await api.attemptLogin(user.name, user.pw, phone.lookalike());
+      assert.equal(lookalike.kind, "refused", `the same fingerprint without the credential: ${lookalike.kind}`);
+      expectHardLock(lookalike.res, "the same fingerprint without the credential");
+
+      // A made-up credential is no credential.
+      const madeUp = phone.lookalike();
+      madeUp.setToken(user.name, madeUpDeviceToken(token));
+      const madeUpTry = await api.attemptLogin(user.name, user.pw, madeUp);
+      assert.equal(madeUpTry.kind, "refused", `a made-up credential: ${madeUpTry.kind}`);
+      expectHardLock(madeUpTry.res, "a made-up credential");
+      assert.equal(madeUpTry.res.text, lookalike.res.text, "answered as without one");
+    });
+
+    it("a blocked device's credential is refused at login/start with 403 device_blocked", async () => {
+      const admin = await newUser("Admin");
+      const granted = await server.cli(["admin", "grant", admin.name]);
+      assert.match(granted, /admin role granted/, `latchkey admin grant: ${granted}`);
+      const adminSession = await api.login(admin.name, admin.pw, new Device({ name: "admin console" }));
+
+      const user = await newUser("Blocked");
+      const tablet = new Device({ name: "interop tablet" });
+      const session = await api.login(user.name, user.pw, tablet);
+      assert.ok(tablet.tokenFor(user.name), "the tablet holds a device credential");
+
+      const block = await api.call("PUT", `/v1/admin/devices/${encodeURIComponent(session.device_id)}/trust`, {
+        token: adminSession.session_token,
+        body: { trust: "blocked" },
+      });
+      expectStatus(block, 204, "blocking the tablet");
+      expectProblem(await api.whoami(session.session_token), 401, "unauthorized", "the blocked tablet's session");
+
+      // Refused at login/start, before any KE2: not even a guess is possible.
+      const right = await api.attemptLogin(user.name, user.pw, tablet);
+      assert.equal(right.kind, "refused", `the blocked tablet, right password: ${right.kind}`);
+      expectProblem(right.res, 403, "device_blocked", "the blocked tablet, right password");
+      const wrong = await api.attemptLogin(user.name, `wrong ${user.pw}`, tablet);
+      assert.equal(wrong.kind, "refused", `the blocked tablet, wrong password: ${wrong.kind}`);
+      expectProblem(wrong.res, 403, "device_blocked", "the blocked tablet, wrong password");
+      assert.equal(wrong.res.text, right.res.text, "the same answer whatever the password");
+
+      // The block belongs to the credential: without it, a login is a new device.
+      const elsewhere = await api.login(user.name, user.pw, tablet.lookalike());
+      assert.equal(elsewhere.new_device, true, "a new device");
+      assert.notEqual(elsewhere.device_id, session.device_id, "another device");
+      assert.ok(elsewhere.device_token.startsWith(DEVICE_TOKEN_PREFIX), "with a credential of its own");
     });
   });
 }

@@ -4,7 +4,8 @@
 // `cargo build --bin latchkey` when it is missing. Each server gets a free
 // loopback port, a fresh data directory, a random master password and (for
 // the Postgres + Redis setup) a fresh database and Redis key prefix, all
-// removed again by stop().
+// removed again by stop(). `cli(args)` runs the same binary with the
+// server's settings (e.g. `admin grant NAME`, the only way to make an admin).
 
 import { spawn, execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -22,6 +23,7 @@ export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)
 
 const HEALTH_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 10_000;
+const CLI_TIMEOUT_MS = 60_000;
 const OUTPUT_LIMIT = 64 * 1024;
 
 export const adminDatabaseUrl = () =>
@@ -109,9 +111,15 @@ async function dropRedisPrefix(url, prefix) {
 
 /**
  * Starts latchkey. `backend` is "embedded" (SQLite + in-process store) or
- * "postgres-redis". Resolves to { baseUrl, stop(), output() }.
+ * "postgres-redis"; `settings` are further LATCHKEY_* variables for it
+ * (e.g. a lower lockout threshold). Resolves to { baseUrl, stop(), output(),
+ * cli(args) }; cli runs `latchkey ARGS...` with the server's settings and
+ * resolves to its standard output.
  */
-export async function startLatchkey(backend) {
+export async function startLatchkey(backend, { settings = {} } = {}) {
+  for (const name of Object.keys(settings)) {
+    if (!/^LATCHKEY_[A-Z0-9_]+$/.test(name)) throw new Error(`not a latchkey setting: ${name}`);
+  }
   const bin = await latchkeyBinary();
   const cleanups = [];
   const cleanup = async () => {
@@ -142,6 +150,7 @@ export async function startLatchkey(backend) {
       LATCHKEY_DATA_DIR: dataDir,
       LATCHKEY_MASTER_PASSWORD: `interop-${hex(24)}`,
       LATCHKEY_KEYRING__PBKDF2_ITERATIONS: "1000",
+      ...settings,
     });
 
     if (backend === "postgres-redis") {
@@ -170,7 +179,8 @@ export async function startLatchkey(backend) {
       try {
         const server = await spawnServer(bin, env, `http://127.0.0.1:${port}`);
         cleanups.push(() => server.kill());
-        return { baseUrl: server.baseUrl, output: server.output, stop: cleanup };
+        const cli = (args) => runCli(bin, args, { ...env });
+        return { baseUrl: server.baseUrl, output: server.output, stop: cleanup, cli };
       } catch (err) {
         if (attempt < 3 && /address already in use|AddrInUse/i.test(err.message)) continue;
         throw err;
@@ -179,6 +189,17 @@ export async function startLatchkey(backend) {
   } catch (err) {
     await cleanup().catch(() => {});
     throw err;
+  }
+}
+
+/** `latchkey ARGS...` with `env`; resolves to its standard output. */
+async function runCli(bin, args, env) {
+  try {
+    const { stdout } = await execFileP(bin, args, { env, timeout: CLI_TIMEOUT_MS });
+    return stdout;
+  } catch (err) {
+    const why = err.killed ? `timed out after ${CLI_TIMEOUT_MS / 1000} s` : `exit ${err.code ?? err.signal}`;
+    throw new Error(`latchkey ${args.join(" ")} failed (${why}): ${(err.stderr || err.message).trim()}`);
   }
 }
 
