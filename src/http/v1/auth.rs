@@ -11,7 +11,7 @@ use crate::domain::sessions::IssuedSession;
 use crate::domain::states::Aal;
 use crate::domain::totp::SecondFactor;
 use crate::http::AppState;
-use crate::http::error::Problem;
+use crate::http::error::problem;
 use crate::http::extractors::Client;
 
 #[derive(Deserialize, ToSchema)]
@@ -151,7 +151,7 @@ pub struct LoginTotp {
     request_body = RegistrationStart,
     responses(
         (status = 200, body = RegistrationStartAnswer),
-        (status = 400, description = "Bad username or message", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::BadRequest),
     )
 )]
 #[post("/v1/registration/start")]
@@ -170,8 +170,8 @@ pub async fn registration_start(
     request_body = RegistrationFinish,
     responses(
         (status = 201, body = Registered),
-        (status = 400, description = "Bad record, or no registration started", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Username taken", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::InvalidRegistrationRecord),
+        (status = 409, response = problem::UsernameTaken),
     )
 )]
 #[post("/v1/registration/finish")]
@@ -191,7 +191,7 @@ pub async fn registration_finish(
     request_body = LoginStart,
     responses(
         (status = 200, body = LoginStartAnswer),
-        (status = 400, description = "Bad username or message", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::BadRequest),
     )
 )]
 #[post("/v1/login/start")]
@@ -210,9 +210,9 @@ pub async fn login_start(
     request_body = LoginFinish,
     responses(
         (status = 200, description = "A session, or `mfa_required` when TOTP is on", body = SessionAnswer),
-        (status = 400, description = "Malformed message", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "invalid_credentials, for every cause", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "device_blocked", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::InvalidCredentials),
+        (status = 403, response = problem::DeviceBlocked),
     )
 )]
 #[post("/v1/login/finish")]
@@ -243,8 +243,8 @@ pub async fn login_finish(
     request_body = LoginTotp,
     responses(
         (status = 200, body = SessionAnswer),
-        (status = 400, description = "Neither or both of code and recovery_code, or a malformed code", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong code, or an unknown, expired or burned MFA token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::InvalidSecondFactorRequest),
+        (status = 401, response = problem::InvalidSecondFactor),
     )
 )]
 #[post("/v1/login/totp")]
