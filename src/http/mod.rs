@@ -231,5 +231,15 @@ mod tests {
             .set_payload("{not json")
             .to_request();
         assert_eq!(test::call_service(&app, malformed).await.status(), 400);
+
+        let not_json = test::TestRequest::post()
+            .uri("/")
+            .insert_header(("content-type", "text/plain"))
+            .set_payload("{}")
+            .to_request();
+        let res = test::call_service(&app, not_json).await;
+        assert_eq!(res.status(), 415);
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body["code"], "invalid_request");
     }
 }

@@ -136,6 +136,7 @@ impl From<UserDetail> for AdminUserDetail {
 /// One user, with counts of sessions and devices.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminUserDetail),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
 ))]
@@ -180,6 +181,7 @@ pub struct AdminSessionList {
 /// A user's active sessions.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminSessionList),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
 ))]
@@ -201,6 +203,7 @@ pub struct Revoked {
 /// Revoke every session of a user.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = Revoked),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
 ))]
@@ -223,6 +226,7 @@ pub struct AdminDeviceList {
 /// A user's devices, with trust and last seen.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminDeviceList),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
 ))]
@@ -247,8 +251,11 @@ pub struct TrustBody {
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = String, Path)), request_body = TrustBody, responses(
     (status = 204),
     (status = 400, response = problem::BadRequest),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
+    (status = 413, response = problem::PayloadTooLarge),
+    (status = 415, response = problem::UnsupportedMediaType),
 ))]
 #[put("/v1/admin/devices/{id}/trust")]
 pub async fn device_trust(
@@ -275,8 +282,11 @@ pub struct LockBody {
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), request_body = LockBody, responses(
     (status = 204),
     (status = 400, response = problem::BadRequest),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
+    (status = 413, response = problem::PayloadTooLarge),
+    (status = 415, response = problem::UnsupportedMediaType),
 ))]
 #[post("/v1/admin/users/{id}/lock")]
 pub async fn lock(
@@ -293,6 +303,7 @@ pub async fn lock(
 /// Lift any lock and reset the failure count.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
 ))]
@@ -310,6 +321,7 @@ pub async fn unlock(
 /// Delete a user and all their data (audit rows keep a pseudonymous id).
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
 ))]
@@ -380,6 +392,7 @@ pub struct AuditPage {
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(AuditQuery), responses(
     (status = 200, body = AuditPage),
     (status = 400, response = problem::BadRequest),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
 ))]
 #[get("/v1/admin/audit")]
@@ -399,6 +412,7 @@ pub async fn audit(
 /// Keyring status: active key, age, use count, rows per key.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), responses(
     (status = 200, body = Object),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
 ))]
 #[get("/v1/admin/keys")]
@@ -415,6 +429,7 @@ pub struct Rotated {
 /// Make a new active data key now (rows move to it in the background).
 #[utoipa::path(tag = "admin", security(("bearer" = [])), responses(
     (status = 200, body = Rotated),
+    (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
 ))]
 #[post("/v1/admin/keys/rotate")]

@@ -152,6 +152,9 @@ pub struct LoginTotp {
     responses(
         (status = 200, body = RegistrationStartAnswer),
         (status = 400, response = problem::BadRequest),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/registration/start")]
@@ -172,6 +175,9 @@ pub async fn registration_start(
         (status = 201, body = Registered),
         (status = 400, response = problem::InvalidRegistrationRecord),
         (status = 409, response = problem::UsernameTaken),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/registration/finish")]
@@ -192,6 +198,9 @@ pub async fn registration_finish(
     responses(
         (status = 200, body = LoginStartAnswer),
         (status = 400, response = problem::BadRequest),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/login/start")]
@@ -213,6 +222,10 @@ pub async fn login_start(
         (status = 400, response = problem::BadRequest),
         (status = 401, response = problem::InvalidCredentials),
         (status = 403, response = problem::DeviceBlocked),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 423, response = problem::AccountLocked),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/login/finish")]
@@ -245,6 +258,11 @@ pub async fn login_finish(
         (status = 200, body = SessionAnswer),
         (status = 400, response = problem::InvalidSecondFactorRequest),
         (status = 401, response = problem::InvalidSecondFactor),
+        (status = 403, response = problem::DeviceBlocked),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 423, response = problem::AccountLocked),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/login/totp")]

@@ -98,6 +98,8 @@ pub struct TrustBody {
         (status = 401, response = problem::Unauthorized),
         (status = 403, response = problem::DeviceTrustAdminOnly),
         (status = 404, response = problem::NotFound),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
     )
 )]
 #[put("/v1/devices/{id}/trust")]

@@ -64,6 +64,8 @@ fn is_service(state: &AppState, req: &HttpRequest) -> bool {
         (status = 400, response = problem::InvalidRateLimitCheck),
         (status = 401, response = problem::Unauthorized),
         (status = 404, response = problem::UnknownNamespace),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
     )
 )]
 #[post("/v1/ratelimit/check")]

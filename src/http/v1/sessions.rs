@@ -144,7 +144,14 @@ pub struct RefreshRequest {
 #[utoipa::path(
     tag = "sessions",
     request_body = RefreshRequest,
-    responses((status = 200, body = SessionAnswer), (status = 401, response = problem::Unauthorized))
+    responses(
+        (status = 200, body = SessionAnswer),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 429, response = problem::RateLimited),
+    )
 )]
 #[post("/v1/sessions/refresh")]
 pub async fn refresh(

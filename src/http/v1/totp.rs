@@ -67,6 +67,8 @@ pub struct RecoveryCodes {
         (status = 400, response = problem::InvalidTotpConfirmation),
         (status = 401, response = problem::Unauthorized),
         (status = 409, response = problem::TotpAlreadyOn),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
     )
 )]
 #[post("/v1/totp/confirm")]
@@ -97,8 +99,11 @@ pub struct DisableBody {
     request_body = DisableBody,
     responses(
         (status = 204),
+        (status = 400, response = problem::BadRequest),
         (status = 401, response = problem::UnauthorizedOrWrongCode),
         (status = 403, response = problem::Aal2Required),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
     )
 )]
 #[delete("/v1/totp")]
