@@ -222,9 +222,8 @@ pub mod problem {
                     fn response() -> (&'r str, RefOr<Response>) {
                         let description = [$($doc),+].map(str::trim).join(" ");
                         let examples = vec![$({
-                            #[allow(unused_mut)]
-                            let mut example = Problem::new(StatusCode::$status, $code, $detail.map(str::to_owned));
-                            $(example.extra = Some($extra);)?
+                            let example = Problem::new(StatusCode::$status, $code, $detail.map(str::to_owned));
+                            $(let example = Problem { extra: Some($extra), ..example };)?
                             example
                         }),+];
                         (stringify!($name), response(description, examples, &[$($($header),+)?]))
