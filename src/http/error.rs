@@ -15,6 +15,9 @@ use crate::domain::Error;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+const TOO_LARGE: &str = "request body is larger than 64 KiB";
+const NOT_JSON: &str = "Content-Type must be application/json";
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -124,16 +127,10 @@ impl ResponseError for Error {
 pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as J;
     let problem = match &err {
-        J::Overflow { .. } | J::OverflowKnownLength { .. } => Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            Some("request body is larger than 64 KiB".into()),
-        ),
-        J::ContentType => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid_request",
-            Some("Content-Type must be application/json".into()),
-        ),
+        J::Overflow { .. } | J::OverflowKnownLength { .. } => {
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", Some(TOO_LARGE.into()))
+        }
+        J::ContentType => Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", Some(NOT_JSON.into())),
         J::Deserialize(e) => Problem::new(StatusCode::BAD_REQUEST, "invalid_request", Some(e.to_string())),
         _ => Problem::new(StatusCode::BAD_REQUEST, "invalid_request", Some("unreadable request body".into())),
     };
@@ -153,8 +150,7 @@ pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix
 
 /// Raw payload limit (bodies read without the JSON extractor).
 pub fn payload_too_large() -> HttpResponse {
-    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", Some("request body is larger than 64 KiB".into()))
-        .response()
+    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", Some(TOO_LARGE.into())).response()
 }
 
 pub async fn not_found() -> HttpResponse {
@@ -179,4 +175,175 @@ pub fn rate_limit_headers(
         .into_iter()
         .filter_map(|(name, value)| Some((header::HeaderName::from_static(name), HeaderValue::from_str(&value).ok()?)))
         .collect()
+}
+
+/// The problem answers of the API document, one type per meaning. Routes
+/// name them in their annotations, `(status = 404, response =
+/// problem::NotFound)`, so the content type, the schema and an example live
+/// here once; [`problem::all`] registers them as `#/components/responses`.
+pub mod problem {
+    use actix_web::http::StatusCode;
+    use utoipa::ToResponse;
+    use utoipa::openapi::example::ExampleBuilder;
+    use utoipa::openapi::{ContentBuilder, HeaderBuilder, Object, Ref, RefOr, Response, ResponseBuilder, Type};
+
+    use super::{NOT_JSON, PROBLEM_JSON, Problem, TOO_LARGE};
+
+    /// One `application/problem+json` response: the [`Problem`] schema, an
+    /// example per code it can carry, and the headers it sets.
+    fn response(description: String, examples: Vec<Problem>, headers: &[(&str, Type, &str)]) -> RefOr<Response> {
+        let schema = Ref::from_schema_name(<Problem as utoipa::ToSchema>::name());
+        let value = |p: &Problem| serde_json::to_value(p).ok();
+        let content = match examples.as_slice() {
+            [one] => ContentBuilder::new().example(value(one)),
+            many => ContentBuilder::new().examples_from_iter(
+                many.iter().map(|p| (p.code, ExampleBuilder::new().summary(p.code).value(value(p)).build())),
+            ),
+        };
+        let content = content.schema(Some(schema));
+        let mut response = ResponseBuilder::new().description(description).content(PROBLEM_JSON, content.build());
+        for (name, kind, description) in headers {
+            let header =
+                HeaderBuilder::new().schema(Some(Object::with_type(kind.clone()))).description(Some(*description));
+            response = response.header(*name, header.build());
+        }
+        response.build().into()
+    }
+
+    /// Declares each response: a unit type whose doc comment is also the
+    /// description in the document, its examples as `(STATUS, code, detail)`
+    /// (plus extra members, if any), and its headers.
+    macro_rules! problem_responses {
+        ($(
+            $(#[doc = $doc:literal])+
+            $name:ident [$(($status:ident, $code:literal, $detail:expr $(, $extra:expr)?)),+]
+            $(headers [$($header:expr),+ $(,)?])?;
+        )+) => {
+            $(
+                $(#[doc = $doc])+
+                pub struct $name;
+
+                impl<'r> ToResponse<'r> for $name {
+                    fn response() -> (&'r str, RefOr<Response>) {
+                        let description = [$($doc),+].map(str::trim).join(" ");
+                        let examples = vec![$({
+                            let example = Problem::new(StatusCode::$status, $code, $detail.map(str::to_owned));
+                            $(let example = Problem { extra: Some($extra), ..example };)?
+                            example
+                        }),+];
+                        (stringify!($name), response(description, examples, &[$($($header),+)?]))
+                    }
+                }
+            )+
+
+            /// Every problem response, named as the routes reference it.
+            pub fn all() -> Vec<(&'static str, RefOr<Response>)> {
+                vec![$(<$name as ToResponse>::response()),+]
+            }
+        };
+    }
+
+    fn not_ready_members() -> serde_json::Map<String, serde_json::Value> {
+        let members = serde_json::json!({
+            "down": ["redis"],
+            "checks": {"database": {"backend": "postgres", "ok": true}, "cache": {"backend": "redis", "ok": false}},
+        });
+        members.as_object().cloned().unwrap_or_default()
+    }
+
+    problem_responses! {
+        /// The request is malformed (`invalid_request`): unreadable JSON, an
+        /// unknown or missing field, or a value that is not valid; `detail`
+        /// says which.
+        BadRequest [(BAD_REQUEST, "invalid_request", Some("Json deserialize error: missing field `username` at line 1 column 2"))];
+
+        /// A malformed registration record, or no registration was started
+        /// for this username, or it expired (`invalid_request`).
+        InvalidRegistrationRecord [(BAD_REQUEST, "invalid_request", Some("no registration was started for this username (or it expired)"))];
+
+        /// Not exactly one of `code` and `recovery_code`, or a code that is
+        /// not 6 digits (`invalid_request`).
+        InvalidSecondFactorRequest [(BAD_REQUEST, "invalid_request", Some("give exactly one of code and recovery_code"))];
+
+        /// No TOTP enrolment is pending, or the code does not match it or
+        /// was used already (`invalid_request`).
+        InvalidTotpConfirmation [(BAD_REQUEST, "invalid_request", Some("the code does not match the enrolled secret"))];
+
+        /// `cost` is not between 1 and the namespace's limit, or `key` is not
+        /// 1 to 256 characters (`invalid_request`).
+        InvalidRateLimitCheck [(BAD_REQUEST, "invalid_request", Some("cost must be between 1 and the namespace limit (100)"))];
+
+        /// No valid token (`unauthorized`): missing, malformed, unknown,
+        /// expired or revoked.
+        Unauthorized [(UNAUTHORIZED, "unauthorized", None)];
+
+        /// The login failed (`invalid_credentials`), with one answer for
+        /// every cause: unknown user, wrong password, expired login.
+        InvalidCredentials [(UNAUTHORIZED, "invalid_credentials", None)];
+
+        /// A wrong code or recovery code, or an unknown, expired or burned
+        /// MFA token (`invalid_credentials`).
+        InvalidSecondFactor [(UNAUTHORIZED, "invalid_credentials", None)];
+
+        /// No valid session (`unauthorized`), or a wrong TOTP code
+        /// (`invalid_credentials`).
+        UnauthorizedOrWrongCode [(UNAUTHORIZED, "unauthorized", None), (UNAUTHORIZED, "invalid_credentials", None)];
+
+        /// The caller is not an admin, or is an admin with TOTP on whose
+        /// session is not aal2 (`forbidden`).
+        AdminRequired [(FORBIDDEN, "forbidden", None)];
+
+        /// The session is not aal2: log in with the second factor, then
+        /// retry (`forbidden`).
+        Aal2Required [(FORBIDDEN, "forbidden", None)];
+
+        /// An admin blocked the device this login comes from
+        /// (`device_blocked`); said only after a correct password or code.
+        DeviceBlocked [(FORBIDDEN, "device_blocked", None)];
+
+        /// The device is blocked: only an admin can change its trust
+        /// (`forbidden`).
+        DeviceTrustAdminOnly [(FORBIDDEN, "forbidden", None)];
+
+        /// Nothing by this id that the caller can see: unknown, someone
+        /// else's, or gone (`not_found`).
+        NotFound [(NOT_FOUND, "not_found", None)];
+
+        /// No namespace of this name in the configuration (`not_found`).
+        UnknownNamespace [(NOT_FOUND, "not_found", None)];
+
+        /// The username is taken (`conflict`).
+        UsernameTaken [(CONFLICT, "conflict", Some("the resource already exists"))];
+
+        /// TOTP is already on; turn it off first (`conflict`).
+        TotpAlreadyOn [(CONFLICT, "conflict", Some("the resource already exists"))];
+
+        /// The request body is larger than 64 KiB (`invalid_request`).
+        PayloadTooLarge [(PAYLOAD_TOO_LARGE, "invalid_request", Some(TOO_LARGE))];
+
+        /// The body is not `Content-Type: application/json` (`invalid_request`).
+        UnsupportedMediaType [(UNSUPPORTED_MEDIA_TYPE, "invalid_request", Some(NOT_JSON))];
+
+        /// The name is locked for this caller's scope (`account_locked`),
+        /// decided at login/start so no guess is tested during a lock; an
+        /// unknown name locks alike. Retry after `Retry-After` seconds, or
+        /// when an admin unlocks the account.
+        AccountLocked [(LOCKED, "account_locked", None)] headers [
+            ("Retry-After", Type::Integer, "Seconds until the lock ends"),
+        ];
+
+        /// Too many requests (`rate_limited`): retry after `Retry-After`
+        /// seconds.
+        RateLimited [(TOO_MANY_REQUESTS, "rate_limited", None)] headers [
+            ("Retry-After", Type::Integer, "Seconds until a retry can be allowed"),
+            ("RateLimit-Limit", Type::Integer, "Requests allowed in the window"),
+            ("RateLimit-Remaining", Type::Integer, "Requests left in the window"),
+            ("RateLimit-Reset", Type::Integer, "Seconds until the oldest counted request leaves the window"),
+            ("RateLimit-Policy", Type::String, "`<limit>;w=<window seconds>`"),
+        ];
+
+        /// A backend is down (`unavailable`): `down` names it, `checks` has
+        /// the state of each.
+        NotReady [(SERVICE_UNAVAILABLE, "unavailable", Some("not answering: redis"), not_ready_members())];
+    }
 }

@@ -46,7 +46,7 @@ pub struct AppState {
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     components(schemas(error::Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
     tags(
         (name = "registration", description = "OPAQUE registration (RFC 9807)"),
         (name = "login", description = "OPAQUE login"),
@@ -83,6 +83,19 @@ impl utoipa::Modify for BearerAuth {
                 HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("A session token (lk_s_…)")).build(),
             ),
         );
+    }
+}
+
+/// Registers the shared problem responses the routes reference
+/// (`response = problem::NotFound`) under `#/components/responses`.
+struct ProblemResponses;
+
+impl utoipa::Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .responses
+            .extend(error::problem::all().into_iter().map(|(name, response)| (name.to_owned(), response)));
     }
 }
 
@@ -218,5 +231,15 @@ mod tests {
             .set_payload("{not json")
             .to_request();
         assert_eq!(test::call_service(&app, malformed).await.status(), 400);
+
+        let not_json = test::TestRequest::post()
+            .uri("/")
+            .insert_header(("content-type", "text/plain"))
+            .set_payload("{}")
+            .to_request();
+        let res = test::call_service(&app, not_json).await;
+        assert_eq!(res.status(), 415);
+        let body: serde_json::Value = test::read_body_json(res).await;
+        assert_eq!(body["code"], "invalid_request");
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::Problem;
+use super::error::{Problem, problem};
 use crate::domain::health;
 
 #[derive(Serialize, ToSchema)]
@@ -36,7 +36,7 @@ pub struct Ready {
     tag = "operations",
     responses(
         (status = 200, body = Ready),
-        (status = 503, description = "A backend is down", body = Problem, content_type = "application/problem+json")
+        (status = 503, response = problem::NotReady)
     )
 )]
 #[get("/readyz")]

@@ -21,7 +21,7 @@ use crate::domain::sessions::SessionRecord;
 use crate::domain::states::Aal;
 use crate::domain::states::Trust;
 use crate::http::AppState;
-use crate::http::error::Problem;
+use crate::http::error::problem;
 use crate::http::extractors::{Authenticated, Client};
 
 /// An admin's session: 401 without a session, 403 without the admin role
@@ -43,8 +43,6 @@ impl FromRequest for Admin {
         })
     }
 }
-
-const PROBLEM: &str = "application/problem+json";
 
 #[derive(Serialize, ToSchema)]
 pub struct AdminUser {
@@ -101,9 +99,9 @@ fn page_limit(limit: Option<u64>) -> Result<u64, Error> {
 /// Users, in creation order, a page at a time.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(PageQuery), responses(
     (status = 200, body = UserPage),
-    (status = 400, body = Problem, content_type = PROBLEM),
-    (status = 401, body = Problem, content_type = PROBLEM),
-    (status = 403, body = Problem, content_type = PROBLEM),
+    (status = 400, response = problem::BadRequest),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
 ))]
 #[get("/v1/admin/users")]
 pub async fn list_users(
@@ -138,8 +136,9 @@ impl From<UserDetail> for AdminUserDetail {
 /// One user, with counts of sessions and devices.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminUserDetail),
-    (status = 403, body = Problem, content_type = PROBLEM),
-    (status = 404, body = Problem, content_type = PROBLEM),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
 ))]
 #[get("/v1/admin/users/{id}")]
 pub async fn get_user(state: web::Data<AppState>, _admin: Admin, id: web::Path<Uuid>) -> Result<HttpResponse, Error> {
@@ -182,8 +181,9 @@ pub struct AdminSessionList {
 /// A user's active sessions.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminSessionList),
-    (status = 403, body = Problem, content_type = PROBLEM),
-    (status = 404, body = Problem, content_type = PROBLEM),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
 ))]
 #[get("/v1/admin/users/{id}/sessions")]
 pub async fn user_sessions(
@@ -203,8 +203,9 @@ pub struct Revoked {
 /// Revoke every session of a user.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = Revoked),
-    (status = 403, body = Problem, content_type = PROBLEM),
-    (status = 404, body = Problem, content_type = PROBLEM),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
 ))]
 #[delete("/v1/admin/users/{id}/sessions")]
 pub async fn revoke_user_sessions(
@@ -225,8 +226,9 @@ pub struct AdminDeviceList {
 /// A user's devices, with trust and last seen.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminDeviceList),
-    (status = 403, body = Problem, content_type = PROBLEM),
-    (status = 404, body = Problem, content_type = PROBLEM),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
 ))]
 #[get("/v1/admin/users/{id}/devices")]
 pub async fn user_devices(
@@ -248,9 +250,12 @@ pub struct TrustBody {
 /// its logins (403 `device_blocked`, after a correct password).
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = String, Path)), request_body = TrustBody, responses(
     (status = 204),
-    (status = 400, body = Problem, content_type = PROBLEM),
-    (status = 403, body = Problem, content_type = PROBLEM),
-    (status = 404, body = Problem, content_type = PROBLEM),
+    (status = 400, response = problem::BadRequest),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
+    (status = 413, response = problem::PayloadTooLarge),
+    (status = 415, response = problem::UnsupportedMediaType),
 ))]
 #[put("/v1/admin/devices/{id}/trust")]
 pub async fn device_trust(
@@ -276,9 +281,12 @@ pub struct LockBody {
 /// Lock an account (all devices) and end its sessions.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), request_body = LockBody, responses(
     (status = 204),
-    (status = 400, body = Problem, content_type = PROBLEM),
-    (status = 403, body = Problem, content_type = PROBLEM),
-    (status = 404, body = Problem, content_type = PROBLEM),
+    (status = 400, response = problem::BadRequest),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
+    (status = 413, response = problem::PayloadTooLarge),
+    (status = 415, response = problem::UnsupportedMediaType),
 ))]
 #[post("/v1/admin/users/{id}/lock")]
 pub async fn lock(
@@ -295,8 +303,9 @@ pub async fn lock(
 /// Lift any lock and reset the failure count.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
-    (status = 403, body = Problem, content_type = PROBLEM),
-    (status = 404, body = Problem, content_type = PROBLEM),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
 ))]
 #[post("/v1/admin/users/{id}/unlock")]
 pub async fn unlock(
@@ -312,8 +321,9 @@ pub async fn unlock(
 /// Delete a user and all their data (audit rows keep a pseudonymous id).
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
-    (status = 403, body = Problem, content_type = PROBLEM),
-    (status = 404, body = Problem, content_type = PROBLEM),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
 ))]
 #[delete("/v1/admin/users/{id}")]
 pub async fn delete_user(
@@ -381,8 +391,9 @@ pub struct AuditPage {
 /// Audit events, newest first.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(AuditQuery), responses(
     (status = 200, body = AuditPage),
-    (status = 400, body = Problem, content_type = PROBLEM),
-    (status = 403, body = Problem, content_type = PROBLEM),
+    (status = 400, response = problem::BadRequest),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
 ))]
 #[get("/v1/admin/audit")]
 pub async fn audit(
@@ -401,7 +412,8 @@ pub async fn audit(
 /// Keyring status: active key, age, use count, rows per key.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), responses(
     (status = 200, body = Object),
-    (status = 403, body = Problem, content_type = PROBLEM),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
 ))]
 #[get("/v1/admin/keys")]
 pub async fn keys(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, Error> {
@@ -417,7 +429,8 @@ pub struct Rotated {
 /// Make a new active data key now (rows move to it in the background).
 #[utoipa::path(tag = "admin", security(("bearer" = [])), responses(
     (status = 200, body = Rotated),
-    (status = 403, body = Problem, content_type = PROBLEM),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
 ))]
 #[post("/v1/admin/keys/rotate")]
 pub async fn rotate_keys(
@@ -432,8 +445,8 @@ pub async fn rotate_keys(
 /// Delete the caller's own account and all its data (aal2 when TOTP is on).
 #[utoipa::path(tag = "account", security(("bearer" = [])), responses(
     (status = 204),
-    (status = 401, body = Problem, content_type = PROBLEM),
-    (status = 403, description = "TOTP is on and the session is not aal2", body = Problem, content_type = PROBLEM),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::Aal2Required),
 ))]
 #[delete("/v1/account")]
 pub async fn delete_account(

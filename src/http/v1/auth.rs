@@ -11,7 +11,7 @@ use crate::domain::sessions::IssuedSession;
 use crate::domain::states::Aal;
 use crate::domain::totp::SecondFactor;
 use crate::http::AppState;
-use crate::http::error::Problem;
+use crate::http::error::problem;
 use crate::http::extractors::Client;
 
 #[derive(Deserialize, ToSchema)]
@@ -172,10 +172,12 @@ pub struct LoginTotp {
     request_body = RegistrationStart,
     responses(
         (status = 200, body = RegistrationStartAnswer),
-        (status = 400, description = "Bad username or message", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "device_blocked: the presented device credential is blocked", body = Problem, content_type = "application/problem+json"),
-        (status = 423, description = "account_locked for this caller's scope, with Retry-After", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::BadRequest),
+        (status = 403, response = problem::DeviceBlocked),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 423, response = problem::AccountLocked),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/registration/start")]
@@ -194,8 +196,11 @@ pub async fn registration_start(
     request_body = RegistrationFinish,
     responses(
         (status = 201, body = Registered),
-        (status = 400, description = "Bad record, or no registration started", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Username taken", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::InvalidRegistrationRecord),
+        (status = 409, response = problem::UsernameTaken),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/registration/finish")]
@@ -215,7 +220,10 @@ pub async fn registration_finish(
     request_body = LoginStart,
     responses(
         (status = 200, body = LoginStartAnswer),
-        (status = 400, description = "Bad username or message", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::BadRequest),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/login/start")]
@@ -243,9 +251,13 @@ pub async fn login_start(
     request_body = LoginFinish,
     responses(
         (status = 200, description = "A session, or `mfa_required` when TOTP is on", body = SessionAnswer),
-        (status = 400, description = "Malformed message", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "invalid_credentials, for every cause", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "device_blocked", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::InvalidCredentials),
+        (status = 403, response = problem::DeviceBlocked),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 423, response = problem::AccountLocked),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/login/finish")]
@@ -283,8 +295,13 @@ pub async fn login_finish(
     request_body = LoginTotp,
     responses(
         (status = 200, body = SessionAnswer),
-        (status = 400, description = "Neither or both of code and recovery_code, or a malformed code", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong code, or an unknown, expired or burned MFA token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::InvalidSecondFactorRequest),
+        (status = 401, response = problem::InvalidSecondFactor),
+        (status = 403, response = problem::DeviceBlocked),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 423, response = problem::AccountLocked),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/login/totp")]

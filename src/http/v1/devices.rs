@@ -9,7 +9,7 @@ use crate::domain::Error;
 use crate::domain::devices::DeviceRecord;
 use crate::domain::states::Trust;
 use crate::http::AppState;
-use crate::http::error::Problem;
+use crate::http::error::problem;
 use crate::http::extractors::{Authenticated, Client};
 
 #[derive(Serialize, ToSchema)]
@@ -48,7 +48,7 @@ pub struct DeviceList {
 #[utoipa::path(
     tag = "devices",
     security(("bearer" = [])),
-    responses((status = 200, body = DeviceList), (status = 401, body = Problem, content_type = "application/problem+json"))
+    responses((status = 200, body = DeviceList), (status = 401, response = problem::Unauthorized))
 )]
 #[get("/v1/devices")]
 pub async fn list(state: web::Data<AppState>, Authenticated(session): Authenticated) -> Result<HttpResponse, Error> {
@@ -63,8 +63,8 @@ pub async fn list(state: web::Data<AppState>, Authenticated(session): Authentica
     params(("id" = String, Path, description = "Device id")),
     responses(
         (status = 204),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problem::Unauthorized),
+        (status = 404, response = problem::NotFound),
     )
 )]
 #[delete("/v1/devices/{id}")]
@@ -94,10 +94,12 @@ pub struct TrustBody {
     request_body = TrustBody,
     responses(
         (status = 204),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The device is blocked", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::DeviceTrustAdminOnly),
+        (status = 404, response = problem::NotFound),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
     )
 )]
 #[put("/v1/devices/{id}/trust")]

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::domain::Error;
 use crate::http::AppState;
-use crate::http::error::{Problem, rate_limit_headers};
+use crate::http::error::{problem, rate_limit_headers};
 use crate::http::extractors::bearer;
 
 #[derive(Deserialize, ToSchema)]
@@ -61,9 +61,11 @@ fn is_service(state: &AppState, req: &HttpRequest) -> bool {
     request_body = CheckRequest,
     responses(
         (status = 200, body = Decision),
-        (status = 400, description = "Cost out of range or a bad key", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid service token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown namespace", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::InvalidRateLimitCheck),
+        (status = 401, response = problem::Unauthorized),
+        (status = 404, response = problem::UnknownNamespace),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
     )
 )]
 #[post("/v1/ratelimit/check")]

@@ -12,7 +12,7 @@ use crate::domain::Error;
 use crate::domain::sessions::{CurrentSession, SessionSummary};
 use crate::domain::states::Aal;
 use crate::http::AppState;
-use crate::http::error::Problem;
+use crate::http::error::problem;
 use crate::http::extractors::{Authenticated, Client};
 
 #[derive(Serialize, ToSchema)]
@@ -65,7 +65,7 @@ impl From<CurrentSession> for WhoAmI {
             ("X-Session-Id" = String, description = "Session id"),
             ("X-Aal" = String, description = "aal1 or aal2"),
         )),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problem::Unauthorized),
     )
 )]
 #[get("/v1/sessions/current")]
@@ -124,7 +124,7 @@ pub struct SessionList {
 #[utoipa::path(
     tag = "sessions",
     security(("bearer" = [])),
-    responses((status = 200, body = SessionList), (status = 401, body = Problem, content_type = "application/problem+json"))
+    responses((status = 200, body = SessionList), (status = 401, response = problem::Unauthorized))
 )]
 #[get("/v1/sessions")]
 pub async fn list(state: web::Data<AppState>, Authenticated(session): Authenticated) -> Result<HttpResponse, Error> {
@@ -144,7 +144,14 @@ pub struct RefreshRequest {
 #[utoipa::path(
     tag = "sessions",
     request_body = RefreshRequest,
-    responses((status = 200, body = SessionAnswer), (status = 401, body = Problem, content_type = "application/problem+json"))
+    responses(
+        (status = 200, body = SessionAnswer),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 429, response = problem::RateLimited),
+    )
 )]
 #[post("/v1/sessions/refresh")]
 pub async fn refresh(
@@ -160,7 +167,7 @@ pub async fn refresh(
 #[utoipa::path(
     tag = "sessions",
     security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = Problem, content_type = "application/problem+json"))
+    responses((status = 204), (status = 401, response = problem::Unauthorized))
 )]
 #[delete("/v1/sessions/current")]
 pub async fn logout(
@@ -179,8 +186,8 @@ pub async fn logout(
     params(("id" = Uuid, Path, description = "Session id")),
     responses(
         (status = 204),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Not one of the caller's active sessions", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problem::Unauthorized),
+        (status = 404, response = problem::NotFound),
     )
 )]
 #[delete("/v1/sessions/{id}")]
@@ -214,8 +221,8 @@ pub struct Revoked {
     params(RevokeQuery),
     responses(
         (status = 200, body = Revoked),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
     )
 )]
 #[delete("/v1/sessions")]

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use crate::domain::Error;
 use crate::http::AppState;
-use crate::http::error::Problem;
+use crate::http::error::problem;
 use crate::http::extractors::{Authenticated, Client};
 
 #[derive(Serialize, ToSchema)]
@@ -28,8 +28,8 @@ pub struct Enrollment {
     security(("bearer" = [])),
     responses(
         (status = 200, body = Enrollment),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "TOTP is already on", body = Problem, content_type = "application/problem+json"),
+        (status = 401, response = problem::Unauthorized),
+        (status = 409, response = problem::TotpAlreadyOn),
     )
 )]
 #[post("/v1/totp/enroll")]
@@ -64,9 +64,11 @@ pub struct RecoveryCodes {
     request_body = CodeBody,
     responses(
         (status = 200, body = RecoveryCodes),
-        (status = 400, description = "No pending enrolment, or the code does not match", body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "TOTP is already on", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::InvalidTotpConfirmation),
+        (status = 401, response = problem::Unauthorized),
+        (status = 409, response = problem::TotpAlreadyOn),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
     )
 )]
 #[post("/v1/totp/confirm")]
@@ -97,8 +99,11 @@ pub struct DisableBody {
     request_body = DisableBody,
     responses(
         (status = 204),
-        (status = 401, description = "Not logged in, or a wrong code", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The session is not aal2", body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::UnauthorizedOrWrongCode),
+        (status = 403, response = problem::Aal2Required),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
     )
 )]
 #[delete("/v1/totp")]
