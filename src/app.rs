@@ -177,6 +177,7 @@ fn policies(config: &Config) -> Policies {
             login_finish: r.login_finish,
             totp: r.totp,
             refresh: r.refresh,
+            bad_tokens: r.bad_tokens,
         },
         lockout: LockoutPolicy {
             threshold: r.lockout_threshold,

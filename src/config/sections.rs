@@ -77,6 +77,9 @@ pub struct RateLimitConfig {
     pub login_finish: EndpointLimits,
     pub totp: EndpointLimits,
     pub refresh: EndpointLimits,
+    /// Unknown or invalid session tokens per client IP on bearer routes,
+    /// so random tokens cannot drive database load.
+    pub bad_tokens: Rule,
     /// Consecutive failures before the first lock.
     pub lockout_threshold: u32,
     /// Failures at which the account is hard-locked.
@@ -112,6 +115,7 @@ impl Default for RateLimitConfig {
                 per_ip_username: Some(Rule::new(10, 60)),
             },
             refresh: EndpointLimits { per_ip: Some(Rule::new(600, 300)), per_username: None, per_ip_username: None },
+            bad_tokens: Rule::new(60, 60),
             lockout_threshold: 5,
             lockout_hard_limit: 100,
             hard_lock: Duration::from_secs(24 * 3600),

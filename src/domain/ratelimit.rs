@@ -91,6 +91,8 @@ pub struct BuiltinLimits {
     pub login_finish: EndpointLimits,
     pub totp: EndpointLimits,
     pub refresh: EndpointLimits,
+    /// Unknown or invalid bearer tokens per client IP.
+    pub bad_tokens: Rule,
 }
 
 impl BuiltinLimits {
@@ -211,6 +213,49 @@ impl Core {
         }
         metrics::counter!("latchkey_ratelimited_total", "action" => action.name()).increment(1);
         Err(refused(decision, rule))
+    }
+
+    /// Before a session-token lookup reaches the database: refuses a client
+    /// that has presented too many unknown or invalid tokens (one fast-store
+    /// read, on cache misses only).
+    pub(crate) async fn refuse_token_flood(&self, client: &ClientInfo) -> Result<()> {
+        let marker = rate_key(&self.keys, "bad_token_refused", &client_subject(client));
+        match self.fast.ttl(&marker).await {
+            Ok(Some(wait)) => Err(self.token_flood_refusal(wait)),
+            // No marker, or the fast store is down (the limiter's own
+            // fallback still counts below).
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts an unknown or invalid token from this client: `Unauthorized`,
+    /// or `RateLimited` once the client is over its budget.
+    pub(crate) async fn bad_token(&self, client: &ClientInfo) -> Error {
+        let rule = self.limits.bad_tokens;
+        let subject = client_subject(client);
+        let decision = self.limiter.decide(&rate_key(&self.keys, "bad_token", &subject), rule, 1).await;
+        if decision.allowed {
+            return Error::Unauthorized;
+        }
+        metrics::counter!("latchkey_ratelimited_total", "action" => "bad_token").increment(1);
+        let wait = Duration::from_millis(decision.retry_after_ms.max(1000));
+        let marker = rate_key(&self.keys, "bad_token_refused", &subject);
+        if let Err(e) = self.fast.set(&marker, b"1", wait).await {
+            tracing::warn!(error = %e, "could not record a token flood");
+        }
+        refused(decision, rule)
+    }
+
+    fn token_flood_refusal(&self, wait: Duration) -> Error {
+        let rule = self.limits.bad_tokens;
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        Error::RateLimited {
+            retry_after_ms: ms,
+            limit: rule.limit,
+            remaining: 0,
+            reset_ms: ms,
+            window_secs: rule.window.as_secs().max(1),
+        }
     }
 
     /// A decision for another service.

@@ -237,11 +237,22 @@ impl Core {
 
     /// Resolves a session token: whoami and every authenticated call.
     /// One Redis GET on a hit; the database on a miss (or with Redis down).
-    pub async fn authenticate(&self, token: &str, now: DateTime<Utc>) -> Result<CurrentSession> {
-        let hash = tokens::verify_shape(TokenKind::Session, token).ok_or(Error::Unauthorized)?;
+    ///
+    /// Unknown and invalid tokens are counted per client address; over the
+    /// budget the client gets 429 before any lookup reaches the database.
+    pub async fn authenticate(&self, token: &str, client: &ClientInfo, now: DateTime<Utc>) -> Result<CurrentSession> {
+        let Some(hash) = tokens::verify_shape(TokenKind::Session, token) else {
+            return Err(self.bad_token(client).await);
+        };
         let mut session = match self.session_cache.get(&hash).await {
             Some(session) => session,
-            None => self.load_session(&hash, now).await?,
+            None => {
+                self.refuse_token_flood(client).await?;
+                match self.load_session(&hash, now).await {
+                    Err(Error::Unauthorized) => return Err(self.bad_token(client).await),
+                    other => other?,
+                }
+            }
         };
         if !self.is_live(&session, now) {
             return Err(Error::Unauthorized);

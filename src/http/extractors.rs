@@ -26,13 +26,15 @@ impl FromRequest for Authenticated {
     type Error = Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Error>>>>;
 
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let token = bearer(req).map(str::to_owned);
+        let client = Client::from_request(req, payload);
         Box::pin(async move {
             let state = state.ok_or_else(|| Error::Internal("application state missing".into()))?;
             let token = token.ok_or(Error::Unauthorized)?;
-            state.core.authenticate(&token, chrono::Utc::now()).await.map(Authenticated)
+            let Client(client) = client.await?;
+            state.core.authenticate(&token, &client, chrono::Utc::now()).await.map(Authenticated)
         })
     }
 }

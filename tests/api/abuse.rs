@@ -423,6 +423,28 @@ async fn no_session_outlives_a_concurrent_admin_lock() {
     assert!(active.is_empty(), "{} sessions survived the lock", active.len());
 }
 
+async fn random_tokens_are_refused_before_the_database(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn_with(db, cache, |c| {
+        c.ratelimit.bad_tokens = Rule { limit: 5, window: Duration::from_secs(60) };
+    })
+    .await;
+    let s = app.register_and_login("rita", PASSWORD).await;
+    // A flood of made-up tokens, well-formed (each a cache miss) and not.
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let token = if i % 2 == 0 { format!("lk_s_{:0>43}", i) } else { format!("junk{i}") };
+        statuses.push(app.whoami(&token).await.status().as_u16());
+    }
+    assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
+    assert_eq!(statuses[5..], [429; 3], "over the budget: 429, before any lookup: {statuses:?}");
+    let res = app.whoami(&format!("lk_s_{:0>43}", 99)).await;
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    // A valid, cached session is not slowed by its address's flood.
+    assert_eq!(app.whoami(&s.token).await.status(), 200);
+}
+each_stack!(random_tokens_are_refused_before_the_database_on, random_tokens_are_refused_before_the_database);
+
 const SERVICE_TOKEN: &str = "svc-test-token-0123456789";
 
 async fn check(app: &TestApp, token: Option<&str>, body: Value) -> reqwest::Response {

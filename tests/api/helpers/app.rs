@@ -36,6 +36,7 @@ pub fn test_config(database_url: &str, cache: CacheKind, data_dir: &std::path::P
             rule.limit *= 1000;
         }
     }
+    r.bad_tokens.limit *= 1000;
     config
 }
 
