@@ -85,7 +85,21 @@ impl Db {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
-        let txn = self.conn.begin().await?;
+        // SQLite: take the write lock at BEGIN, so a transaction that reads
+        // first never has to upgrade (an upgrade that meets another writer
+        // fails at once with "database is locked", whatever the busy
+        // timeout).
+        let txn = match writer {
+            Some(_) => {
+                use sea_orm::TransactionTrait as _;
+                let options = sea_orm::TransactionOptions {
+                    sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                };
+                self.conn.begin_with_options(options).await?
+            }
+            None => self.conn.begin().await?,
+        };
         Ok(WriteTxn { txn, _writer: writer, audit_chain: self.audit_chain.clone() })
     }
 
