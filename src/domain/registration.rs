@@ -36,7 +36,16 @@ impl Core {
         let bytes = messages::decode("registration_request", request, REGISTRATION_REQUEST_LEN)?;
         let request = RegistrationRequest::<Suite>::deserialize(&bytes)
             .map_err(|_| Error::InvalidRequest("registration_request is not a valid group element".into()))?;
-        let start = ServerRegistration::<Suite>::start(&self.setup, request, username.as_str().as_bytes())
+        // The OPRF key is per credential identifier, and login uses the
+        // same one: evaluating a taken name's identifier here would let
+        // anyone test passwords for that account offline against one KE2,
+        // outside the lockout. A taken name is evaluated under a decoy
+        // identifier instead (deterministic, so repeating a request shows
+        // nothing), and its finish ends in 409.
+        let taken = users::exists(&self.db, username.as_str()).await?;
+        let identifier =
+            if taken { self.decoy_identifier(username.as_str()) } else { username.as_str().as_bytes().to_vec() };
+        let start = ServerRegistration::<Suite>::start(&self.setup, request, &identifier)
             .map_err(|_| Error::InvalidRequest("registration_request was refused".into()))?;
         // The marker binds finish to this start: one finish (GETDEL) within
         // the TTL, sealed under its own key so a fast-store writer cannot
@@ -79,5 +88,18 @@ impl Core {
             })?;
         tracing::info!(user_id = %user_id, username = %username, "registered");
         Ok(user_id)
+    }
+
+    /// A registration identifier no login ever uses: a keyed hash of the
+    /// name, so the OPRF answer for a taken name matches no account's key.
+    fn decoy_identifier(&self, username: &str) -> Vec<u8> {
+        use hmac::Mac as _;
+        let key = self.keyring.subkey("registration-decoy");
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key).expect("HMAC takes keys of any length");
+        mac.update(username.as_bytes());
+        let mut out = b"decoy:".to_vec();
+        out.extend_from_slice(hex::encode(mac.finalize().into_bytes()).as_bytes());
+        out
     }
 }

@@ -227,3 +227,49 @@ async fn flipped_ciphertext_byte_is_an_integrity_error(db: DbKind, cache: CacheK
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
 each_stack!(flipped_ciphertext_on, flipped_ciphertext_byte_is_an_integrity_error);
+
+async fn registration_start_is_no_password_oracle_for_taken_names(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    assert_eq!(app.register("zoe", PASSWORD).await.status(), 201);
+    // An attacker sends the same blinded element to login/start and to
+    // registration/start: were the OPRF keys the same, the evaluations
+    // would match and one KE2 would let every guess be tested offline
+    // through registration/start, outside the lockout.
+    let start = opaque_ke::ClientLogin::<latchkey::domain::opaque::Suite>::start(&mut OsRng, b"guess").expect("start");
+    let ke1 = start.message.serialize();
+    let login = app
+        .post_json("/v1/login/start", &json!({"username": "zoe", "credential_request": b64(&ke1)}))
+        .await
+        .json::<Value>()
+        .await
+        .expect("json");
+    let ke2 = unb64(login["credential_response"].as_str().expect("ke2"));
+    let blinded = b64(&ke1[..32]);
+    let mut evaluations = Vec::new();
+    for _ in 0..2 {
+        let res =
+            app.post_json("/v1/registration/start", &json!({"username": "zoe", "registration_request": blinded})).await;
+        assert_eq!(res.status(), 200, "a taken name answers like a free one");
+        let body: Value = res.json().await.expect("json");
+        evaluations.push(unb64(body["registration_response"].as_str().expect("response"))[..32].to_vec());
+    }
+    assert_ne!(evaluations[0], ke2[..32].to_vec(), "registration never evaluates under a taken name's login key");
+    assert_eq!(evaluations[0], evaluations[1], "deterministic, so repeating a request shows nothing");
+    // A free name is evaluated under its own key, as login will.
+    let start = opaque_ke::ClientLogin::<latchkey::domain::opaque::Suite>::start(&mut OsRng, b"x").expect("start");
+    let ke1 = start.message.serialize();
+    let res = app
+        .post_json("/v1/registration/start", &json!({"username": "yann", "registration_request": b64(&ke1[..32])}))
+        .await;
+    let reg: Value = res.json().await.expect("json");
+    let login: Value = app
+        .post_json("/v1/login/start", &json!({"username": "yann", "credential_request": b64(&ke1)}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let reg = unb64(reg["registration_response"].as_str().expect("response"));
+    let ke2 = unb64(login["credential_response"].as_str().expect("ke2"));
+    assert_eq!(reg[..32], ke2[..32], "a free name: one OPRF key for registration and login");
+}
+each_stack!(registration_start_is_no_password_oracle_on, registration_start_is_no_password_oracle_for_taken_names);
