@@ -30,6 +30,7 @@ pub struct Model {
     pub fingerprint_hash: Option<String>,
     /// Consecutive failed logins from this device (counted only while trusted).
     pub failed_attempts: i32,
+    pub last_failure_at: Option<DateTimeUtc>,
     pub locked_until: Option<DateTimeUtc>,
 
     #[sea_orm(belongs_to, from = "user_id", to = "id", on_delete = "Cascade")]

@@ -18,6 +18,10 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub canary: String,
     pub created_at: DateTimeUtc,
+    /// `ID:HASH:MAC` of the row that keyed the audit chain (MAC under the
+    /// chain key), so that row cannot be removed and keyed anew.
+    #[sea_orm(column_type = "Text")]
+    pub audit_chain_mark: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_initial;
 pub mod m20261123_000002_app_role;
 mod m20261201_000001_device_credentials;
+mod m20261201_000002_audit_chain_mark;
 
 /// All latchkey migrations, oldest first.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_app_role::Migration),
             Box::new(m20261201_000001_device_credentials::Migration),
+            Box::new(m20261201_000002_audit_chain_mark::Migration),
         ]
     }
 }

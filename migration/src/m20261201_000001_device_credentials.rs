@@ -17,6 +17,7 @@ enum Devices {
     TokenHash,
     FingerprintHash,
     FailedAttempts,
+    LastFailureAt,
     LockedUntil,
 }
 
@@ -30,6 +31,7 @@ impl MigrationTrait for Migration {
             ColumnDef::new(Devices::TokenHash).string_len(64).null().to_owned(),
             ColumnDef::new(Devices::FingerprintHash).string_len(64).null().to_owned(),
             ColumnDef::new(Devices::FailedAttempts).integer().not_null().default(0).to_owned(),
+            ColumnDef::new(Devices::LastFailureAt).timestamp_with_time_zone().null().to_owned(),
             ColumnDef::new(Devices::LockedUntil).timestamp_with_time_zone().null().to_owned(),
         ];
         for mut column in columns {
@@ -44,7 +46,13 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager.drop_index(Index::drop().name(TOKEN_INDEX).table(Devices::Table).to_owned()).await?;
-        for column in [Devices::LockedUntil, Devices::FailedAttempts, Devices::FingerprintHash, Devices::TokenHash] {
+        for column in [
+            Devices::LockedUntil,
+            Devices::LastFailureAt,
+            Devices::FailedAttempts,
+            Devices::FingerprintHash,
+            Devices::TokenHash,
+        ] {
             manager.alter_table(Table::alter().table(Devices::Table).drop_column(column).to_owned()).await?;
         }
         Ok(())

@@ -33,6 +33,12 @@ pub const HEAD_PUBLICATION_INTERVAL: Duration = Duration::from_secs(60);
 pub async fn open(db: &Db, keyring: &Keyring, now: DateTime<Utc>) -> Result<()> {
     match store::key_chain(db, *keyring.subkey(CHAIN_KEY_LABEL).bytes(), now).await? {
         Keying::AlreadyKeyed => {}
+        Keying::AnchorBroken { anchor } => {
+            tracing::error!(
+                anchor,
+                "the row that keyed the audit chain is gone or altered; the chain is not keyed anew and `latchkey audit verify` reports it"
+            );
+        }
         Keying::Keyed { marker, unkeyed, broken_at: None } => {
             tracing::info!(marker = %marker, unkeyed, "keyed the audit chain; the older rows verified");
         }

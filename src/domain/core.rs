@@ -72,6 +72,8 @@ pub struct Core {
     pub(super) device_key: Subkey,
     /// Keys the per-user recovery code HMAC.
     pub(super) recovery_key: Subkey,
+    /// Keys the names in fast-store keys.
+    pub(super) name_key: Subkey,
 }
 
 impl Core {
@@ -87,6 +89,7 @@ impl Core {
         Self {
             device_key: keyring.subkey("device-id"),
             recovery_key: keyring.subkey("recovery-code"),
+            name_key: keyring.subkey("fast-store-names"),
             audit: Auditor::new(db.clone(), keyring.clone()),
             seal: seal.clone(),
             session_cache: SessionCache::new(fast.clone(), keys.clone(), seal),
@@ -117,6 +120,16 @@ impl Core {
     /// store does not answer.
     pub fn limits_falling_back(&self) -> bool {
         self.limiter.is_falling_back()
+    }
+
+    /// A keyed hash of a name (a username, an address) for fast-store keys:
+    /// a Redis reader cannot test a list of names against them.
+    pub(super) fn name_hash(&self, name: &str) -> String {
+        use hmac::Mac as _;
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.name_key).expect("HMAC takes any key length");
+        mac.update(name.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Publishes the audit chain head when it moved (the background job).

@@ -39,6 +39,8 @@ use super::audit::events;
 use super::core::{ClientInfo, Core};
 use super::{Error, Result};
 use crate::store::FastStore as _;
+use crate::store::attempts::{Counted, LockPlan};
+use crate::store::fast::{AttemptOutcome, AttemptPlan};
 pub use crate::store::users::{AUTOMATIC_LOCK, HARD_LOCK};
 use crate::store::{devices, users};
 
@@ -89,20 +91,10 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// The fast-store record of an unknown name: (attempts, locked until, ms).
-fn decode_unknown(bytes: &[u8]) -> (u32, i64) {
-    match <[u8; 12]>::try_from(bytes) {
-        Ok(b) => (
-            u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-            i64::from_be_bytes([b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11]]),
-        ),
-        Err(_) => (0, 0),
-    }
-}
-
 impl Core {
     /// login/start: refuses a locked scope (423 with Retry-After); otherwise
-    /// counts this attempt as a failure until the login completes.
+    /// counts this attempt as a failure until the login completes. Check
+    /// and count are one atomic step in every scope.
     pub(super) async fn begin_attempt(
         &self,
         scope: &Scope,
@@ -110,62 +102,122 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        // An admin's lock applies to every scope.
         if let Some(user) = user
             && let Some(until) = user.locked_until.filter(|u| *u > now)
-            && (is_admin_lock(user.lock_reason.as_deref()) || matches!(scope, Scope::Account(_)))
+            && is_admin_lock(user.lock_reason.as_deref())
         {
             return Err(Error::AccountLocked { retry_after_secs: seconds_until(until, now) });
         }
-        match scope {
-            Scope::Account(_) => self.attempt_failed(scope, client, now).await,
-            Scope::Device { device_id, .. } => {
-                let device = devices::find(&self.db, device_id).await?;
-                if let Some(until) = device.and_then(|d| d.locked_until).filter(|u| *u > now) {
-                    return Err(Error::AccountLocked { retry_after_secs: seconds_until(until, now) });
-                }
-                self.attempt_failed(scope, client, now).await
+        self.count_attempt(scope, true, client, now).await
+    }
+
+    /// The second factor of a login whose password was right: refused while
+    /// an admin's lock or a hard lock is in force in its scope, so MFA
+    /// tokens gathered before a lock give no further guesses after it.
+    pub(super) async fn second_factor_admitted(&self, scope: &Scope, now: DateTime<Utc>) -> Result<()> {
+        let until = match scope {
+            Scope::Account(user_id) => users::find(&self.db, *user_id)
+                .await?
+                .filter(|u| u.lock_reason.as_deref() != Some(AUTOMATIC_LOCK))
+                .and_then(|u| u.locked_until),
+            Scope::Device { user_id, device_id } => {
+                let admin = users::find(&self.db, *user_id)
+                    .await?
+                    .filter(|u| is_admin_lock(u.lock_reason.as_deref()))
+                    .and_then(|u| u.locked_until);
+                let hard = devices::find(&self.db, device_id)
+                    .await?
+                    .filter(|d| d.failed_attempts >= i32::try_from(self.lockout.hard_limit).unwrap_or(i32::MAX))
+                    .and_then(|d| d.locked_until);
+                admin.max(hard)
             }
+            Scope::Unknown(_) => None,
+        };
+        match until.filter(|u| *u > now) {
+            Some(until) => Err(Error::AccountLocked { retry_after_secs: seconds_until(until, now) }),
+            None => Ok(()),
+        }
+    }
+
+    /// A bad second-factor code: one more failure in the scope (counted even
+    /// while the scope is locked, so the lock grows).
+    pub(super) async fn attempt_failed(&self, scope: &Scope, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
+        self.count_attempt(scope, false, client, now).await
+    }
+
+    async fn count_attempt(
+        &self,
+        scope: &Scope,
+        only_if_unlocked: bool,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let plan = self.lock_plan(now);
+        let (user_id, device_id, counted) = match scope {
+            Scope::Account(user_id) => {
+                (*user_id, None, users::count_failure(&self.db, *user_id, &plan, only_if_unlocked).await?)
+            }
+            Scope::Device { user_id, device_id } => (
+                *user_id,
+                Some(device_id.as_str()),
+                devices::count_failure(&self.db, device_id, &plan, only_if_unlocked).await?,
+            ),
             Scope::Unknown(username) => {
-                let key = self.keys.tagged("attempts", &super::tokens::hash(username));
-                let (failures, locked_until_ms) =
-                    self.fast.get(&key).await?.map_or((0, 0), |bytes| decode_unknown(&bytes));
-                if locked_until_ms > now.timestamp_millis() {
-                    let until = DateTime::from_timestamp_millis(locked_until_ms).unwrap_or(now);
-                    return Err(Error::AccountLocked { retry_after_secs: seconds_until(until, now) });
+                let key = self.keys.tagged("attempts", &self.name_hash(username));
+                let fast_plan = AttemptPlan {
+                    now_ms: now.timestamp_millis(),
+                    threshold: self.lockout.threshold,
+                    hard_limit: self.lockout.hard_limit,
+                    step_ends_ms: plan.step_ends.iter().map(DateTime::timestamp_millis).collect(),
+                    hard_end_ms: plan.hard_end.timestamp_millis(),
+                    ttl: self.decay(),
+                };
+                return match self.fast.attempt(&key, &fast_plan).await? {
+                    AttemptOutcome::Locked { until_ms } => {
+                        let until = DateTime::from_timestamp_millis(until_ms).unwrap_or(now);
+                        Err(Error::AccountLocked { retry_after_secs: seconds_until(until, now) })
+                    }
+                    AttemptOutcome::Counted { .. } => Ok(()),
+                };
+            }
+        };
+        match counted {
+            Counted::Yes { failures, locked_until: Some(until), hard } => {
+                if hard {
+                    tracing::warn!(user_id = %user_id, failures, "hard-locked after consecutive failures");
                 }
-                let failures = failures.saturating_add(1);
-                let until = self.due_lock(failures, now).map_or(0, |u| u.timestamp_millis());
-                let mut record = Vec::with_capacity(12);
-                record.extend_from_slice(&failures.to_be_bytes());
-                record.extend_from_slice(&until.to_be_bytes());
-                // Kept as long as the longest lock, so a hard lock lasts.
-                let ttl = self.lockout.hard_lock.max(Duration::from_secs(86_400)) + Duration::from_secs(3600);
-                self.fast.set(&key, &record, ttl).await?;
-                Ok(())
+                self.audit_lock(user_id, device_id, failures, until, hard, client, now).await
+            }
+            Counted::Yes { locked_until: None, .. } | Counted::Missing => Ok(()),
+            Counted::Locked => {
+                let until = match device_id {
+                    None => users::find(&self.db, user_id).await?.and_then(|u| u.locked_until),
+                    Some(id) => devices::find(&self.db, id).await?.and_then(|d| d.locked_until),
+                };
+                Err(Error::AccountLocked { retry_after_secs: until.map_or(1, |u| seconds_until(u, now)) })
             }
         }
     }
 
-    /// One more failure in a known scope (a login/start, a bad code), and
-    /// the lock it makes due.
-    pub(super) async fn attempt_failed(&self, scope: &Scope, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
-        let (user_id, device_id, failures) = match scope {
-            Scope::Account(user_id) => (*user_id, None, users::record_failure(&self.db, *user_id, now).await?),
-            Scope::Device { user_id, device_id } => {
-                (*user_id, Some(device_id.as_str()), devices::record_failure(&self.db, device_id).await?)
-            }
-            Scope::Unknown(_) => return Ok(()),
-        };
-        let failures = u32::try_from(failures).unwrap_or(0);
-        let Some(until) = self.due_lock(failures, now) else { return Ok(()) };
-        match device_id {
-            None => {
-                let reason = if failures >= self.lockout.hard_limit { HARD_LOCK } else { AUTOMATIC_LOCK };
-                users::lock(&self.db, user_id, until, reason).await?;
-            }
-            Some(device_id) => devices::lock(&self.db, device_id, until).await?,
+    /// The schedule at `now`, every possible lock end computed.
+    fn lock_plan(&self, now: DateTime<Utc>) -> LockPlan {
+        let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+        LockPlan {
+            now,
+            decay_before: now - chrono_duration(self.decay()),
+            threshold: to_i32(self.lockout.threshold),
+            hard_limit: to_i32(self.lockout.hard_limit),
+            step_ends: STEPS.iter().map(|s| now + chrono::Duration::seconds(i64::try_from(*s).unwrap_or(0))).collect(),
+            hard_end: now + chrono_duration(self.lockout.hard_lock),
         }
-        self.audit_lock(user_id, device_id, failures, until, client, now).await
+    }
+
+    /// A run of failures whose last one is older than this starts again:
+    /// the same for accounts, devices and unknown names (whose fast-store
+    /// record expires after it), so no difference tells them apart.
+    fn decay(&self) -> Duration {
+        self.lockout.hard_lock.max(Duration::from_secs(86_400)) + Duration::from_secs(3600)
     }
 
     /// A completed login ends the run of failures in its scope and lifts an
@@ -179,23 +231,16 @@ impl Core {
         Ok(())
     }
 
-    fn due_lock(&self, failures: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.lockout.lock_for(failures).map(|d| now + chrono_duration(d))
-    }
-
     async fn audit_lock(
         &self,
         user_id: Uuid,
         device_id: Option<&str>,
-        failures: u32,
+        failures: i32,
         until: DateTime<Utc>,
+        hard: bool,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let hard = failures >= self.lockout.hard_limit;
-        if hard {
-            tracing::warn!(user_id = %user_id, failures, "hard-locked after consecutive failures");
-        }
         let reason = if hard { HARD_LOCK } else { AUTOMATIC_LOCK };
         let details = serde_json::json!({"failures": failures, "until": until, "reason": reason, "scope": if device_id.is_some() { "device" } else { "account" }});
         let event = self
@@ -225,13 +270,5 @@ mod tests {
         assert_eq!(p.lock_for(99), Some(Duration::from_secs(3600)));
         assert_eq!(p.lock_for(100), Some(Duration::from_secs(86400)));
         assert_eq!(p.lock_for(1000), Some(Duration::from_secs(86400)));
-    }
-
-    #[test]
-    fn unknown_name_record_decodes() {
-        let mut b = 7u32.to_be_bytes().to_vec();
-        b.extend_from_slice(&1234i64.to_be_bytes());
-        assert_eq!(decode_unknown(&b), (7, 1234));
-        assert_eq!(decode_unknown(b"junk"), (0, 0));
     }
 }

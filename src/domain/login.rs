@@ -83,6 +83,9 @@ struct PendingLogin {
     /// The device credential presented at start, when valid for this user.
     device_id: Option<String>,
     scope: Scope,
+    /// Inside the seal: a value re-planted in the fast store after its TTL
+    /// is refused.
+    expires_at: DateTime<Utc>,
 }
 
 impl Core {
@@ -180,6 +183,7 @@ impl Core {
             state: start.state.serialize().to_vec(),
             device_id: device.map(|d| d.id),
             scope,
+            expires_at: now + chrono::Duration::from_std(LOGIN_STATE_TTL).unwrap_or_default(),
         };
         let key = self.keys.login_state(&tokens::hash(&login_id));
         let plain = Zeroizing::new(serde_json::to_vec(&pending).map_err(|e| Error::Internal(e.to_string()))?);
@@ -221,7 +225,10 @@ impl Core {
         let key = self.keys.login_state(&tokens::hash(login_id));
         let stored = self.fast.get_del(&key).await?;
         let opened = stored.as_deref().and_then(|sealed| self.seal.open(&key, sealed));
-        let Some(pending) = opened.as_deref().and_then(|plain| serde_json::from_slice::<PendingLogin>(plain).ok())
+        let Some(pending) = opened
+            .as_deref()
+            .and_then(|plain| serde_json::from_slice::<PendingLogin>(plain).ok())
+            .filter(|p| p.expires_at > now)
         else {
             // Expired, already used, never issued, or not sealed by us.
             return Err(Error::InvalidCredentials);

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::core::{ClientInfo, Core};
 use super::{Error, Result};
 use crate::store::fast::{MemoryStore, WindowDecision};
-use crate::store::{Fast, FastStore as _, Keys};
+use crate::store::{Fast, FastStore as _};
 
 /// After a failed Redis call, decide locally for this long before trying
 /// Redis again (so an outage does not add a timeout to every request).
@@ -207,7 +207,7 @@ impl Core {
 
     async fn check(&self, action: Action, rule: Option<Rule>, subject: String) -> Result<()> {
         let Some(rule) = rule else { return Ok(()) };
-        let decision = self.limiter.decide(&rate_key(&self.keys, action.name(), &subject), rule, 1).await;
+        let decision = self.limiter.decide(&self.rate_key(action.name(), &subject), rule, 1).await;
         if decision.allowed {
             return Ok(());
         }
@@ -219,7 +219,7 @@ impl Core {
     /// that has presented too many unknown or invalid tokens (one fast-store
     /// read, on cache misses only).
     pub(crate) async fn refuse_token_flood(&self, client: &ClientInfo) -> Result<()> {
-        let marker = rate_key(&self.keys, "bad_token_refused", &client_subject(client));
+        let marker = self.rate_key("bad_token_refused", &client_subject(client));
         match self.fast.ttl(&marker).await {
             Ok(Some(wait)) => Err(self.token_flood_refusal(wait)),
             // No marker, or the fast store is down (the limiter's own
@@ -233,13 +233,13 @@ impl Core {
     pub(crate) async fn bad_token(&self, client: &ClientInfo) -> Error {
         let rule = self.limits.bad_tokens;
         let subject = client_subject(client);
-        let decision = self.limiter.decide(&rate_key(&self.keys, "bad_token", &subject), rule, 1).await;
+        let decision = self.limiter.decide(&self.rate_key("bad_token", &subject), rule, 1).await;
         if decision.allowed {
             return Error::Unauthorized;
         }
         metrics::counter!("latchkey_ratelimited_total", "action" => "bad_token").increment(1);
         let wait = Duration::from_millis(decision.retry_after_ms.max(1000));
-        let marker = rate_key(&self.keys, "bad_token_refused", &subject);
+        let marker = self.rate_key("bad_token_refused", &subject);
         if let Err(e) = self.fast.set(&marker, b"1", wait).await {
             tracing::warn!(error = %e, "could not record a token flood");
         }
@@ -258,6 +258,15 @@ impl Core {
         }
     }
 
+    /// One limiter bucket. The subject (an address, a username, a caller's
+    /// key) is a keyed hash: Redis never holds a username (nor one a reader
+    /// could test a list of names against), and braces in a subject
+    /// cannot move the hash tag, which covers the whole bucket so the log and
+    /// its counter share a Redis Cluster slot.
+    fn rate_key(&self, scope: &str, subject: &str) -> String {
+        self.keys.tagged("rl", &format!("{scope}|{}", self.name_hash(subject)))
+    }
+
     /// A decision for another service.
     pub async fn ratelimit_check(&self, namespace: &str, key: &str, cost: u64) -> Result<(WindowDecision, Rule)> {
         let ns: &Namespace = self.namespaces.iter().find(|n| n.name == namespace).ok_or(Error::NotFound)?;
@@ -271,7 +280,7 @@ impl Core {
             return Err(Error::InvalidRequest(format!("key must be 1 to {MAX_KEY_CHARS} characters")));
         }
         let rule = Rule { limit: ns.limit, window: ns.window };
-        let decision = self.limiter.decide(&rate_key(&self.keys, &format!("ns:{namespace}"), key), rule, cost).await;
+        let decision = self.limiter.decide(&self.rate_key(&format!("ns:{namespace}"), key), rule, cost).await;
         Ok((decision, rule))
     }
 }
@@ -289,14 +298,6 @@ pub fn rate_subject(ip: std::net::IpAddr) -> ipnet::IpNet {
             ipnet::IpNet::V6(ipnet::Ipv6Net::new(v6, 64).map_or(ipnet::Ipv6Net::from(v6), |n| n.trunc()))
         }
     }
-}
-
-/// One limiter bucket. The subject (an address, a username, a caller's
-/// key) is hashed: Redis never holds a username, and braces in a subject
-/// cannot move the hash tag, which covers the whole bucket so the log and
-/// its counter share a Redis Cluster slot.
-fn rate_key(keys: &Keys, scope: &str, subject: &str) -> String {
-    keys.tagged("rl", &format!("{scope}|{}", super::tokens::hash(subject)))
 }
 
 #[cfg(test)]

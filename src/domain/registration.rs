@@ -30,7 +30,13 @@ const PENDING_TTL: Duration = Duration::from_secs(300);
 impl Core {
     /// Answers the client's registration request with the OPRF evaluation.
     #[tracing::instrument(skip_all)]
-    pub async fn registration_start(&self, username: &str, request: &str, client: &ClientInfo) -> Result<String> {
+    pub async fn registration_start(
+        &self,
+        username: &str,
+        request: &str,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<String> {
         let username = Username::parse(username)?;
         self.enforce(Action::Registration, client, Some(username.as_str())).await?;
         let bytes = messages::decode("registration_request", request, REGISTRATION_REQUEST_LEN)?;
@@ -50,8 +56,10 @@ impl Core {
         // The marker binds finish to this start: one finish (GETDEL) within
         // the TTL, sealed under its own key so a fast-store writer cannot
         // plant one.
-        let key = self.keys.registration(&super::tokens::hash(username.as_str()));
-        self.fast.set(&key, &self.seal.seal(&key, b"started"), PENDING_TTL).await?;
+        let key = self.keys.registration(&self.name_hash(username.as_str()));
+        // The end inside the seal: a marker re-planted after its TTL is refused.
+        let until = (now + chrono::Duration::from_std(PENDING_TTL).unwrap_or_default()).timestamp_millis();
+        self.fast.set(&key, &self.seal.seal(&key, &until.to_be_bytes()), PENDING_TTL).await?;
         Ok(messages::encode(&start.message.serialize()))
     }
 
@@ -70,8 +78,14 @@ impl Core {
         let bytes = messages::decode("registration_record", record, REGISTRATION_RECORD_LEN)?;
         let upload = RegistrationUpload::<Suite>::deserialize(&bytes)
             .map_err(|_| Error::InvalidRequest("registration_record is malformed".into()))?;
-        let key = self.keys.registration(&super::tokens::hash(username.as_str()));
-        let started = self.fast.get_del(&key).await?.is_some_and(|sealed| self.seal.open(&key, &sealed).is_some());
+        let key = self.keys.registration(&self.name_hash(username.as_str()));
+        let started = self
+            .fast
+            .get_del(&key)
+            .await?
+            .and_then(|sealed| self.seal.open(&key, &sealed))
+            .and_then(|plain| <[u8; 8]>::try_from(plain.as_slice()).ok())
+            .is_some_and(|until| i64::from_be_bytes(until) > now.timestamp_millis());
         if !started {
             // The same answer whether or not the name exists: no oracle.
             return Err(Error::InvalidRequest("no registration was started for this username (or it expired)".into()));

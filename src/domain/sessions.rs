@@ -219,7 +219,13 @@ impl Core {
             device_name,
             token_hash: session_token.hash,
         };
-        self.session_cache.put(&current, now).await;
+        // A revocation (an admin's lock, a block) may commit between our
+        // commit and the cache write, its eviction running first.
+        if self.session_cache.put(&current, now).await
+            && !store::is_current(&self.db, session_id, &current.token_hash).await?
+        {
+            self.session_cache.remove(&current.token_hash).await;
+        }
         Ok(IssuedSession {
             session_id,
             user_id,

@@ -357,6 +357,7 @@ impl Core {
         }
         let user_id = pending.login.user_id;
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
+        self.second_factor_admitted(&pending.login.scope, now).await?;
         let (ok, used_recovery) = match &factor {
             SecondFactor::Code(code) => (self.verify_totp(user_id, code, now).await?, false),
             SecondFactor::RecoveryCode(code) => (self.use_recovery_code(user_id, code, now).await?, true),

@@ -139,6 +139,9 @@ pub enum ChainFault {
     HeadMissing { head: i64, last: Option<i64> },
     /// The row at the head's sequence has another hash.
     HeadMismatch { head: i64 },
+    /// The marker row the keyring anchors (`anchor`, 0 when the anchor
+    /// itself does not verify) is gone or altered.
+    AnchorBroken { anchor: i64 },
 }
 
 impl std::fmt::Display for ChainFault {
@@ -155,6 +158,11 @@ impl std::fmt::Display for ChainFault {
             }
             Self::HeadMissing { head, last: None } => write!(f, "head {head} is missing: the chain is empty"),
             Self::HeadMismatch { head } => write!(f, "event id {head} does not have the head's hash"),
+            Self::AnchorBroken { anchor: 0 } => write!(f, "the keyring's anchor of the chain does not verify"),
+            Self::AnchorBroken { anchor } => write!(
+                f,
+                "the row that keyed the chain (event id {anchor}, anchored in the keyring) is gone or altered"
+            ),
         }
     }
 }
@@ -182,6 +190,9 @@ pub enum Keying {
     /// is the first older row that did not verify (the marker's outcome is
     /// then `failure`).
     Keyed { marker: ChainHead, unkeyed: u64, broken_at: Option<i64> },
+    /// The keyring's anchor names a marker row that is gone or altered: the
+    /// chain is not keyed anew (appends stay keyed), and verify fails.
+    AnchorBroken { anchor: i64 },
 }
 
 /// The text a row's hash covers, in a fixed order.
@@ -231,7 +242,18 @@ pub fn load_chain_key(db: &Db, key: [u8; 32]) -> Result<(), StoreError> {
 pub async fn key_chain(db: &Db, key: [u8; 32], now: DateTime<Utc>) -> Result<Keying, StoreError> {
     load_chain_key(db, key)?;
     let key = db.audit_chain.key()?;
-    if marker_exists(db.conn()).await? {
+    // Once anchored in the keyring, the chain is never keyed anew: a
+    // missing marker then means rows were removed, not an older log.
+    if let Some(anchor) = read_anchor(db.conn(), key).await? {
+        db.audit_chain.keyed.store(true, Ordering::Release);
+        return Ok(match anchor_holds(db.conn(), &anchor).await? {
+            true => Keying::AlreadyKeyed,
+            false => Keying::AnchorBroken { anchor: anchor.map_or(0, |h| h.sequence) },
+        });
+    }
+    if let Some(marker) = first_marker(db.conn()).await? {
+        // Keyed before anchors existed: anchor that marker now.
+        write_anchor(db.conn(), key, &marker).await?;
         db.audit_chain.keyed.store(true, Ordering::Release);
         return Ok(Keying::AlreadyKeyed);
     }
@@ -264,6 +286,7 @@ pub async fn key_chain(db: &Db, key: [u8; 32], now: DateTime<Utc>) -> Result<Key
     let prev = last_hash(&*txn).await?;
     insert_chained(&txn, key, prev, &[marker]).await?;
     let marker = head(&*txn).await?.ok_or_else(|| StoreError::Database("the marker row is not there".into()))?;
+    write_anchor(&*txn, key, &marker).await?;
     txn.commit().await?;
     db.audit_chain.keyed.store(true, Ordering::Release);
     Ok(Keying::Keyed { marker, unkeyed: old.checked, broken_at })
@@ -400,9 +423,71 @@ pub async fn hash_at(db: &Db, sequence: i64) -> Result<Option<String>, StoreErro
 /// must still be there with its hash: deleting the newest rows leaves a
 /// valid but shorter chain, which only a head recorded elsewhere reveals.
 pub async fn verify(db: &Db, head: Option<&ChainHead>) -> Result<ChainReport, StoreError> {
-    let mut walk = Walk::new(db.audit_chain.key()?, head);
+    let key = db.audit_chain.key()?;
+    let mut walk = Walk::new(key, head);
     walk.advance(db.conn()).await?;
-    Ok(walk.finish())
+    let mut report = walk.finish();
+    if report.fault.is_none()
+        && let Some(anchor) = read_anchor(db.conn(), key).await?
+        && !anchor_holds(db.conn(), &anchor).await?
+    {
+        report.fault = Some(ChainFault::AnchorBroken { anchor: anchor.as_ref().map_or(0, |h| h.sequence) });
+    }
+    Ok(report)
+}
+
+/// The keyring's anchor: the marker row's id and hash under a MAC. `None`
+/// when there is none; `Some(None)` when it does not verify.
+async fn read_anchor(conn: &impl ConnectionTrait, key: &ChainKey) -> Result<Option<Option<ChainHead>>, StoreError> {
+    let mark = entity::keyring::Entity::find_by_id(1)
+        .select_only()
+        .column(entity::keyring::Column::AuditChainMark)
+        .into_tuple::<Option<String>>()
+        .one(conn)
+        .await?
+        .flatten();
+    let Some(mark) = mark else { return Ok(None) };
+    let parsed = mark.rsplit_once(':').and_then(|(head, mac)| {
+        let (id, hash) = head.split_once(':')?;
+        let head = ChainHead { sequence: id.parse().ok()?, hash: hash.to_owned() };
+        same(&anchor_mac(key, &head), mac).then_some(head)
+    });
+    Ok(Some(parsed))
+}
+
+fn anchor_mac(key: &ChainKey, head: &ChainHead) -> String {
+    let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(&key.0).expect("HMAC takes keys of any length");
+    mac.update(b"latchkey audit chain anchor\0");
+    mac.update(format!("{}:{}", head.sequence, head.hash).as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether the anchored marker row is there, unaltered.
+async fn anchor_holds(conn: &impl ConnectionTrait, anchor: &Option<ChainHead>) -> Result<bool, StoreError> {
+    let Some(anchor) = anchor else { return Ok(false) };
+    let row = audit_events::Entity::find_by_id(anchor.sequence).one(conn).await?;
+    Ok(row.is_some_and(|r| r.event == CHAIN_KEYED_EVENT && same(&r.hash, &anchor.hash)))
+}
+
+async fn write_anchor(conn: &impl ConnectionTrait, key: &ChainKey, marker: &ChainHead) -> Result<(), StoreError> {
+    use sea_orm::sea_query::Expr;
+    let mark = format!("{}:{}:{}", marker.sequence, marker.hash, anchor_mac(key, marker));
+    entity::keyring::Entity::update_many()
+        .col_expr(entity::keyring::Column::AuditChainMark, Expr::val(mark))
+        .filter(entity::keyring::Column::Id.eq(1))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The first marker row.
+async fn first_marker(conn: &impl ConnectionTrait) -> Result<Option<ChainHead>, StoreError> {
+    let row = audit_events::Entity::find()
+        .filter(audit_events::Column::Event.eq(CHAIN_KEYED_EVENT))
+        .order_by_asc(audit_events::Column::Id)
+        .one(conn)
+        .await?;
+    Ok(row.map(|r| ChainHead { sequence: r.id, hash: r.hash }))
 }
 
 /// [`verify`] without a head: the number of rows verified, and the id of
@@ -413,6 +498,7 @@ pub async fn verify_chain(db: &Db) -> Result<(u64, Option<i64>), StoreError> {
         None => None,
         Some(ChainFault::Broken { id }) => Some(id),
         Some(ChainFault::Unkeyed { first }) => Some(first),
+        Some(ChainFault::AnchorBroken { anchor }) => Some(anchor),
         Some(ChainFault::HeadMissing { .. } | ChainFault::HeadMismatch { .. }) => None,
     };
     Ok((report.checked, broken))

@@ -11,6 +11,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use uuid::Uuid;
 
 use super::StoreError;
+use super::attempts::{self, Columns, Counted, LockPlan};
 use super::db::Db;
 use crate::domain::states::Trust;
 
@@ -114,6 +115,7 @@ pub(crate) async fn upsert<C: ConnectionTrait>(conn: &C, s: &DeviceSighting) -> 
         token_hash: Set(s.new_credential.as_ref().map(|(token, _)| token.clone())),
         fingerprint_hash: Set(s.new_credential.as_ref().and_then(|(_, fp)| fp.clone())),
         failed_attempts: Set(0),
+        last_failure_at: Set(None),
         locked_until: Set(None),
     })
     .on_conflict(OnConflict::column(devices::Column::Id).update_columns(update).to_owned())
@@ -122,11 +124,13 @@ pub(crate) async fn upsert<C: ConnectionTrait>(conn: &C, s: &DeviceSighting) -> 
     Ok(())
 }
 
-/// Deletes a device row.
-pub(crate) async fn delete<C: ConnectionTrait>(conn: &C, user_id: Uuid, id: &str) -> Result<bool> {
+/// Deletes a device row, unless it is blocked (deleting it would lift the
+/// block).
+pub(crate) async fn delete_unless_blocked<C: ConnectionTrait>(conn: &C, user_id: Uuid, id: &str) -> Result<bool> {
     let result = devices::Entity::delete_many()
         .filter(devices::Column::Id.eq(id))
         .filter(devices::Column::UserId.eq(user_id))
+        .filter(devices::Column::Trust.ne(Trust::Blocked.as_str()))
         .exec(conn)
         .await?;
     Ok(result.rows_affected > 0)
@@ -168,27 +172,17 @@ pub async fn find_by_token(db: &Db, token_hash: &str) -> Result<Option<DeviceRec
         .transpose()
 }
 
-/// Counts a failed login in the device's own scope; returns the count.
-pub async fn record_failure(db: &Db, id: &str) -> Result<i32> {
-    use sea_orm::ExprTrait as _;
-    use sea_orm::sea_query::Expr;
-    devices::Entity::update_many()
-        .col_expr(devices::Column::FailedAttempts, Expr::col(devices::Column::FailedAttempts).add(1))
-        .filter(devices::Column::Id.eq(id))
-        .exec(db.conn())
-        .await?;
-    Ok(find(db, id).await?.map_or(0, |d| d.failed_attempts))
-}
-
-/// Locks the device's own scope until `until`.
-pub async fn lock(db: &Db, id: &str, until: DateTime<Utc>) -> Result<()> {
-    use sea_orm::sea_query::Expr;
-    devices::Entity::update_many()
-        .col_expr(devices::Column::LockedUntil, Expr::val(until))
-        .filter(devices::Column::Id.eq(id))
-        .exec(db.conn())
-        .await?;
-    Ok(())
+/// Counts a failed login in the device's own scope (one statement with its
+/// lock; see `attempts`).
+pub async fn count_failure(db: &Db, id: &str, plan: &LockPlan, only_if_unlocked: bool) -> Result<Counted> {
+    let cols = Columns {
+        id: devices::Column::Id,
+        failed_attempts: devices::Column::FailedAttempts,
+        last_failure_at: devices::Column::LastFailureAt,
+        locked_until: devices::Column::LockedUntil,
+        lock_reason: None,
+    };
+    attempts::count::<devices::Entity>(db, &cols, id.into(), plan, only_if_unlocked, |m| m.failed_attempts).await
 }
 
 /// A success from the device ends its run of failures and its lock.

@@ -235,6 +235,7 @@ pub async fn initialize(db: &Db, meta: &KeyringMeta, first: &DataKey) -> Result<
         kdf_iterations: Set(i32::try_from(meta.kdf_iterations).unwrap_or(i32::MAX)),
         canary: Set(meta.canary.clone()),
         created_at: Set(meta.created_at),
+        audit_chain_mark: Set(None),
     })
     .exec_without_returning(&*txn)
     .await?;

@@ -3,6 +3,7 @@
 //! domain or HTTP; they move rows and bytes.
 
 pub mod admin;
+pub mod attempts;
 pub mod audit;
 pub mod db;
 pub mod devices;

@@ -414,9 +414,9 @@ pub async fn remove_device(
     now: DateTime<Utc>,
     make_events: impl FnOnce(&[Uuid]) -> Vec<NewAuditEvent>,
 ) -> Result<Option<Vec<(Uuid, String)>>> {
-    let Some(device) = devices::find(db, device_id).await?.filter(|d| d.user_id == user_id) else {
+    if devices::find(db, device_id).await?.filter(|d| d.user_id == user_id).is_none() {
         return Ok(None);
-    };
+    }
     let revoked = revoke(
         db,
         &RevokeScope::Device { user_id, device_id: device_id.to_owned() },
@@ -425,8 +425,8 @@ pub async fn remove_device(
         make_events,
     )
     .await?;
-    if device.trust != Trust::Blocked {
-        devices::delete(db.conn(), user_id, device_id).await?;
-    }
+    // The statement itself keeps a blocked row, so a block landing after
+    // the read above is not deleted with it.
+    devices::delete_unless_blocked(db.conn(), user_id, device_id).await?;
     Ok(Some(revoked))
 }

@@ -6,6 +6,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySele
 use uuid::Uuid;
 
 use super::StoreError;
+use super::attempts::{self, Columns, Counted, LockPlan};
 use super::audit::{self, NewAuditEvent};
 use super::db::Db;
 
@@ -24,7 +25,7 @@ pub struct UserRecord {
 /// `lock_reason` of a lock caused by failed attempts (not by an admin).
 pub const AUTOMATIC_LOCK: &str = "failed_attempts";
 /// `lock_reason` of the lock at the failure cap: only time or an admin
-/// lifts it, and no device passes it.
+/// lifts it; a trusted device's own scope is not affected.
 pub const HARD_LOCK: &str = "failed_attempts_cap";
 
 impl From<users::Model> for UserRecord {
@@ -110,8 +111,21 @@ pub async fn register(
     txn.commit().await
 }
 
-/// Counts a failed authentication (password or second factor); returns the
-/// number of consecutive failures.
+/// Counts a failed authentication in the account's anonymous scope (one
+/// statement with its lock; see `attempts`).
+pub async fn count_failure(db: &Db, id: Uuid, plan: &LockPlan, only_if_unlocked: bool) -> Result<Counted> {
+    let cols = Columns {
+        id: users::Column::Id,
+        failed_attempts: users::Column::FailedAttempts,
+        last_failure_at: users::Column::LastFailureAt,
+        locked_until: users::Column::LockedUntil,
+        lock_reason: Some(users::Column::LockReason),
+    };
+    attempts::count::<users::Entity>(db, &cols, id.into(), plan, only_if_unlocked, |m| m.failed_attempts).await
+}
+
+/// Records a failure without the schedule (tests and tools that set up a
+/// run of failures).
 pub async fn record_failure(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<i32> {
     use sea_orm::ExprTrait as _;
     use sea_orm::sea_query::Expr;

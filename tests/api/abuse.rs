@@ -212,6 +212,35 @@ async fn guesses_are_counted_at_start(db: DbKind, cache: CacheKind) {
 }
 each_stack!(guesses_are_counted_at_start_on, guesses_are_counted_at_start);
 
+/// login/start alone, as a guesser's burst sends it: the status.
+async fn start_only(app: &TestApp, username: &str) -> u16 {
+    let start = ClientLogin::<Suite>::start(&mut OsRng, b"guess").expect("client start");
+    let body = json!({"username": username, "credential_request": b64(&start.message.serialize())});
+    app.post_json("/v1/login/start", &body).await.status().as_u16()
+}
+
+async fn concurrent_guesses_neither_overshoot_nor_tell_names_apart(db: DbKind, cache: CacheKind) {
+    let app = Arc::new(TestApp::spawn_with(db, cache, strict).await);
+    assert_eq!(app.register("kim", PASSWORD).await.status(), 201);
+    for name in ["kim", "nobody"] {
+        let burst: Vec<_> = (0..10)
+            .map(|_| {
+                let app = app.clone();
+                tokio::spawn(async move { start_only(&app, name).await })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for task in burst {
+            statuses.push(task.await.expect("join"));
+        }
+        statuses.sort_unstable();
+        // Threshold 2: the second counted attempt locks; nothing passes
+        // the lock, however many arrive at once.
+        assert_eq!(statuses, [200, 200, 423, 423, 423, 423, 423, 423, 423, 423], "{name}: {statuses:?}");
+    }
+}
+each_stack!(concurrent_guesses_are_exact_on, concurrent_guesses_neither_overshoot_nor_tell_names_apart);
+
 async fn lockout_grows_and_resets(db: DbKind, cache: CacheKind) {
     let app = TestApp::spawn_with(db, cache, |c| c.ratelimit.lockout_threshold = 2).await;
     assert_eq!(app.register("lea", PASSWORD).await.status(), 201);

@@ -132,6 +132,35 @@ async fn keyed_chain_cannot_be_reforged_by_a_table_writer(db: DbKind, cache: Cac
 }
 each_stack!(keyed_chain_cannot_be_reforged_on, keyed_chain_cannot_be_reforged_by_a_table_writer);
 
+async fn a_forged_history_is_not_keyed_anew_after_a_restart(db: DbKind, cache: CacheKind) {
+    let test_db = TestDb::new(db).await;
+    let app = TestApp::spawn_on_url(&test_db.url, cache, |_| {}).await;
+    app.register_and_login("ivy", PASSWORD).await;
+    let marker = rows(&app.app_db).await[0].clone();
+    assert_eq!(marker.event, CHAIN_KEYED_EVENT);
+
+    // A writer of the table deletes everything, the marker with it, and
+    // writes an invented history the old way (plain SHA-256 links).
+    let owner = test_db.connect().await;
+    owner.conn().execute_unprepared("DELETE FROM audit_events").await.expect("delete");
+    insert_plain_rows(&owner, &["registration", "login.success"], Utc::now()).await;
+
+    // At the next start the keyring's anchor says the chain was keyed at
+    // the marker: nothing is keyed anew, and verify names the missing row.
+    let restarted = TestApp::spawn_on_url(&test_db.url, cache, |_| {}).await;
+    restarted.register_and_login("ned", PASSWORD).await;
+    let markers = rows(&restarted.app_db).await.iter().filter(|r| r.event == CHAIN_KEYED_EVENT).count();
+    assert_eq!(markers, 0, "no new marker vouches for the forged rows");
+    let report = audit::verify(&restarted.app_db, None).await.expect("verify");
+    assert!(report.fault.is_some(), "the forged log does not verify: {report:?}");
+
+    // Even an empty table fails: the anchored row is gone.
+    owner.conn().execute_unprepared("DELETE FROM audit_events").await.expect("delete");
+    let report = audit::verify(&restarted.app_db, None).await.expect("verify");
+    assert_eq!(report.fault, Some(ChainFault::AnchorBroken { anchor: marker.id }));
+}
+each_stack!(forged_history_not_keyed_anew_on, a_forged_history_is_not_keyed_anew_after_a_restart);
+
 async fn head_catches_deleted_newest_rows(db: DbKind, cache: CacheKind) {
     let app = TestApp::spawn(db, cache).await;
     app.register_and_login("hal", PASSWORD).await;

@@ -173,10 +173,8 @@ pub struct LoginTotp {
     responses(
         (status = 200, body = RegistrationStartAnswer),
         (status = 400, response = problem::BadRequest),
-        (status = 403, response = problem::DeviceBlocked),
         (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType),
-        (status = 423, response = problem::AccountLocked),
         (status = 429, response = problem::RateLimited),
     )
 )]
@@ -186,7 +184,8 @@ pub async fn registration_start(
     Client(client): Client,
     body: web::Json<RegistrationStart>,
 ) -> Result<HttpResponse, Error> {
-    let response = state.core.registration_start(&body.username, &body.registration_request, &client).await?;
+    let response =
+        state.core.registration_start(&body.username, &body.registration_request, &client, chrono::Utc::now()).await?;
     Ok(HttpResponse::Ok().json(RegistrationStartAnswer { registration_response: response }))
 }
 
@@ -221,8 +220,10 @@ pub async fn registration_finish(
     responses(
         (status = 200, body = LoginStartAnswer),
         (status = 400, response = problem::BadRequest),
+        (status = 403, response = problem::DeviceBlocked),
         (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType),
+        (status = 423, response = problem::AccountLocked),
         (status = 429, response = problem::RateLimited),
     )
 )]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::window::{WindowDecision, WindowLog};
-use super::{FastStore, Result};
+use super::{AttemptOutcome, AttemptPlan, FastStore, Result};
 use crate::store::StoreError;
 
 const SWEEP_EVERY: u64 = 4096;
@@ -156,6 +156,26 @@ impl FastStore for MemoryStore {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn attempt(&self, key: &str, plan: &AttemptPlan) -> Result<AttemptOutcome> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let (failures, until) = match inner.live(key, now).map(|e| e.value.as_slice()) {
+            Some(&[a, b, c, d, ref rest @ ..]) if rest.len() == 8 => {
+                let mut until = [0u8; 8];
+                until.copy_from_slice(rest);
+                (u32::from_be_bytes([a, b, c, d]), i64::from_be_bytes(until))
+            }
+            _ => (0, 0),
+        };
+        let outcome = plan.apply(failures, until);
+        if let AttemptOutcome::Counted { failures, locked_until_ms } = outcome {
+            let mut value = failures.to_be_bytes().to_vec();
+            value.extend_from_slice(&locked_until_ms.to_be_bytes());
+            inner.insert(key, value, now + plan.ttl, now);
+        }
+        Ok(outcome)
     }
 
     async fn sliding_window(&self, key: &str, limit: u64, window: Duration, cost: u64) -> Result<WindowDecision> {

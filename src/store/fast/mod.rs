@@ -23,6 +23,49 @@ use super::StoreError;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// A lockout schedule at one instant, for [`FastStore::attempt`] (the
+/// fast-store twin of `store::attempts::LockPlan`).
+#[derive(Debug, Clone)]
+pub struct AttemptPlan {
+    pub now_ms: i64,
+    pub threshold: u32,
+    pub hard_limit: u32,
+    /// Lock ends (ms) for the `threshold + i`-th failure; the last repeats.
+    pub step_ends_ms: Vec<i64>,
+    pub hard_end_ms: i64,
+    /// Idle time after which a record is gone (the run starts again).
+    pub ttl: Duration,
+}
+
+/// What [`FastStore::attempt`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Counted: the run's length, and the lock end (ms) in force after it
+    /// (0: none).
+    Counted { failures: u32, locked_until_ms: i64 },
+    /// A lock was in force until this instant (ms): nothing counted.
+    Locked { until_ms: i64 },
+}
+
+impl AttemptPlan {
+    /// One attempt against the record (failures, lock end ms).
+    pub fn apply(&self, failures: u32, locked_until_ms: i64) -> AttemptOutcome {
+        if locked_until_ms > self.now_ms {
+            return AttemptOutcome::Locked { until_ms: locked_until_ms };
+        }
+        let failures = failures.saturating_add(1);
+        let locked_until_ms = if failures >= self.hard_limit {
+            self.hard_end_ms
+        } else if failures >= self.threshold && !self.step_ends_ms.is_empty() {
+            let i = usize::try_from(failures - self.threshold).unwrap_or(usize::MAX).min(self.step_ends_ms.len() - 1);
+            self.step_ends_ms[i]
+        } else {
+            0
+        };
+        AttemptOutcome::Counted { failures, locked_until_ms }
+    }
+}
+
 /// Key/value operations with expiry, plus the atomic scripts the domain needs.
 /// Every value has a TTL: nothing in the fast path lives forever.
 pub trait FastStore: Send + Sync + 'static {
@@ -52,6 +95,9 @@ pub trait FastStore: Send + Sync + 'static {
         window: Duration,
         cost: u64,
     ) -> impl Future<Output = Result<WindowDecision>> + Send;
+    /// One failed attempt under `key` (see [`AttemptPlan::apply`]), atomic:
+    /// concurrent attempts neither slip past a lock nor lose a count.
+    fn attempt(&self, key: &str, plan: &AttemptPlan) -> impl Future<Output = Result<AttemptOutcome>> + Send;
 }
 
 /// The configured fast-path store. An enum rather than a trait object: the
@@ -118,5 +164,8 @@ impl FastStore for Fast {
     }
     async fn sliding_window(&self, key: &str, limit: u64, window: Duration, cost: u64) -> Result<WindowDecision> {
         delegate!(self, s => s.sliding_window(key, limit, window, cost))
+    }
+    async fn attempt(&self, key: &str, plan: &AttemptPlan) -> Result<AttemptOutcome> {
+        delegate!(self, s => s.attempt(key, plan))
     }
 }

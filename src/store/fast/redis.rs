@@ -12,7 +12,7 @@ use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use redis::{AsyncCommands, Script};
 
 use super::window::WindowDecision;
-use super::{FastStore, Result};
+use super::{AttemptOutcome, AttemptPlan, FastStore, Result};
 use crate::store::StoreError;
 
 /// Adds to a counter; a counter without an expiry gets one.
@@ -27,6 +27,32 @@ return v
 ";
 
 static INCR_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INCR_WITH_TTL));
+
+/// One failed attempt against a lockout record (`AttemptPlan::apply`).
+/// KEYS[1]: the record (hash: `n` failures, `until` lock end in ms).
+/// ARGV[1]: now (ms). ARGV[2]: TTL (ms). ARGV[3]: threshold. ARGV[4]: hard
+/// limit. ARGV[5]: hard lock end (ms). ARGV[6..]: lock ends (ms) for the
+/// threshold-th failure onwards; the last repeats.
+/// Returns {-1, until} when locked (nothing counted), else {n, until}.
+const ATTEMPT: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'n', 'until')
+local now = tonumber(ARGV[1])
+local untl = tonumber(v[2]) or 0
+if untl > now then return {-1, untl} end
+local n = (tonumber(v[1]) or 0) + 1
+local threshold, hard = tonumber(ARGV[3]), tonumber(ARGV[4])
+local lock = 0
+if n >= hard then
+  lock = tonumber(ARGV[5])
+elseif n >= threshold and #ARGV >= 6 then
+  lock = tonumber(ARGV[6 + math.min(n - threshold, #ARGV - 6)])
+end
+redis.call('HSET', KEYS[1], 'n', n, 'until', lock)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {n, lock}
+";
+
+static ATTEMPT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ATTEMPT));
 
 /// One sliding-window-log decision (algorithm in `window.rs`).
 /// KEYS[1]: the log (sorted set: score = ms, member = `<id>:<cost>`).
@@ -378,6 +404,27 @@ impl FastStore for RedisStore {
     async fn del(&self, key: &str) -> Result<bool> {
         let n: u64 = self.run(|mut c| async move { c.del(key).await }).await?;
         Ok(n > 0)
+    }
+
+    async fn attempt(&self, key: &str, plan: &AttemptPlan) -> Result<AttemptOutcome> {
+        let (n, until): (i64, i64) = self
+            .run(|mut c| async move {
+                let mut call = ATTEMPT_SCRIPT.key(key);
+                call.arg(plan.now_ms)
+                    .arg(ttl_ms(plan.ttl))
+                    .arg(plan.threshold)
+                    .arg(plan.hard_limit)
+                    .arg(plan.hard_end_ms);
+                for end in &plan.step_ends_ms {
+                    call.arg(*end);
+                }
+                call.invoke_async(&mut c).await
+            })
+            .await?;
+        Ok(match u32::try_from(n) {
+            Ok(failures) => AttemptOutcome::Counted { failures, locked_until_ms: until },
+            Err(_) => AttemptOutcome::Locked { until_ms: until },
+        })
     }
 
     async fn incr(&self, key: &str, by: i64, ttl: Duration) -> Result<i64> {
