@@ -131,6 +131,12 @@ impl Limiter {
         }
     }
 
+    /// This instance's own store, for state that must hold while Redis is
+    /// down.
+    pub fn local(&self) -> &MemoryStore {
+        self.fast.as_local().unwrap_or(&self.local)
+    }
+
     /// Whether decisions are currently local because Redis is down.
     pub fn is_falling_back(&self) -> bool {
         self.falling_back.load(Ordering::Relaxed)
@@ -220,11 +226,14 @@ impl Core {
     /// read, on cache misses only).
     pub(crate) async fn refuse_token_flood(&self, client: &ClientInfo) -> Result<()> {
         let marker = self.rate_key("bad_token_refused", &client_subject(client));
-        match self.fast.ttl(&marker).await {
-            Ok(Some(wait)) => Err(self.token_flood_refusal(wait)),
-            // No marker, or the fast store is down (the limiter's own
-            // fallback still counts below).
-            _ => Ok(()),
+        let wait = match self.fast.ttl(&marker).await {
+            Ok(wait) => wait,
+            // Redis down: this instance's own marker (set below) decides.
+            Err(_) => self.limiter.local().ttl(&marker).await.ok().flatten(),
+        };
+        match wait {
+            Some(wait) => Err(self.token_flood_refusal(wait)),
+            None => Ok(()),
         }
     }
 
@@ -241,7 +250,8 @@ impl Core {
         let wait = Duration::from_millis(decision.retry_after_ms.max(1000));
         let marker = self.rate_key("bad_token_refused", &subject);
         if let Err(e) = self.fast.set(&marker, b"1", wait).await {
-            tracing::warn!(error = %e, "could not record a token flood");
+            tracing::warn!(error = %e, "could not record a token flood in Redis; recording it on this instance");
+            let _ = self.limiter.local().set(&marker, b"1", wait).await;
         }
         refused(decision, rule)
     }

@@ -474,6 +474,24 @@ async fn random_tokens_are_refused_before_the_database(db: DbKind, cache: CacheK
 }
 each_stack!(random_tokens_are_refused_before_the_database_on, random_tokens_are_refused_before_the_database);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_floods_are_refused_while_redis_is_down() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let app = TestApp::spawn_with(DbKind::Postgres, CacheKind::Redis, |c| {
+        c.redis_url = Some(secrecy::SecretString::from(url));
+        c.redis.timeout = Duration::from_millis(500);
+        c.ratelimit.bad_tokens = Rule { limit: 3, window: Duration::from_secs(60) };
+    })
+    .await;
+    redis.kill();
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(app.whoami(&format!("lk_s_{:0>43}", i)).await.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429], "this instance keeps the budget: {statuses:?}");
+}
+
 const SERVICE_TOKEN: &str = "svc-test-token-0123456789";
 
 async fn check(app: &TestApp, token: Option<&str>, body: Value) -> reqwest::Response {
