@@ -187,7 +187,7 @@ impl Core {
                 if hard {
                     tracing::warn!(user_id = %user_id, failures, "hard-locked after consecutive failures");
                 }
-                self.audit_lock(user_id, device_id, failures, until, hard, client, now).await
+                self.audit_lock(user_id, device_id, failures, until, client, now).await
             }
             Counted::Yes { locked_until: None, .. } | Counted::Missing => Ok(()),
             Counted::Locked => {
@@ -237,10 +237,10 @@ impl Core {
         device_id: Option<&str>,
         failures: i32,
         until: DateTime<Utc>,
-        hard: bool,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let hard = i64::from(failures) >= i64::from(self.lockout.hard_limit);
         let reason = if hard { HARD_LOCK } else { AUTOMATIC_LOCK };
         let details = serde_json::json!({"failures": failures, "until": until, "reason": reason, "scope": if device_id.is_some() { "device" } else { "account" }});
         let event = self

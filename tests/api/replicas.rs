@@ -152,10 +152,11 @@ impl Process {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn latchkey");
-        let address = format!("http://127.0.0.1:{port}");
+        // Owned from here on, so even a failed start is killed and reaped.
+        let process = Self { child, address: format!("http://127.0.0.1:{port}") };
         for _ in 0..200 {
-            if reqwest::get(format!("{address}/healthz")).await.is_ok_and(|r| r.status() == 200) {
-                return Self { child, address };
+            if reqwest::get(format!("{}/healthz", process.address)).await.is_ok_and(|r| r.status() == 200) {
+                return process;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
