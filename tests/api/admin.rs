@@ -324,17 +324,7 @@ async fn app_role_cannot_alter_audit_rows_and_runs_the_service() {
 async fn cli_admin_grant_and_audit_verify() {
     let db = TestDb::new(DbKind::Sqlite).await;
     let data = tempfile::tempdir().expect("tempdir");
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
-            .args(args)
-            .env_clear()
-            .env("LATCHKEY_DATABASE_URL", &db.url)
-            .env("LATCHKEY_DATA_DIR", data.path())
-            .env("LATCHKEY_MASTER_PASSWORD", crate::helpers::TEST_MASTER_PASSWORD)
-            .env("LATCHKEY_KEYRING__PBKDF2_ITERATIONS", "1000")
-            .output()
-            .expect("run")
-    };
+    let run = |args: &[&str]| crate::helpers::latchkey(&db, data.path(), crate::helpers::TEST_MASTER_PASSWORD, args);
     let out = run(&["admin", "grant", "nobody"]);
     assert!(!out.status.success(), "granting to an unknown user fails");
     // Register a user through a running app on the same database.

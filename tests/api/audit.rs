@@ -294,17 +294,7 @@ each_stack!(broken_unkeyed_log_on, a_broken_unkeyed_log_is_keyed_with_a_failure_
 async fn cli_audit_verify_with_a_head() {
     let db = TestDb::new(DbKind::Sqlite).await;
     let data = tempfile::tempdir().expect("tempdir");
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
-            .args(args)
-            .env_clear()
-            .env("LATCHKEY_DATABASE_URL", &db.url)
-            .env("LATCHKEY_DATA_DIR", data.path())
-            .env("LATCHKEY_MASTER_PASSWORD", crate::helpers::TEST_MASTER_PASSWORD)
-            .env("LATCHKEY_KEYRING__PBKDF2_ITERATIONS", "1000")
-            .output()
-            .expect("run")
-    };
+    let run = |args: &[&str]| crate::helpers::latchkey(&db, data.path(), crate::helpers::TEST_MASTER_PASSWORD, args);
     let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
     let data_dir = data.path().to_path_buf();
     let app = TestApp::spawn_on_url(&db.url, CacheKind::Memory, move |c| c.data_dir = data_dir).await;

@@ -1,21 +1,8 @@
 //! The `latchkey` binary: start-up refusals and the operator commands.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::helpers::{DbKind, TEST_MASTER_PASSWORD, TestDb};
-
-fn latchkey(db: &TestDb, data_dir: &std::path::Path, password: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .args(args)
-        .env_clear()
-        .env("LATCHKEY_DATABASE_URL", &db.url)
-        .env("LATCHKEY_DATA_DIR", data_dir)
-        .env("LATCHKEY_MASTER_PASSWORD", password)
-        .env("LATCHKEY_KEYRING__PBKDF2_ITERATIONS", "1000")
-        .env("LATCHKEY_BIND", "127.0.0.1:0")
-        .output()
-        .expect("run latchkey")
-}
+use crate::helpers::{DbKind, TEST_MASTER_PASSWORD, TestDb, latchkey};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -4,6 +4,7 @@
 
 mod app;
 mod backends;
+mod command;
 mod dump;
 mod leftovers;
 mod macros;
@@ -11,6 +12,7 @@ mod servers;
 
 pub use app::{TEST_MASTER_PASSWORD, TEST_PBKDF2_ITERATIONS, TestApp};
 pub use backends::{CacheKind, DbKind, TestDb, db_options, fast_store, postgres_admin_url, redis_url, unique_prefix};
+pub use command::latchkey;
 pub use dump::{dump_cache, dump_database};
 pub use leftovers::dated_name;
 pub use servers::{PrivateCluster, PrivatePostgres, PrivateRedis};
