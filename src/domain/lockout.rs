@@ -208,7 +208,11 @@ impl Core {
             decay_before: now - chrono_duration(self.decay()),
             threshold: to_i32(self.lockout.threshold),
             hard_limit: to_i32(self.lockout.hard_limit),
-            step_ends: STEPS.iter().map(|s| now + chrono::Duration::seconds(i64::try_from(*s).unwrap_or(0))).collect(),
+            // The schedule of `lock_for`, one end per step (the last repeats).
+            step_ends: (self.lockout.threshold..)
+                .take(STEPS.len())
+                .map(|n| now + chrono_duration(self.lockout.lock_for(n).unwrap_or(self.lockout.hard_lock)))
+                .collect(),
             hard_end: now + chrono_duration(self.lockout.hard_lock),
         }
     }
