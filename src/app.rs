@@ -170,6 +170,9 @@ fn policies(config: &Config) -> Policies {
             token_lifetime: config.sessions.token_lifetime,
             idle_timeout: config.sessions.idle_timeout,
             absolute_lifetime: config.sessions.absolute_lifetime,
+            reauth_window: config.sessions.reauth_window,
+            max_per_user: config.sessions.max_per_user,
+            reset_token_lifetime: config.account.reset_token_lifetime,
         },
         limits: BuiltinLimits {
             registration: r.registration,

@@ -16,6 +16,7 @@ pub mod keyring;
 pub mod opaque_credentials;
 pub mod recovery_codes;
 pub mod refresh_tokens;
+pub mod reset_tokens;
 pub mod server_setup;
 pub mod sessions;
 pub mod totp_credentials;

@@ -7,6 +7,7 @@ pub use super::keyring::Entity as Keyring;
 pub use super::opaque_credentials::Entity as OpaqueCredentials;
 pub use super::recovery_codes::Entity as RecoveryCodes;
 pub use super::refresh_tokens::Entity as RefreshTokens;
+pub use super::reset_tokens::Entity as ResetTokens;
 pub use super::server_setup::Entity as ServerSetup;
 pub use super::sessions::Entity as Sessions;
 pub use super::totp_credentials::Entity as TotpCredentials;

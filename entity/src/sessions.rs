@@ -21,6 +21,8 @@ pub struct Model {
     #[sea_orm(column_type = "String(StringLen::N(512))")]
     pub user_agent: Option<String>,
     pub created_at: DateTimeUtc,
+    /// The last primary authentication (empty: `created_at`).
+    pub auth_time: Option<DateTimeUtc>,
     pub last_seen_at: DateTimeUtc,
     pub token_expires_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,

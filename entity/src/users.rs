@@ -32,6 +32,8 @@ pub struct Model {
     pub devices: HasMany<super::devices::Entity>,
     #[sea_orm(has_many)]
     pub sessions: HasMany<super::sessions::Entity>,
+    #[sea_orm(has_many)]
+    pub reset_tokens: HasMany<super::reset_tokens::Entity>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

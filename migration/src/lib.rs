@@ -10,6 +10,7 @@ mod m20261123_000001_initial;
 pub mod m20261123_000002_app_role;
 mod m20261201_000001_device_credentials;
 mod m20261201_000002_audit_chain_mark;
+mod m20261201_000003_account_lifecycle;
 
 /// All latchkey migrations, oldest first.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_app_role::Migration),
             Box::new(m20261201_000001_device_credentials::Migration),
             Box::new(m20261201_000002_audit_chain_mark::Migration),
+            Box::new(m20261201_000003_account_lifecycle::Migration),
         ]
     }
 }

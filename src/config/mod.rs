@@ -33,7 +33,9 @@ use std::path::Path;
 use figment::Figment;
 use figment::providers::{Format, Toml};
 
-pub use sections::{Config, DatabaseConfig, Environment, KeyringConfig, RateLimitConfig, RedisConfig, SessionsConfig};
+pub use sections::{
+    AccountConfig, Config, DatabaseConfig, Environment, KeyringConfig, RateLimitConfig, RedisConfig, SessionsConfig,
+};
 pub use validate::{MIN_PRODUCTION_MASTER_PASSWORD_CHARS, MIN_PRODUCTION_PBKDF2_ITERATIONS};
 
 #[derive(Debug, thiserror::Error)]

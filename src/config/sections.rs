@@ -61,6 +61,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub keyring: KeyringConfig,
     pub sessions: SessionsConfig,
+    pub account: AccountConfig,
     pub ratelimit: RateLimitConfig,
 }
 
@@ -137,6 +138,27 @@ pub struct SessionsConfig {
     /// A session ends this long after login, however active.
     #[serde(with = "humantime_serde")]
     pub absolute_lifetime: Duration,
+    /// Sensitive operations need a primary authentication this recent
+    /// (step-up), else 401 `reauthentication_required`.
+    #[serde(with = "humantime_serde")]
+    pub reauth_window: Duration,
+    /// Active sessions per user; a new login revokes the oldest.
+    pub max_per_user: u32,
+}
+
+/// The account lifecycle.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountConfig {
+    /// How long an admin-issued password-reset token stays valid.
+    #[serde(with = "humantime_serde")]
+    pub reset_token_lifetime: Duration,
+}
+
+impl Default for AccountConfig {
+    fn default() -> Self {
+        Self { reset_token_lifetime: Duration::from_secs(24 * 3600) }
+    }
 }
 
 impl Default for SessionsConfig {
@@ -145,6 +167,8 @@ impl Default for SessionsConfig {
             token_lifetime: Duration::from_secs(15 * 60),
             idle_timeout: Duration::from_secs(30 * 60),
             absolute_lifetime: Duration::from_secs(12 * 3600),
+            reauth_window: Duration::from_secs(5 * 60),
+            max_per_user: 100,
         }
     }
 }
@@ -214,6 +238,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             keyring: KeyringConfig::default(),
             sessions: SessionsConfig::default(),
+            account: AccountConfig::default(),
             ratelimit: RateLimitConfig::default(),
         }
     }

@@ -42,6 +42,15 @@ impl Config {
         if s.absolute_lifetime > TEN_YEARS || s.idle_timeout > TEN_YEARS {
             return Err(ConfigError::Invalid("sessions: lifetimes must be under ten years".into()));
         }
+        if s.reauth_window.is_zero() || s.reauth_window > s.absolute_lifetime || s.max_per_user == 0 {
+            return Err(ConfigError::Invalid(
+                "sessions: reauth_window must be positive and at most absolute_lifetime, max_per_user positive".into(),
+            ));
+        }
+        let lifetime = self.account.reset_token_lifetime;
+        if lifetime < Duration::from_secs(60) || lifetime > Duration::from_secs(30 * 86400) {
+            return Err(ConfigError::Invalid("account: reset_token_lifetime must be 1 minute to 30 days".into()));
+        }
         let r = &self.ratelimit;
         if r.lockout_hard_limit <= r.lockout_threshold || r.lockout_hard_limit > 100 || r.hard_lock > TEN_YEARS {
             return Err(ConfigError::Invalid(

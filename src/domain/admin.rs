@@ -111,6 +111,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<u64> {
+        self.require_recent_auth(admin, now)?;
         users::find(&self.db, user_id).await?.ok_or(Error::NotFound)?;
         let by_admin = self.admin_event(events::ADMIN_REVOKE_SESSIONS, admin, Some(user_id), None, client, now).await?;
         self.revoke(RevokeScope::All { user_id }, "revoked_by_admin", vec![by_admin], client, now).await
@@ -127,6 +128,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.require_recent_auth(admin, now)?;
         let device = devices::find(&self.db, device_id).await?.ok_or(Error::NotFound)?;
         let details = serde_json::json!({"from": device.trust, "to": trust, "by": "admin", "admin": self.audit.pseudonym(admin.user_id)});
         let event = self
@@ -156,6 +158,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.require_recent_auth(admin, now)?;
         if reason.trim().is_empty() || reason.chars().count() > 200 {
             return Err(Error::InvalidRequest("reason must be 1 to 200 characters".into()));
         }
@@ -180,6 +183,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.require_recent_auth(admin, now)?;
         users::find(&self.db, user_id).await?.ok_or(Error::NotFound)?;
         let event = self.admin_event(events::ACCOUNT_UNLOCK, admin, Some(user_id), None, client, now).await?;
         store::unlock(&self.db, user_id, &[event]).await?;
@@ -195,6 +199,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.require_recent_auth(admin, now)?;
         let event = self.admin_event(events::ACCOUNT_DELETE, admin, Some(user_id), None, client, now).await?;
         self.delete_user(user_id, event).await
     }
@@ -207,6 +212,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.require_recent_auth(current, now)?;
         if current.aal < Aal::Aal2 && totp::is_enabled(&self.db, current.user_id).await? {
             return Err(Error::Forbidden);
         }
@@ -293,6 +299,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<Uuid> {
+        self.require_recent_auth(admin, now)?;
         let key_id = self.keyring.rotate(now).await?;
         let event = self.admin_event(events::KEY_ROTATE, admin, None, None, client, now).await?;
         self.audit.append(&[event]).await?;

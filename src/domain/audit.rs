@@ -33,6 +33,11 @@ pub mod events {
     pub const SESSION_CREATE: &str = "session.create";
     pub const SESSION_REFRESH: &str = "session.refresh";
     pub const SESSION_REVOKE: &str = "session.revoke";
+    pub const SESSION_EVICTED: &str = "session.evicted";
+    pub const PASSWORD_CHANGE: &str = "password.change";
+    pub const PASSWORD_RESET: &str = "password.reset";
+    pub const RESET_ISSUED: &str = "password.reset_issued";
+    pub const TOTP_REMOVED_BY_ADMIN: &str = "totp.removed_by_admin";
     pub const REFRESH_REUSE: &str = "refresh_token.reuse";
     pub const DEVICE_NEW: &str = "device.new";
     pub const DEVICE_REMOVE: &str = "device.remove";

@@ -25,6 +25,9 @@ pub struct SessionPolicy {
     pub token_lifetime: Duration,
     pub idle_timeout: Duration,
     pub absolute_lifetime: Duration,
+    pub reauth_window: Duration,
+    pub max_per_user: u32,
+    pub reset_token_lifetime: Duration,
 }
 
 /// Who is calling, as the HTTP layer saw it.

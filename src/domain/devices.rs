@@ -66,6 +66,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.require_recent_auth(current, now)?;
         if trust == Trust::Blocked {
             return Err(Error::InvalidRequest("trust must be \"trusted\" or \"unknown\"".into()));
         }

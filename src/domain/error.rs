@@ -16,6 +16,10 @@ pub enum Error {
     Unauthorized,
     #[error("multi-factor authentication required")]
     MfaRequired,
+    /// The session's last primary authentication is too old for this
+    /// operation: log in again (step-up).
+    #[error("reauthentication required")]
+    ReauthenticationRequired,
     #[error("forbidden")]
     Forbidden,
     #[error("not found")]

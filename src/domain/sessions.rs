@@ -56,6 +56,9 @@ pub struct CurrentSession {
     // the profile.
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub created_at: DateTime<Utc>,
+    /// The last primary authentication (an OPAQUE login); a refresh keeps it.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub auth_time: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_microseconds")]
     pub last_seen_at: DateTime<Utc>,
     #[serde(with = "chrono::serde::ts_microseconds")]
@@ -76,6 +79,7 @@ impl From<SessionRecord> for CurrentSession {
             username: r.username,
             aal: r.aal,
             created_at: r.created_at,
+            auth_time: r.auth_time,
             last_seen_at: r.last_seen_at,
             token_expires_at: r.token_expires_at,
             expires_at: r.expires_at,
@@ -190,21 +194,34 @@ impl Core {
             }),
         };
         let mut refusal = None;
-        let created = store::create(&self.db, &new, &events, |gate| {
-            refusal = match gate.locked_until.filter(|until| *until > now) {
-                Some(until) if lockout::is_admin_lock(gate.lock_reason.as_deref()) => {
-                    let secs = u64::try_from((until - now).num_seconds()).unwrap_or(0).max(1);
-                    Some(Error::AccountLocked { retry_after_secs: secs })
-                }
-                _ if gate.device_trust == Some(Trust::Blocked) => Some(Error::DeviceBlocked),
-                _ => None,
-            };
-            refusal.is_none()
-        })
+        let evicted_event = self.audit.event(events::SESSION_EVICTED, client, now).user(user_id).build();
+        let evicted_events = |ids: &[Uuid]| {
+            ids.iter().map(|id| NewAuditEvent { session_id: Some(*id), ..evicted_event.clone() }).collect()
+        };
+        let max_active = self.sessions.max_per_user;
+        let created = store::create(
+            &self.db,
+            &new,
+            &events,
+            |gate| {
+                refusal = match gate.locked_until.filter(|until| *until > now) {
+                    Some(until) if lockout::is_admin_lock(gate.lock_reason.as_deref()) => {
+                        let secs = u64::try_from((until - now).num_seconds()).unwrap_or(0).max(1);
+                        Some(Error::AccountLocked { retry_after_secs: secs })
+                    }
+                    _ if gate.device_trust == Some(Trust::Blocked) => Some(Error::DeviceBlocked),
+                    _ => None,
+                };
+                refusal.is_none()
+            },
+            max_active,
+            evicted_events,
+        )
         .await?;
-        if !created {
+        let Some(evicted) = created else {
             return Err(refusal.unwrap_or(Error::InvalidCredentials));
-        }
+        };
+        self.session_cache.evict(&evicted).await;
         self.attempt_succeeded(&scope).await?;
         let current = CurrentSession {
             session_id,
@@ -212,6 +229,7 @@ impl Core {
             username,
             aal,
             created_at: now,
+            auth_time: now,
             last_seen_at: now,
             token_expires_at,
             expires_at,
@@ -328,6 +346,34 @@ impl Core {
         Ok(revoked.len() as u64)
     }
 
+    /// Step-up: refuses a session whose last primary authentication is
+    /// older than the reauthentication window (sensitive operations).
+    pub(super) fn require_recent_auth(&self, current: &CurrentSession, now: DateTime<Utc>) -> Result<()> {
+        if now - current.auth_time > chrono_duration(self.sessions.reauth_window) {
+            return Err(Error::ReauthenticationRequired);
+        }
+        Ok(())
+    }
+
+    /// Freshness for gateways (`GET /v1/sessions/current?max_age=&aal=`):
+    /// `reauthentication_required` when the last primary authentication is
+    /// older than `max_age`, `mfa_required` below the asked assurance.
+    pub fn check_freshness(
+        &self,
+        current: &CurrentSession,
+        max_age: Option<Duration>,
+        aal: Option<Aal>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if aal.is_some_and(|wanted| current.aal < wanted) {
+            return Err(Error::MfaRequired);
+        }
+        if max_age.is_some_and(|age| now - current.auth_time > chrono_duration(age)) {
+            return Err(Error::ReauthenticationRequired);
+        }
+        Ok(())
+    }
+
     /// Active sessions of the caller.
     pub async fn list_sessions(&self, current: &CurrentSession, now: DateTime<Utc>) -> Result<Vec<SessionSummary>> {
         let records = store::list_active(&self.db, current.user_id, now).await?;
@@ -437,7 +483,7 @@ impl Core {
             token_expires_at,
             session_expires_at: session.expires_at,
             aal: session.aal,
-            auth_time: session.created_at,
+            auth_time: session.auth_time,
             device_id: session.device_id,
             new_device: false,
             device_token: None,

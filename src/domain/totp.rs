@@ -166,6 +166,7 @@ impl Core {
     /// Starts (or restarts) enrolment: a new secret, pending until confirmed.
     #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn totp_enroll(&self, current: &CurrentSession, now: DateTime<Utc>) -> Result<Enrollment> {
+        self.require_recent_auth(current, now)?;
         let mut secret = Zeroizing::new(vec![0u8; SECRET_BYTES]);
         rand::rngs::OsRng.fill_bytes(&mut secret);
         let secret_base32 = totp_rs::Secret::from(secret.to_vec()).to_base32();
@@ -213,6 +214,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<Vec<String>> {
+        self.require_recent_auth(current, now)?;
         check_code_format(code)?;
         let record = store::find(&self.db, current.user_id).await?;
         let Some(record) = record else {
@@ -274,6 +276,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<u64> {
+        self.require_recent_auth(current, now)?;
         check_code_format(code)?;
         if current.aal < Aal::Aal2 {
             return Err(Error::Forbidden);

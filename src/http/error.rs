@@ -66,6 +66,7 @@ fn classify(err: &Error) -> (StatusCode, &'static str) {
         Error::InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
         Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
         Error::MfaRequired => (StatusCode::UNAUTHORIZED, "mfa_required"),
+        Error::ReauthenticationRequired => (StatusCode::UNAUTHORIZED, "reauthentication_required"),
         Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
         Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -285,9 +286,27 @@ pub mod problem {
         /// MFA token (`invalid_credentials`).
         InvalidSecondFactor [(UNAUTHORIZED, "invalid_credentials", None)];
 
-        /// No valid session (`unauthorized`), or a wrong TOTP code
+        /// No valid session (`unauthorized`), or its last login is older than
+        /// the step-up window (`reauthentication_required`): log in again.
+        UnauthorizedOrStepUp [(UNAUTHORIZED, "unauthorized", None), (UNAUTHORIZED, "reauthentication_required", None)];
+
+        /// No valid session (`unauthorized`), a step-up needed
+        /// (`reauthentication_required`), or a wrong TOTP code
         /// (`invalid_credentials`).
-        UnauthorizedOrWrongCode [(UNAUTHORIZED, "unauthorized", None), (UNAUTHORIZED, "invalid_credentials", None)];
+        StepUpOrWrongCode [
+            (UNAUTHORIZED, "unauthorized", None),
+            (UNAUTHORIZED, "reauthentication_required", None),
+            (UNAUTHORIZED, "invalid_credentials", None)
+        ];
+
+        /// No valid session (`unauthorized`), a login older than `max_age`
+        /// (`reauthentication_required`), or no second factor when `aal=aal2`
+        /// was asked (`mfa_required`).
+        NotFresh [
+            (UNAUTHORIZED, "unauthorized", None),
+            (UNAUTHORIZED, "reauthentication_required", None),
+            (UNAUTHORIZED, "mfa_required", None)
+        ];
 
         /// The caller is not an admin, or is an admin with TOTP on whose
         /// session is not aal2 (`forbidden`).

@@ -29,6 +29,8 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
     pub token_hash: String,
     pub created_at: DateTime<Utc>,
+    /// The last primary authentication.
+    pub auth_time: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     pub token_expires_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -63,14 +65,18 @@ pub struct Gate {
 
 /// Creates a session (recording the device sighting) and its first refresh
 /// token, with audit events, in one transaction, if `admit` accepts the
-/// account's and device's state read under row locks. `false` when refused
-/// (nothing written).
+/// account's and device's state read under row locks. At most `max_active`
+/// sessions stay active: the oldest are revoked (`evicted`, with the
+/// events `evicted_events` makes). `None` when refused (nothing written),
+/// else the evicted sessions' (id, token hash).
 pub async fn create(
     db: &Db,
     new: &NewSession,
     events: &[NewAuditEvent],
     admit: impl FnOnce(&Gate) -> bool,
-) -> Result<bool> {
+    max_active: u32,
+    evicted_events: impl FnOnce(&[Uuid]) -> Vec<NewAuditEvent>,
+) -> Result<Option<Vec<(Uuid, String)>>> {
     let txn = db.begin_write().await?;
     // SQLite has one writer at a time; Postgres takes the rows' locks.
     let postgres = db.backend() == sea_orm::DatabaseBackend::Postgres;
@@ -78,7 +84,7 @@ pub async fn create(
     if postgres {
         user_query = user_query.lock_exclusive();
     }
-    let Some(user) = user_query.one(&*txn).await? else { return Ok(false) };
+    let Some(user) = user_query.one(&*txn).await? else { return Ok(None) };
     let mut gate = Gate { locked_until: user.locked_until, lock_reason: user.lock_reason, device_trust: None };
     if let Some(device) = new.device.as_ref().filter(|d| d.new_credential.is_none()) {
         let mut device_query = entity::devices::Entity::find_by_id(device.id.clone());
@@ -91,7 +97,33 @@ pub async fn create(
         }
     }
     if !admit(&gate) {
-        return Ok(false);
+        return Ok(None);
+    }
+    // The user's row is locked (Postgres) or the writer slot held (SQLite):
+    // concurrent logins of one user count one after another.
+    let active: Vec<(Uuid, String)> = sessions::Entity::find()
+        .select_only()
+        .column(sessions::Column::Id)
+        .column(sessions::Column::TokenHash)
+        .filter(sessions::Column::UserId.eq(new.user_id))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .filter(sessions::Column::ExpiresAt.gt(new.created_at))
+        .order_by_asc(sessions::Column::CreatedAt)
+        .order_by_asc(sessions::Column::Id)
+        .into_tuple()
+        .all(&*txn)
+        .await?;
+    let excess = (active.len() + 1).saturating_sub(usize::try_from(max_active).unwrap_or(usize::MAX));
+    let evicted: Vec<(Uuid, String)> = active.into_iter().take(excess).collect();
+    if !evicted.is_empty() {
+        let ids: Vec<Uuid> = evicted.iter().map(|(id, _)| *id).collect();
+        sessions::Entity::update_many()
+            .col_expr(sessions::Column::RevokedAt, Expr::val(new.created_at))
+            .col_expr(sessions::Column::RevokedReason, Expr::val("evicted"))
+            .filter(sessions::Column::Id.is_in(ids.clone()))
+            .exec(&*txn)
+            .await?;
+        audit::append_in(&txn, &evicted_events(&ids)).await?;
     }
     if let Some(device) = &new.device {
         devices::upsert(&*txn, device).await?;
@@ -105,6 +137,7 @@ pub async fn create(
         ip: Set(new.ip.clone()),
         user_agent: Set(new.user_agent.clone()),
         created_at: Set(new.created_at),
+        auth_time: Set(Some(new.created_at)),
         last_seen_at: Set(new.created_at),
         token_expires_at: Set(new.token_expires_at),
         expires_at: Set(new.expires_at),
@@ -116,7 +149,7 @@ pub async fn create(
     insert_refresh(&txn, new.id, &new.refresh_token_hash, new.created_at, new.expires_at).await?;
     audit::append_in(&txn, events).await?;
     txn.commit().await?;
-    Ok(true)
+    Ok(Some(evicted))
 }
 
 async fn insert_refresh(
@@ -171,6 +204,7 @@ async fn to_records(db: &Db, rows: Vec<sessions::Model>) -> Result<Vec<SessionRe
                 user_agent: r.user_agent,
                 token_hash: r.token_hash,
                 created_at: r.created_at,
+                auth_time: r.auth_time.unwrap_or(r.created_at),
                 last_seen_at: r.last_seen_at,
                 token_expires_at: r.token_expires_at,
                 expires_at: r.expires_at,

@@ -203,7 +203,7 @@ pub struct Revoked {
 /// Revoke every session of a user.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = Revoked),
-    (status = 401, response = problem::Unauthorized),
+    (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
 ))]
@@ -251,7 +251,7 @@ pub struct TrustBody {
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = String, Path)), request_body = TrustBody, responses(
     (status = 204),
     (status = 400, response = problem::BadRequest),
-    (status = 401, response = problem::Unauthorized),
+    (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
     (status = 413, response = problem::PayloadTooLarge),
@@ -282,7 +282,7 @@ pub struct LockBody {
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), request_body = LockBody, responses(
     (status = 204),
     (status = 400, response = problem::BadRequest),
-    (status = 401, response = problem::Unauthorized),
+    (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
     (status = 413, response = problem::PayloadTooLarge),
@@ -303,7 +303,7 @@ pub async fn lock(
 /// Lift any lock and reset the failure count.
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
-    (status = 401, response = problem::Unauthorized),
+    (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
 ))]
@@ -321,7 +321,7 @@ pub async fn unlock(
 /// Delete a user and all their data (audit rows keep a pseudonymous id).
 #[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
-    (status = 401, response = problem::Unauthorized),
+    (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
 ))]
@@ -429,7 +429,7 @@ pub struct Rotated {
 /// Make a new active data key now (rows move to it in the background).
 #[utoipa::path(tag = "admin", security(("bearer" = [])), responses(
     (status = 200, body = Rotated),
-    (status = 401, response = problem::Unauthorized),
+    (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
 ))]
 #[post("/v1/admin/keys/rotate")]
@@ -445,7 +445,7 @@ pub async fn rotate_keys(
 /// Delete the caller's own account and all its data (aal2 when TOTP is on).
 #[utoipa::path(tag = "account", security(("bearer" = [])), responses(
     (status = 204),
-    (status = 401, response = problem::Unauthorized),
+    (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::Aal2Required),
 ))]
 #[delete("/v1/account")]

@@ -95,7 +95,7 @@ pub struct TrustBody {
     responses(
         (status = 204),
         (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
+        (status = 401, response = problem::UnauthorizedOrStepUp),
         (status = 403, response = problem::DeviceTrustAdminOnly),
         (status = 404, response = problem::NotFound),
         (status = 413, response = problem::PayloadTooLarge),

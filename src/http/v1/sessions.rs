@@ -29,10 +29,24 @@ pub struct WhoAmI {
     #[schema(example = "alice")]
     pub username: String,
     pub aal: Aal,
+    /// The last primary authentication (an OPAQUE login); a refresh keeps it.
+    pub auth_time: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     pub session_expires_at: DateTime<Utc>,
     pub device: Option<DeviceRef>,
+}
+
+/// What a gateway may require of the session (forward-auth).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Freshness {
+    /// Seconds: refuse (401 `reauthentication_required`) a session whose
+    /// last login is older.
+    #[param(example = 300)]
+    pub max_age: Option<u64>,
+    /// `aal2`: refuse (401 `mfa_required`) a session without a second factor.
+    pub aal: Option<Aal>,
 }
 
 fn device_ref(id: Option<String>, name: Option<String>) -> Option<DeviceRef> {
@@ -46,6 +60,7 @@ impl From<CurrentSession> for WhoAmI {
             user_id: s.user_id,
             username: s.username,
             aal: s.aal,
+            auth_time: s.auth_time,
             created_at: s.created_at,
             last_seen_at: s.last_seen_at,
             session_expires_at: s.expires_at,
@@ -54,33 +69,46 @@ impl From<CurrentSession> for WhoAmI {
     }
 }
 
-/// The session of the bearer token. Also sets `X-User-Id`, `X-Session-Id`
-/// and `X-Aal`, for nginx `auth_request` and Traefik ForwardAuth.
+/// The session of the bearer token. Also sets `X-User-Id`, `X-Session-Id`,
+/// `X-Aal` and `X-Auth-Time`, for nginx `auth_request` and Traefik
+/// ForwardAuth; `max_age` and `aal` let a gateway require a recent login or
+/// a second factor for a path.
 #[utoipa::path(
     tag = "sessions",
     security(("bearer" = [])),
+    params(Freshness),
     responses(
         (status = 200, body = WhoAmI, headers(
             ("X-User-Id" = String, description = "User id"),
             ("X-Session-Id" = String, description = "Session id"),
             ("X-Aal" = String, description = "aal1 or aal2"),
+            ("X-Auth-Time" = i64, description = "Last primary authentication, unix seconds"),
         )),
-        (status = 401, response = problem::Unauthorized),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::NotFresh),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[get("/v1/sessions/current")]
-pub async fn current(Authenticated(session): Authenticated) -> HttpResponse {
+pub async fn current(
+    state: web::Data<AppState>,
+    Authenticated(session): Authenticated,
+    freshness: web::Query<Freshness>,
+) -> Result<HttpResponse, Error> {
+    let max_age = freshness.max_age.map(std::time::Duration::from_secs);
+    state.core.check_freshness(&session, max_age, freshness.aal, Utc::now())?;
     let mut response = HttpResponse::Ok();
     for (name, value) in [
         ("x-user-id", session.user_id.to_string()),
         ("x-session-id", session.session_id.to_string()),
         ("x-aal", session.aal.to_string()),
+        ("x-auth-time", session.auth_time.timestamp().to_string()),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
             response.insert_header((HeaderName::from_static(name), value));
         }
     }
-    response.json(WhoAmI::from(session))
+    Ok(response.json(WhoAmI::from(session)))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -28,7 +28,7 @@ pub struct Enrollment {
     security(("bearer" = [])),
     responses(
         (status = 200, body = Enrollment),
-        (status = 401, response = problem::Unauthorized),
+        (status = 401, response = problem::UnauthorizedOrStepUp),
         (status = 409, response = problem::TotpAlreadyOn),
     )
 )]
@@ -65,7 +65,7 @@ pub struct RecoveryCodes {
     responses(
         (status = 200, body = RecoveryCodes),
         (status = 400, response = problem::InvalidTotpConfirmation),
-        (status = 401, response = problem::Unauthorized),
+        (status = 401, response = problem::UnauthorizedOrStepUp),
         (status = 409, response = problem::TotpAlreadyOn),
         (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType),
@@ -100,7 +100,7 @@ pub struct DisableBody {
     responses(
         (status = 204),
         (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::UnauthorizedOrWrongCode),
+        (status = 401, response = problem::StepUpOrWrongCode),
         (status = 403, response = problem::Aal2Required),
         (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType),
