@@ -45,8 +45,17 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AdminAction {
-    Grant { username: String },
-    Revoke { username: String },
+    Grant {
+        username: String,
+    },
+    Revoke {
+        username: String,
+    },
+    /// Print a single-use password-reset token for USERNAME (lk_t_), to
+    /// hand over out of band; the user redeems it at /v1/account/reset.
+    Reset {
+        username: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

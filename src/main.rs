@@ -58,6 +58,13 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             let (username, grant) = match &action {
                 AdminAction::Grant { username } => (username, true),
                 AdminAction::Revoke { username } => (username, false),
+                AdminAction::Reset { username } => {
+                    let (token, expires_at) = core.issue_reset_for(username, chrono::Utc::now()).await?;
+                    // The token on stdout only: hand it to the user out of band.
+                    println!("{token}");
+                    eprintln!("reset token for {username}, single use, valid until {expires_at}");
+                    return Ok(());
+                }
             };
             let changed = core.set_admin(username, grant, chrono::Utc::now()).await?;
             let verb = if grant { "granted to" } else { "revoked from" };

@@ -11,6 +11,7 @@
 //! HTTP layer receives is owned or re-exported here, so `http` never
 //! imports `store`.
 
+pub mod account;
 pub mod admin;
 pub mod audit;
 pub mod audit_chain;

@@ -151,6 +151,8 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<IssuedSession> {
         let Authenticated { user_id, username, aal, device, scope } = login;
+        // As stored (microseconds), so the answer, whoami and a refresh agree.
+        let auth_time = chrono::SubsecRound::trunc_subsecs(now, 6);
         let session_token = tokens::generate(TokenKind::Session);
         let refresh_token = tokens::generate(TokenKind::Refresh);
         let expires_at = now + chrono_duration(self.sessions.absolute_lifetime);
@@ -229,7 +231,7 @@ impl Core {
             username,
             aal,
             created_at: now,
-            auth_time: now,
+            auth_time,
             last_seen_at: now,
             token_expires_at,
             expires_at,
@@ -252,7 +254,7 @@ impl Core {
             token_expires_at,
             session_expires_at: expires_at,
             aal,
-            auth_time: now,
+            auth_time,
             device_id: Some(device_id),
             new_device,
             device_token,

@@ -1,6 +1,6 @@
 //! Bearer tokens: 256 random bits, base64url, behind a type prefix that
 //! secret scanners recognise (`lk_s_` session, `lk_r_` refresh, `lk_m_` MFA,
-//! `lk_d_` device).
+//! `lk_d_` device, `lk_t_` password reset).
 //! Only the SHA-256 of a token is ever stored, in the database and in Redis:
 //! a leaked database or cache dump holds no usable token.
 
@@ -15,6 +15,7 @@ pub enum TokenKind {
     Refresh,
     Mfa,
     Device,
+    Reset,
 }
 
 impl TokenKind {
@@ -24,6 +25,7 @@ impl TokenKind {
             Self::Refresh => "lk_r_",
             Self::Mfa => "lk_m_",
             Self::Device => "lk_d_",
+            Self::Reset => "lk_t_",
         }
     }
 }

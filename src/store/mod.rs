@@ -2,6 +2,7 @@
 //! and the fast path (Redis or in-process). Stores know nothing of the
 //! domain or HTTP; they move rows and bytes.
 
+pub mod account;
 pub mod admin;
 pub mod attempts;
 pub mod audit;

@@ -137,7 +137,8 @@ pub async fn create(
         ip: Set(new.ip.clone()),
         user_agent: Set(new.user_agent.clone()),
         created_at: Set(new.created_at),
-        auth_time: Set(Some(new.created_at)),
+        // Microseconds, as Postgres keeps them (SQLite would keep more).
+        auth_time: Set(Some(chrono::SubsecRound::trunc_subsecs(new.created_at, 6))),
         last_seen_at: Set(new.created_at),
         token_expires_at: Set(new.token_expires_at),
         expires_at: Set(new.expires_at),
@@ -314,6 +315,25 @@ pub async fn revoke(
     now: DateTime<Utc>,
     make_events: impl FnOnce(&[Uuid]) -> Vec<NewAuditEvent>,
 ) -> Result<Vec<(Uuid, String)>> {
+    let txn = db.begin_write().await?;
+    let revoked = revoke_in(&txn, scope, reason, now).await?;
+    let ids: Vec<Uuid> = revoked.iter().map(|(id, _)| *id).collect();
+    let events = make_events(&ids);
+    if revoked.is_empty() && events.is_empty() {
+        return Ok(revoked);
+    }
+    audit::append_in(&txn, &events).await?;
+    txn.commit().await?;
+    Ok(revoked)
+}
+
+/// [`revoke`] inside a caller's transaction, without audit events.
+pub(crate) async fn revoke_in(
+    txn: &super::db::WriteTxn,
+    scope: &RevokeScope,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, String)>> {
     let filter = match scope {
         RevokeScope::One { user_id, session_id } => {
             Condition::all().add(sessions::Column::UserId.eq(*user_id)).add(sessions::Column::Id.eq(*session_id))
@@ -326,21 +346,15 @@ pub async fn revoke(
             .add(sessions::Column::UserId.eq(*user_id))
             .add(sessions::Column::DeviceId.eq(device_id.clone())),
     };
-    let txn = db.begin_write().await?;
     let targets: Vec<Uuid> = sessions::Entity::find()
         .select_only()
         .column(sessions::Column::Id)
         .filter(filter.clone())
         .filter(sessions::Column::RevokedAt.is_null())
         .into_tuple::<Uuid>()
-        .all(&*txn)
+        .all(&**txn)
         .await?;
     if targets.is_empty() {
-        let events = make_events(&[]);
-        if !events.is_empty() {
-            audit::append_in(&txn, &events).await?;
-            txn.commit().await?;
-        }
         return Ok(Vec::new());
     }
     sessions::Entity::update_many()
@@ -348,20 +362,16 @@ pub async fn revoke(
         .col_expr(sessions::Column::RevokedReason, Expr::val(reason))
         .filter(sessions::Column::Id.is_in(targets.clone()))
         .filter(sessions::Column::RevokedAt.is_null())
-        .exec(&*txn)
+        .exec(&**txn)
         .await?;
-    let revoked: Vec<(Uuid, String)> = sessions::Entity::find()
+    Ok(sessions::Entity::find()
         .select_only()
         .column(sessions::Column::Id)
         .column(sessions::Column::TokenHash)
         .filter(sessions::Column::Id.is_in(targets))
         .into_tuple()
-        .all(&*txn)
-        .await?;
-    let ids: Vec<Uuid> = revoked.iter().map(|(id, _)| *id).collect();
-    audit::append_in(&txn, &make_events(&ids)).await?;
-    txn.commit().await?;
-    Ok(revoked)
+        .all(&**txn)
+        .await?)
 }
 
 #[derive(Debug, Clone)]

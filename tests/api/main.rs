@@ -15,6 +15,7 @@ mod database;
 mod fast_store;
 mod http_basics;
 mod keyring;
+mod lifecycle;
 mod nginx;
 mod opaque_auth;
 mod replicas;

@@ -336,6 +336,52 @@ pub async fn delete_user(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// A password-reset token for the user to redeem at /v1/account/reset.
+#[derive(Serialize, ToSchema)]
+pub struct ResetIssued {
+    /// Single use; hand it to the user out of band.
+    #[schema(example = "lk_t_UmVzZXQgbWUgcGxlYXNl…")]
+    pub reset_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Issue a single-use password-reset token for a user who forgot the
+/// password (no email involved: hand the token over out of band).
+#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 201, body = ResetIssued),
+    (status = 401, response = problem::UnauthorizedOrStepUp),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
+))]
+#[post("/v1/admin/users/{id}/reset")]
+pub async fn issue_reset(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    Client(client): Client,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Error> {
+    let (reset_token, expires_at) = state.core.admin_issue_reset(&admin, id.into_inner(), &client, Utc::now()).await?;
+    Ok(HttpResponse::Created().json(ResetIssued { reset_token, expires_at }))
+}
+
+/// Remove a user's lost second factor (TOTP and its recovery codes).
+#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 204),
+    (status = 401, response = problem::UnauthorizedOrStepUp),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
+))]
+#[delete("/v1/admin/users/{id}/totp")]
+pub async fn remove_totp(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    Client(client): Client,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Error> {
+    state.core.admin_remove_totp(&admin, id.into_inner(), &client, Utc::now()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {

@@ -1,5 +1,6 @@
 //! Version 1 of the API.
 
+pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod devices;
