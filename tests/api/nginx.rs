@@ -4,13 +4,18 @@
 
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::helpers::{CacheKind, DbKind, TestApp, TestDb, redis_url, unique_prefix};
 
 const PASSWORD: &str = "correct horse battery staple";
 
+/// The test's max_age in place of the config's 300 s.
+const MAX_AGE_SECS: u64 = 2;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_auth_request_with_whoami() {
-    let Ok(nginx) = which("nginx") else {
+    let Some(nginx) = which("nginx") else {
         eprintln!("SKIPPED: nginx is not installed (Debian: apt-get install nginx)");
         return;
     };
@@ -25,42 +30,8 @@ async fn nginx_auth_request_with_whoami() {
     };
     let a = TestApp::spawn_on_url(&db.url, CacheKind::Redis, tweak(prefix.clone())).await;
     let b = TestApp::spawn_on_url(&db.url, CacheKind::Redis, tweak(prefix)).await;
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let snippet = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf"))
-        .expect("deploy/nginx.conf")
-        .replace("latchkey-1:8080", &a.address.replace("http://", ""))
-        .replace("latchkey-2:8080", &b.address.replace("http://", ""))
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
-    let d = dir.path().display();
-    std::fs::write(dir.path().join("site.conf"), snippet).expect("write");
-    std::fs::write(
-        dir.path().join("nginx.conf"),
-        format!(
-            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n \
-             client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fcgi;\n \
-             uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n include {d}/site.conf;\n}}\n"
-        ),
-    )
-    .expect("write");
-    let mut child = std::process::Command::new(nginx)
-        .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf"), "-g", "daemon off;"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "nginx did not start: {}", std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default());
+    let proxy = Nginx::start(&nginx, [&a, &b], |config| config).await;
+    let base = &proxy.base;
 
     let s = a.register_and_login("nina", PASSWORD).await;
     let user_id = s.body["user_id"].as_str().expect("id").to_owned();
@@ -79,18 +50,145 @@ async fn nginx_auth_request_with_whoami() {
     assert_eq!(res.status(), 204);
     let res = client.get(format!("{base}/app/dashboard")).bearer_auth(&s.token).send().await.expect("req");
     assert_eq!(res.status(), 401);
-
-    // SIGTERM: the master stops its workers before it exits.
-    let _ = std::process::Command::new("kill").args(["-s", "TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
 }
 
-fn which(program: &str) -> Result<std::path::PathBuf, ()> {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
-        let path = std::path::Path::new(dir).join(program);
-        if path.exists() {
-            return Ok(path);
-        }
+/// The config's per-path requirements: /app/account/ asks whoami for
+/// `max_age` (here 2 s instead of 300 s), /app/admin/ for `aal=aal2`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_freshness_and_aal2_per_path() {
+    let Some(nginx) = which("nginx") else {
+        eprintln!("SKIPPED: nginx is not installed (Debian: apt-get install nginx)");
+        return;
+    };
+    let app = TestApp::spawn_with(DbKind::Sqlite, CacheKind::Memory, |c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    })
+    .await;
+    let proxy = Nginx::start(&nginx, [&app, &app], |config| {
+        assert!(config.contains("?max_age=300;"), "deploy/nginx.conf asks for max_age=300");
+        config.replace("?max_age=300;", &format!("?max_age={MAX_AGE_SECS};"))
+    })
+    .await;
+    let base = &proxy.base;
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let request = client.get(format!("{base}{path}"));
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move { request.send().await.expect("req") }
+    };
+
+    // A session with a second factor passes the aal2 path.
+    let mfa = app.register_and_login("ada", PASSWORD).await;
+    let secret = app.enroll_totp(&mfa.token).await;
+    let step = u64::try_from(chrono::Utc::now().timestamp()).expect("time") / 30;
+    let res = app
+        .client
+        .post(app.url("/v1/totp/confirm"))
+        .bearer_auth(&mfa.token)
+        .json(&json!({"code": crate::client::totp_code(&secret, step)}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 200, "confirm: {}", res.text().await.unwrap_or_default());
+    let res = get("/app/admin/users", Some(&mfa.token)).await;
+    assert_eq!(res.status(), 200, "aal2 session on the aal2 path");
+    assert_eq!(res.headers()["x-aal"], "aal2");
+
+    // A fresh aal1 session: the plain and the max_age paths let it through,
+    // the aal2 path does not.
+    let s = app.register_and_login("nina", PASSWORD).await;
+    let user_id = s.body["user_id"].as_str().expect("id").to_owned();
+    let res = get("/app/account/password", Some(&s.token)).await;
+    assert_eq!(res.status(), 200, "a fresh login on the max_age path");
+    assert_eq!(res.headers()["x-user-id"], user_id.as_str());
+    let auth_time: i64 = res.headers()["x-auth-time"].to_str().expect("ascii").parse().expect("unix seconds");
+    assert!((chrono::Utc::now().timestamp() - auth_time).abs() <= 5, "X-Auth-Time {auth_time} is the login");
+    assert_eq!(get("/app/dashboard", Some(&s.token)).await.status(), 200);
+    let res = get("/app/admin/users", Some(&s.token)).await;
+    assert_eq!(res.status(), 401, "an aal1 session on the aal2 path");
+    assert!(res.headers().get("x-user-id").is_none(), "no identity on a refusal");
+    for path in ["/app/account/password", "/app/admin/users"] {
+        assert_eq!(get(path, None).await.status(), 401, "{path} without a token");
     }
-    Err(())
+    // The request's own query string does not reach whoami.
+    let res = get("/app/admin/users?aal=aal1&max_age=100000", Some(&s.token)).await;
+    assert_eq!(res.status(), 401, "a client cannot lower the requirement");
+
+    // Past max_age: only the max_age path refuses. A refresh keeps the
+    // login time, so it does not help; a new login does.
+    tokio::time::sleep(Duration::from_millis(MAX_AGE_SECS * 1000 + 500)).await;
+    assert_eq!(get("/app/account/password", Some(&s.token)).await.status(), 401, "a stale login");
+    assert_eq!(get("/app/dashboard", Some(&s.token)).await.status(), 200, "the plain path asks no freshness");
+    let refreshed = app.refreshed(&s.refresh).await;
+    assert_eq!(get("/app/account/password", Some(&refreshed.token)).await.status(), 401, "refreshed, still stale");
+    assert_eq!(get("/app/dashboard", Some(&refreshed.token)).await.status(), 200);
+    let again = app.login("nina", PASSWORD, "device-1").await;
+    assert_eq!(get("/app/account/password", Some(&again.token)).await.status(), 200, "a new login is fresh");
+    assert_eq!(get("/app/admin/users", Some(&mfa.token)).await.status(), 200, "the aal2 path asks no freshness");
+}
+
+/// Debian's nginx serving deploy/nginx.conf on a free loopback port, both
+/// upstream servers pointed at test apps; `edit` adjusts the config text.
+/// Stopped (SIGTERM, then reaped) on drop, a failed assertion included.
+struct Nginx {
+    base: String,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    async fn start(nginx: &std::path::Path, upstreams: [&TestApp; 2], edit: impl FnOnce(String) -> String) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+        let snippet = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf"))
+            .expect("deploy/nginx.conf")
+            .replace("latchkey-1:8080", &upstreams[0].address.replace("http://", ""))
+            .replace("latchkey-2:8080", &upstreams[1].address.replace("http://", ""))
+            .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("site.conf"), edit(snippet)).expect("write");
+        std::fs::write(
+            dir.path().join("nginx.conf"),
+            format!(
+                "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n \
+                 client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fcgi;\n \
+                 uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n include {d}/site.conf;\n}}\n"
+            ),
+        )
+        .expect("write");
+        let child = std::process::Command::new(nginx)
+            .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf"), "-g", "daemon off;"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let proxy = Self { base: format!("http://127.0.0.1:{port}"), child, dir };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return proxy;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let log = std::fs::read_to_string(proxy.dir.path().join("error.log")).unwrap_or_default();
+        panic!("nginx did not start: {log}");
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers before it exits.
+        let _ = std::process::Command::new("kill").args(["-s", "TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .into_iter()
+        .map(|dir| std::path::Path::new(dir).join(program))
+        .find(|path| path.exists())
 }

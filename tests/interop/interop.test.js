@@ -3,8 +3,10 @@
 // embedded default (SQLite + in-process store) and once on PostgreSQL + Redis;
 // a user there also turns TOTP on and logs in with codes from the independent
 // npm library otpauth. On each backend a second server, with a low lockout
-// threshold, shows lockout and device credentials as real clients meet them.
-// See README.md.
+// threshold, shows lockout and device credentials as real clients meet them,
+// and a third changes and resets passwords (OPAQUE registration again, from
+// the same client library) and asks whoami for a recent login or a second
+// factor. See README.md.
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -18,10 +20,12 @@ import {
   DEVICE_TOKEN_PREFIX,
   Device,
   SIZES,
+  checkResetToken,
   expectProblem,
   expectStatus,
   hex,
   madeUpDeviceToken,
+  madeUpResetToken,
   retryAfterSeconds,
   strayRegistrationRecord,
 } from "./support/client.js";
@@ -341,6 +345,9 @@ for (const backend of [
       assert.equal(me.json.user_id, totpUserId);
       assert.equal(me.json.aal, "aal2");
       assert.equal(me.headers.get("x-aal"), "aal2");
+      const gate = await api.whoami(session.json.session_token, { aal: "aal2" });
+      expectStatus(gate, 200, "whoami?aal=aal2 with the second factor");
+      assert.equal(gate.headers.get("x-aal"), "aal2");
 
       // The same code once more: its step is used up.
       expectProblem(
@@ -382,13 +389,7 @@ for (const backend of [
     });
 
     /** Registers a fresh user; returns { name, pw, userId }. */
-    async function newUser(prefix) {
-      const name = `${prefix}-${hex(6)}`;
-      const pw = `${prefix} password ${hex(8)}`;
-      const res = await api.register(name, pw);
-      expectStatus(res, 201, `registration of ${name}`);
-      return { name, pw, userId: res.json.user_id };
-    }
+    const newUser = (prefix) => api.newUser(prefix);
 
     /**
      * Guesses passwords for `name` as a real client does (login/start, then
@@ -530,6 +531,184 @@ for (const backend of [
       assert.equal(elsewhere.new_device, true, "a new device");
       assert.notEqual(elsewhere.device_id, session.device_id, "another device");
       assert.ok(elsewhere.device_token.startsWith(DEVICE_TOKEN_PREFIX), "with a credential of its own");
+    });
+  });
+
+  describe(`password change, reset and whoami freshness on ${backend.name}`, () => {
+    // A server of its own with the default settings: every registration,
+    // reset/start and reset/finish counts against the same per-IP
+    // registration limit (20 an hour), which the first server's tests
+    // already use half of.
+    let server;
+    let api;
+
+    before(async () => {
+      server = await startLatchkey(backend.kind);
+      api = new Api(server.baseUrl);
+    });
+
+    after(async () => {
+      await server?.stop();
+    });
+
+    /** A new password as a user would pick one. */
+    const newPassword = (what) => `${what} ${hex(8)} tr0ub4dor`;
+
+    /** The user's sessions on two devices: { laptop, phone, sessions }. */
+    async function twoSessions(user) {
+      const laptop = new Device({ name: "interop laptop" });
+      const phone = new Device({ name: "interop phone" });
+      const sessions = [await api.login(user.name, user.pw, laptop), await api.login(user.name, user.pw, phone)];
+      for (const s of sessions) expectStatus(await api.whoami(s.session_token), 200, "whoami before");
+      return { laptop, phone, sessions };
+    }
+
+    /** `session` is gone: whoami 401 and its refresh token refused. */
+    async function expectRevoked(session, what) {
+      expectProblem(await api.whoami(session.session_token), 401, "unauthorized", `${what}: whoami`);
+      const refresh = await api.call("POST", "/v1/sessions/refresh", { body: { refresh_token: session.refresh_token } });
+      expectStatus(refresh, 401, `${what}: refresh`);
+    }
+
+    /** The old password fails at the client, the new one logs in. */
+    async function expectPasswordReplaced(user, newPw, device, what) {
+      const old = await api.attemptLogin(user.name, user.pw, device);
+      assert.equal(old.kind, "wrong-password", `${what}: the old password: ${old.kind} ${old.res?.text ?? ""}`);
+      const session = await api.login(user.name, newPw, device);
+      assert.equal(session.user_id, user.userId, `${what}: the new password logs the user in`);
+      expectStatus(await api.whoami(session.session_token), 200, `${what}: whoami with the new password`);
+      return session;
+    }
+
+    /**
+     * Redeems `resetToken` for `user` as a real client does (no session),
+     * then checks the result: every session in `sessions` revoked, the old
+     * password refused by the client, the new one working, and the token
+     * spent (401 invalid_credentials at reset/start, nothing more sent).
+     * Returns that last answer.
+     */
+    async function redeemReset(user, resetToken, sessions, device, what) {
+      const newPw = newPassword("reset");
+      const { start, finish } = await api.resetPassword(resetToken, newPw);
+      expectStatus(start, 200, `${what}: reset/start`);
+      expectStatus(finish, 204, `${what}: reset/finish`);
+      assert.equal(finish.text, "", `${what}: reset/finish has no body`);
+
+      for (const [i, s] of sessions.entries()) await expectRevoked(s, `${what}: session ${i + 1} after the reset`);
+      await expectPasswordReplaced(user, newPw, device, what);
+
+      const again = await api.resetPassword(resetToken, newPassword("again"));
+      assert.equal(again.finish, undefined, `${what}: nothing sent after reset/start refused`);
+      expectProblem(again.start, 401, "invalid_credentials", `${what}: the spent token`);
+      return again.start;
+    }
+
+    it("changes the password: old one refused by the client, new one logs in; other sessions revoked, the caller's kept", async () => {
+      const user = await api.newUser("Changer");
+      const { laptop, phone, sessions } = await twoSessions(user);
+      const [here, there] = sessions;
+
+      const newPw = newPassword("changed");
+      const { start, finish } = await api.changePassword(here.session_token, newPw);
+      expectStatus(start, 200, "password/start");
+      expectStatus(finish, 204, "password/finish");
+      assert.equal(finish.text, "", "password/finish has no body");
+
+      // The calling session stays, and is the only one left.
+      const me = await api.whoami(here.session_token);
+      expectStatus(me, 200, "whoami of the calling session");
+      assert.equal(me.json.session_id, here.session_id);
+      assert.equal(me.json.user_id, user.userId);
+      const listed = await api.call("GET", "/v1/sessions", { token: here.session_token });
+      expectStatus(listed, 200, "session list after the change");
+      assert.deepEqual(
+        listed.json.sessions.map((s) => [s.session_id, s.current]),
+        [[here.session_id, true]],
+        `only the calling session is left: ${listed.text}`,
+      );
+      await expectRevoked(there, "the other session");
+
+      await expectPasswordReplaced(user, newPw, phone, "after the change (phone)");
+      await expectPasswordReplaced(user, newPw, laptop, "after the change (laptop)");
+      expectStatus(await api.whoami(here.session_token), 200, "the calling session after the new logins");
+    });
+
+    it("resets with a token from `latchkey admin reset`: every session revoked, old password refused, new one works, the token spent", async () => {
+      const user = await api.newUser("Forgetful");
+      const { laptop, sessions } = await twoSessions(user);
+
+      const stdout = await server.cli(["admin", "reset", user.name]);
+      assert.match(stdout, /^lk_t_[A-Za-z0-9_-]+\n?$/, `latchkey admin reset prints the token alone: ${JSON.stringify(stdout)}`);
+      const resetToken = stdout.trim();
+      checkResetToken(resetToken, "latchkey admin reset");
+
+      const spent = await redeemReset(user, resetToken, sessions, laptop, "CLI token");
+
+      // A spent token and one nobody issued get the same answer.
+      const madeUp = await api.resetPassword(madeUpResetToken(resetToken), newPassword("made up"));
+      assert.equal(madeUp.finish, undefined, "nothing sent after reset/start refused");
+      expectProblem(madeUp.start, 401, "invalid_credentials", "a made-up reset token");
+      assert.deepEqual(madeUp.start.json, spent.json, "identical problem bodies");
+      assert.equal(madeUp.start.text, spent.text, "identical answers");
+    });
+
+    it("resets with a token from POST /v1/admin/users/{id}/reset", async () => {
+      const admin = await api.newUser("Admin");
+      const granted = await server.cli(["admin", "grant", admin.name]);
+      assert.match(granted, /admin role granted/, `latchkey admin grant: ${granted}`);
+      const adminSession = await api.login(admin.name, admin.pw, new Device({ name: "admin console" }));
+
+      const user = await api.newUser("Locked-out");
+      const { phone, sessions } = await twoSessions(user);
+
+      const requestedAt = Date.now();
+      const issued = await api.call("POST", `/v1/admin/users/${encodeURIComponent(user.userId)}/reset`, {
+        token: adminSession.session_token,
+      });
+      expectStatus(issued, 201, "admin reset");
+      checkResetToken(issued.json.reset_token, "admin reset");
+      const expiresAt = Date.parse(issued.json.expires_at);
+      assert.ok(!Number.isNaN(expiresAt), `expires_at is a timestamp: ${issued.text}`);
+      const lifetime = expiresAt - requestedAt;
+      assert.ok(
+        lifetime > 23.5 * 3600_000 && lifetime <= 24 * 3600_000 + 60_000,
+        `the token lasts the default 24 h (expires_at ${issued.json.expires_at})`,
+      );
+
+      await redeemReset(user, issued.json.reset_token, sessions, phone, "admin token");
+      expectStatus(await api.whoami(adminSession.session_token), 200, "the admin's session is untouched");
+    });
+
+    it("whoami: ?aal=aal2 refuses an aal1 session with mfa_required; ?max_age asks for a recent login", async () => {
+      const user = await api.newUser("Gateway");
+      const session = await api.login(user.name, user.pw, new Device({ name: "interop browser" }));
+      assert.equal(session.aal, "aal1");
+      const token = session.session_token;
+
+      const me = await api.whoami(token);
+      expectStatus(me, 200, "whoami");
+      const authTime = Date.parse(me.json.auth_time);
+      assert.ok(!Number.isNaN(authTime), `whoami's auth_time is a timestamp: ${me.text}`);
+      assert.ok(Math.abs(authTime - Date.parse(session.auth_time)) <= 1, "whoami's auth_time is the login's");
+      const header = me.headers.get("x-auth-time");
+      assert.match(header ?? "", /^[0-9]+$/, "X-Auth-Time is unix seconds");
+      assert.ok(Math.abs(Number(header) - authTime / 1000) < 1.001, `X-Auth-Time ${header} is auth_time`);
+
+      expectProblem(await api.whoami(token, { aal: "aal2" }), 401, "mfa_required", "whoami?aal=aal2, aal1 session");
+      const recent = await api.whoami(token, { max_age: 3600 });
+      expectStatus(recent, 200, "whoami?max_age=3600");
+      assert.equal(recent.headers.get("x-session-id"), session.session_id);
+
+      // Two seconds later the login is older than max_age=1.
+      await sleep(2_100);
+      expectProblem(
+        await api.whoami(token, { max_age: 1 }),
+        401,
+        "reauthentication_required",
+        "whoami?max_age=1, login 2 s old",
+      );
+      expectStatus(await api.whoami(token, { max_age: 3600 }), 200, "whoami?max_age=3600 still");
+      expectStatus(await api.whoami(token), 200, "the refusals left the session alone");
     });
   });
 }

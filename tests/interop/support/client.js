@@ -6,6 +6,10 @@
 // Like a real client, a login never sends login/finish when the library's
 // finishLogin returns undefined: the server's KE2 already told the client
 // that the password is wrong (the attempt was counted at login/start).
+//
+// A password change and a reset run the same client registration flow as a
+// sign-up (client.startRegistration, then client.finishRegistration with the
+// server's answer), against the account routes instead.
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -21,6 +25,7 @@ export const SIZES = { registrationResponse: 64, registrationRecord: 192, ke1: 9
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 export const DEVICE_TOKEN_PREFIX = "lk_d_";
+export const RESET_TOKEN_PREFIX = "lk_t_";
 
 /** Decodes unpadded base64url, refusing anything else. */
 export function b64urlBytes(value, what) {
@@ -90,6 +95,18 @@ export function madeUpDeviceToken(real) {
   return DEVICE_TOKEN_PREFIX + randomBytes(length).toString("base64url").slice(0, length);
 }
 
+/** A reset token nobody issued, shaped like `real` (prefix, length, alphabet). */
+export function madeUpResetToken(real) {
+  const length = real.length - RESET_TOKEN_PREFIX.length;
+  return RESET_TOKEN_PREFIX + randomBytes(length).toString("base64url").slice(0, length);
+}
+
+/** Checks a reset token as an admin receives it: `lk_t_` and base64url. */
+export function checkResetToken(token, what) {
+  assert.equal(typeof token, "string", `${what}: reset token is a string`);
+  assert.match(token, /^lk_t_[A-Za-z0-9_-]{16,}$/, `${what}: reset token shape`);
+}
+
 /** Checks the shape of a session answer (SPEC §4). */
 export function checkSessionAnswer(session, what) {
   assert.ok(session.session_token?.startsWith("lk_s_"), `${what}: session token prefix`);
@@ -137,28 +154,84 @@ export class Api {
     return { status: res.status, headers: res.headers, json, text };
   }
 
-  whoami(token) {
-    return this.call("GET", "/v1/sessions/current", { token });
+  /**
+   * GET /v1/sessions/current; `require` is the gateway's optional query
+   * ({ max_age: seconds, aal: "aal2" }).
+   */
+  whoami(token, require = {}) {
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(require)) query.set(key, String(value));
+    const qs = query.toString();
+    return this.call("GET", qs ? `/v1/sessions/current?${qs}` : "/v1/sessions/current", { token });
   }
 
-  /** The whole client registration flow; returns the finish response. */
-  async register(name, pw) {
-    const start = opaque.client.startRegistration({ password: pw });
-    assert.equal(b64urlBytes(start.registrationRequest, "registrationRequest").length, 32);
-    const res1 = await this.call("POST", "/v1/registration/start", {
-      body: { username: name, registration_request: start.registrationRequest },
+  /**
+   * The client side of OPAQUE registration against a pair of routes:
+   * `fields` go into both bodies (with `registration_request`, then
+   * `registration_record`), `token` is the bearer, if any. Resolves to
+   * { start } when the start route did not answer 200 (nothing else was
+   * sent), else { start, finish }.
+   */
+  async registrationFlow(startPath, finishPath, pw, { fields = {}, token } = {}) {
+    const reg = opaque.client.startRegistration({ password: pw });
+    assert.equal(b64urlBytes(reg.registrationRequest, "registrationRequest").length, 32);
+    const start = await this.call("POST", startPath, {
+      token,
+      body: { ...fields, registration_request: reg.registrationRequest },
     });
-    expectStatus(res1, 200, "registration/start");
-    const response = res1.json.registration_response;
-    assert.equal(b64urlBytes(response, "registration_response").length, SIZES.registrationResponse);
+    if (start.status !== 200) return { start };
+    const response = start.json?.registration_response;
+    assert.equal(b64urlBytes(response, `${startPath}: registration_response`).length, SIZES.registrationResponse);
     const { registrationRecord } = opaque.client.finishRegistration({
-      clientRegistrationState: start.clientRegistrationState,
+      clientRegistrationState: reg.clientRegistrationState,
       registrationResponse: response,
       password: pw,
     });
     assert.equal(b64urlBytes(registrationRecord, "registrationRecord").length, SIZES.registrationRecord);
-    return this.call("POST", "/v1/registration/finish", {
-      body: { username: name, registration_record: registrationRecord },
+    const finish = await this.call("POST", finishPath, {
+      token,
+      body: { ...fields, registration_record: registrationRecord },
+    });
+    return { start, finish };
+  }
+
+  /** Registers a fresh user `PREFIX-<hex>`; returns { name, pw, userId }. */
+  async newUser(prefix) {
+    const name = `${prefix}-${hex(6)}`;
+    const pw = `${prefix} password ${hex(8)}`;
+    const res = await this.register(name, pw);
+    expectStatus(res, 201, `registration of ${name}`);
+    return { name, pw, userId: res.json.user_id };
+  }
+
+  /** The whole client registration flow; returns the finish response. */
+  async register(name, pw) {
+    const { start, finish } = await this.registrationFlow("/v1/registration/start", "/v1/registration/finish", pw, {
+      fields: { username: name },
+    });
+    expectStatus(start, 200, "registration/start");
+    return finish;
+  }
+
+  /**
+   * A password change from the session of `sessionToken` (its login must be
+   * recent): registration of `newPw` at /v1/account/password/start|finish.
+   * Returns { start } or { start, finish } as registrationFlow does.
+   */
+  changePassword(sessionToken, newPw) {
+    return this.registrationFlow("/v1/account/password/start", "/v1/account/password/finish", newPw, {
+      token: sessionToken,
+    });
+  }
+
+  /**
+   * A reset with `resetToken` (no session): registration of `newPw` at
+   * /v1/account/reset/start|finish, the token in both bodies. Returns
+   * { start } or { start, finish } as registrationFlow does.
+   */
+  resetPassword(resetToken, newPw) {
+    return this.registrationFlow("/v1/account/reset/start", "/v1/account/reset/finish", newPw, {
+      fields: { reset_token: resetToken },
     });
   }
 
