@@ -33,7 +33,7 @@ use super::states::Aal;
 use super::tokens::{self, TokenKind};
 use super::{Error, Result};
 use crate::store::FastStore as _;
-use crate::store::account as store;
+use crate::store::account::{self as store, Replacement};
 use crate::store::sessions::RevokeScope;
 use crate::store::{totp, users};
 
@@ -41,6 +41,8 @@ use crate::store::{totp, users};
 /// Argon2id in between).
 const PENDING_TTL: Duration = Duration::from_secs(300);
 pub const MAX_EVENTS_PAGE: u64 = 100;
+/// Starts one reset token allows (a client that fails midway retries).
+const MAX_RESET_STARTS: i64 = 5;
 
 /// One entry of the user's security timeline.
 #[derive(Debug, Clone)]
@@ -60,10 +62,14 @@ impl Core {
         &self,
         current: &CurrentSession,
         request: &str,
+        client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<String> {
         self.require_recent_auth(current, now)?;
         self.require_aal2_if_totp(current).await?;
+        // Each start evaluates the OPRF under the user's key: a stolen session
+        // must not get an unlimited offline oracle for the current password.
+        self.enforce(Action::Registration, client, Some(&current.username)).await?;
         let response = self.evaluate(&current.username, request)?;
         let key = self.keys.tagged("pwchange", &current.session_id.to_string());
         self.put_marker(&key, now).await?;
@@ -88,6 +94,15 @@ impl Core {
             return Err(Error::InvalidRequest("no password change was started in this session (or it expired)".into()));
         }
         let scope = RevokeScope::AllExcept { user_id: current.user_id, keep: current.session_id };
+        let fresh_after = now - chrono::Duration::from_std(self.sessions.reauth_window).unwrap_or_default();
+        let replacement = Replacement {
+            user_id: current.user_id,
+            sealed_record: Default::default(),
+            scope: &scope,
+            reset_token: None,
+            caller: Some((current.session_id, fresh_after)),
+            reason: "password_change",
+        };
         let change = self
             .audit
             .event(events::PASSWORD_CHANGE, client, now)
@@ -95,9 +110,9 @@ impl Core {
             .session(current.session_id)
             .device_opt(current.device_id.as_deref())
             .build();
-        self.replace_credential(current.user_id, &record, scope, None, "password_change", change, client, now)
-            .await?
-            .ok_or(Error::NotFound)
+        // Refused when this session was revoked (or went stale) while the
+        // client worked: a reset or another change since wins.
+        self.replace_credential(&record, replacement, change, client, now).await?.ok_or(Error::ReauthenticationRequired)
     }
 
     /// An admin issues a single-use reset token for a user (handed over out
@@ -159,6 +174,14 @@ impl Core {
     ) -> Result<String> {
         self.enforce(Action::Registration, client, None).await?;
         let (hash, _, user) = self.valid_reset(reset_token, now).await?;
+        // Limited per user, and a token starts at most a few times: a
+        // leaked token is no lasting oracle for the current password.
+        self.enforce_user(Action::Registration, client, &user.username).await?;
+        let starts =
+            self.fast.incr(&self.keys.tagged("reset_starts", &hash), 1, self.sessions.reset_token_lifetime).await?;
+        if starts > MAX_RESET_STARTS {
+            return Err(Error::InvalidCredentials);
+        }
         let response = self.evaluate(&user.username, request)?;
         self.put_marker(&self.keys.tagged("reset", &hash), now).await?;
         Ok(response)
@@ -183,9 +206,15 @@ impl Core {
         }
         let reset = self.audit.event(events::PASSWORD_RESET, client, now).user(user.id).build();
         let scope = RevokeScope::All { user_id: user.id };
-        self.replace_credential(user.id, &record, scope, Some(token_id), "password_reset", reset, client, now)
-            .await?
-            .ok_or(Error::InvalidCredentials)
+        let replacement = Replacement {
+            user_id: user.id,
+            sealed_record: Default::default(),
+            scope: &scope,
+            reset_token: Some(token_id),
+            caller: None,
+            reason: "password_reset",
+        };
+        self.replace_credential(&record, replacement, reset, client, now).await?.ok_or(Error::InvalidCredentials)
     }
 
     /// An admin removes a user's lost second factor.
@@ -285,40 +314,30 @@ impl Core {
         Ok((hash, id, user))
     }
 
-    /// Seals the new record, replaces the old one and revokes `scope`.
-    #[allow(clippy::too_many_arguments)]
+    /// Seals the new record, replaces the old one and revokes what
+    /// `replacement` names. `None` when the store refused it.
     async fn replace_credential(
         &self,
-        user_id: Uuid,
         record: &RegistrationUpload<Suite>,
-        scope: RevokeScope,
-        reset_token: Option<Uuid>,
-        reason: &'static str,
+        replacement: Replacement<'_>,
         event: crate::store::audit::NewAuditEvent,
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<Option<()>> {
+        let user_id = replacement.user_id;
         let record = ServerRegistration::<Suite>::finish(record.clone()).serialize();
         let sealed = self.keyring.seal(SealedColumn::OpaqueRecord, Owner::User(user_id), &record, now).await?;
+        let replacement = Replacement { sealed_record: (sealed.key_id, sealed.ciphertext), ..replacement };
         let revocations = self.audit.revocations(user_id, None, client, now);
-        let revoked = store::replace_credential(
-            &self.db,
-            user_id,
-            (sealed.key_id, sealed.ciphertext),
-            &scope,
-            reset_token,
-            reason,
-            now,
-            |ids| {
-                let mut all = vec![event];
-                all.extend(revocations(ids));
-                all
-            },
-        )
+        let revoked = store::replace_credential(&self.db, &replacement, now, |ids| {
+            let mut all = vec![event];
+            all.extend(revocations(ids));
+            all
+        })
         .await?;
         let Some(revoked) = revoked else { return Ok(None) };
         self.session_cache.evict(&revoked).await;
-        tracing::info!(user_id = %user_id, revoked = revoked.len(), reason, "OPAQUE record replaced");
+        tracing::info!(user_id = %user_id, revoked = revoked.len(), reason = replacement.reason, "OPAQUE record replaced");
         Ok(Some(()))
     }
 }

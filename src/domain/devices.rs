@@ -39,6 +39,7 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.require_recent_auth(current, now)?;
         let user_id = current.user_id;
         let removal = self.audit.event(events::DEVICE_REMOVE, client, now).user(user_id).device(device_id).build();
         let revocations = self.audit.revocations(user_id, Some(device_id), client, now);

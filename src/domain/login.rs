@@ -83,6 +83,9 @@ struct PendingLogin {
     /// The device credential presented at start, when valid for this user.
     device_id: Option<String>,
     scope: Scope,
+    /// The version of the record this login runs against: a password
+    /// changed or reset meanwhile refuses it.
+    credential_version: Option<DateTime<Utc>>,
     /// Inside the seal: a value re-planted in the fast store after its TTL
     /// is refused.
     expires_at: DateTime<Utc>,
@@ -147,13 +150,16 @@ impl Core {
             return Err(e);
         }
 
-        let record = match &user {
-            Some(user) => Some(self.registration_record(user.id).await?),
+        let (record, credential_version) = match &user {
+            Some(user) => {
+                let (record, version) = self.registration_record(user.id).await?;
+                (Some(record), Some(version))
+            }
             None => {
                 // The same database round trip a real user costs, so timing
                 // does not tell unknown names apart.
                 let _ = users::credential(&self.db, Uuid::nil()).await?;
-                None
+                (None, None)
             }
         };
         let setup = self.setup.clone();
@@ -183,6 +189,7 @@ impl Core {
             state: start.state.serialize().to_vec(),
             device_id: device.map(|d| d.id),
             scope,
+            credential_version,
             expires_at: now + chrono::Duration::from_std(LOGIN_STATE_TTL).unwrap_or_default(),
         };
         let key = self.keys.login_state(&tokens::hash(&login_id));
@@ -191,16 +198,18 @@ impl Core {
         Ok((login_id, messages::encode(&start.message.serialize())))
     }
 
-    async fn registration_record(&self, user_id: Uuid) -> Result<ServerRegistration<Suite>> {
-        let (key_id, ciphertext) = users::credential(&self.db, user_id)
+    /// The user's OPAQUE record and its version.
+    async fn registration_record(&self, user_id: Uuid) -> Result<(ServerRegistration<Suite>, DateTime<Utc>)> {
+        let (key_id, ciphertext, version) = users::credential(&self.db, user_id)
             .await?
             .ok_or_else(|| Error::Integrity(format!("user {user_id} has no OPAQUE credential")))?;
         let bytes = self
             .keyring
             .open_sealed(SealedColumn::OpaqueRecord, Owner::User(user_id), &Sealed { key_id, ciphertext })
             .await?;
-        ServerRegistration::<Suite>::deserialize(&bytes)
-            .map_err(|_| Error::Integrity(format!("the OPAQUE record of user {user_id} does not parse")))
+        let record = ServerRegistration::<Suite>::deserialize(&bytes)
+            .map_err(|_| Error::Integrity(format!("the OPAQUE record of user {user_id} does not parse")))?;
+        Ok((record, version))
     }
 
     /// Checks KE3 and opens a session (or the MFA step).
@@ -278,8 +287,15 @@ impl Core {
         }
         let fingerprint = device_fingerprint(&device, client);
         let plan = self.plan_device(user_id, known, &fingerprint, device.name, client, now).await?;
-        let login =
-            Authenticated { user_id, username: pending.username, aal: Aal::Aal1, device: plan, scope: pending.scope };
+        let login = Authenticated {
+            user_id,
+            username: pending.username,
+            aal: Aal::Aal1,
+            device: plan,
+            scope: pending.scope,
+            auth_time: now,
+            credential_version: pending.credential_version,
+        };
         if crate::store::totp::is_enabled(&self.db, user_id).await? {
             let (mfa_token, expires_at) = self.start_mfa(login, now).await?;
             return Ok(LoginOutcome::MfaRequired { mfa_token, expires_at });

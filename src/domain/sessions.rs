@@ -123,6 +123,11 @@ pub(super) struct Authenticated {
     pub device: DevicePlan,
     /// Where this login's attempt was counted.
     pub scope: Scope,
+    /// The primary authentication (the OPAQUE login, also when a second
+    /// factor follows).
+    pub auth_time: DateTime<Utc>,
+    /// The version of the record the password was checked against.
+    pub credential_version: Option<DateTime<Utc>>,
 }
 
 /// One entry of the caller's session list.
@@ -150,9 +155,9 @@ impl Core {
         client: &ClientInfo,
         now: DateTime<Utc>,
     ) -> Result<IssuedSession> {
-        let Authenticated { user_id, username, aal, device, scope } = login;
+        let Authenticated { user_id, username, aal, device, scope, auth_time, credential_version } = login;
         // As stored (microseconds), so the answer, whoami and a refresh agree.
-        let auth_time = chrono::SubsecRound::trunc_subsecs(now, 6);
+        let auth_time = chrono::SubsecRound::trunc_subsecs(auth_time, 6);
         let session_token = tokens::generate(TokenKind::Session);
         let refresh_token = tokens::generate(TokenKind::Refresh);
         let expires_at = now + chrono_duration(self.sessions.absolute_lifetime);
@@ -185,6 +190,7 @@ impl Core {
             token_expires_at,
             expires_at,
             refresh_token_hash: refresh_token.hash.clone(),
+            auth_time,
             device: Some(DeviceSighting {
                 id: device_id.clone(),
                 user_id,
@@ -212,6 +218,10 @@ impl Core {
                         Some(Error::AccountLocked { retry_after_secs: secs })
                     }
                     _ if gate.device_trust == Some(Trust::Blocked) => Some(Error::DeviceBlocked),
+                    // The password was changed or reset since it was checked.
+                    _ if credential_version.is_some() && gate.credential_version != credential_version => {
+                        Some(Error::InvalidCredentials)
+                    }
                     _ => None,
                 };
                 refusal.is_none()

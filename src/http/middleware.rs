@@ -94,7 +94,8 @@ pub async fn prefilter(
 }
 
 /// Query parameters that would carry a bearer token.
-const TOKEN_PARAMS: &[&str] = &["token", "access_token", "session_token", "refresh_token", "mfa_token"];
+const TOKEN_PARAMS: &[&str] =
+    &["token", "access_token", "session_token", "refresh_token", "mfa_token", "device_token", "reset_token"];
 
 /// Refuses any request with a token in its query string: URLs end up in
 /// proxy logs, browser history and Referer headers.
@@ -105,7 +106,7 @@ pub async fn refuse_tokens_in_query(
     let carries_token = req.query_string().split('&').any(|pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         TOKEN_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p))
-            || ["lk_s_", "lk_r_", "lk_m_"].iter().any(|prefix| value.starts_with(prefix))
+            || ["lk_s_", "lk_r_", "lk_m_", "lk_d_", "lk_t_"].iter().any(|prefix| value.starts_with(prefix))
     });
     if carries_token {
         let problem = Problem::new(

@@ -50,6 +50,8 @@ pub struct NewSession {
     pub expires_at: DateTime<Utc>,
     pub refresh_token_hash: String,
     pub device: Option<DeviceSighting>,
+    /// The primary authentication this session stands on.
+    pub auth_time: DateTime<Utc>,
 }
 
 /// What a new session must still satisfy when it commits, read under row
@@ -61,6 +63,8 @@ pub struct Gate {
     pub lock_reason: Option<String>,
     /// Trust of the device the session is for, when it is a known one.
     pub device_trust: Option<Trust>,
+    /// When the user's OPAQUE record was last replaced.
+    pub credential_version: Option<DateTime<Utc>>,
 }
 
 /// Creates a session (recording the device sighting) and its first refresh
@@ -85,7 +89,10 @@ pub async fn create(
         user_query = user_query.lock_exclusive();
     }
     let Some(user) = user_query.one(&*txn).await? else { return Ok(None) };
-    let mut gate = Gate { locked_until: user.locked_until, lock_reason: user.lock_reason, device_trust: None };
+    let credential_version =
+        entity::opaque_credentials::Entity::find_by_id(new.user_id).one(&*txn).await?.map(|c| c.updated_at);
+    let mut gate =
+        Gate { locked_until: user.locked_until, lock_reason: user.lock_reason, device_trust: None, credential_version };
     if let Some(device) = new.device.as_ref().filter(|d| d.new_credential.is_none()) {
         let mut device_query = entity::devices::Entity::find_by_id(device.id.clone());
         if postgres {
@@ -121,10 +128,25 @@ pub async fn create(
             .col_expr(sessions::Column::RevokedAt, Expr::val(new.created_at))
             .col_expr(sessions::Column::RevokedReason, Expr::val("evicted"))
             .filter(sessions::Column::Id.is_in(ids.clone()))
+            .filter(sessions::Column::RevokedAt.is_null())
             .exec(&*txn)
             .await?;
         audit::append_in(&txn, &evicted_events(&ids)).await?;
     }
+    // Read after the update: a refresh that committed meanwhile changed the
+    // token hash the cache holds the session under.
+    let evicted: Vec<(Uuid, String)> = if evicted.is_empty() {
+        evicted
+    } else {
+        sessions::Entity::find()
+            .select_only()
+            .column(sessions::Column::Id)
+            .column(sessions::Column::TokenHash)
+            .filter(sessions::Column::Id.is_in(evicted.iter().map(|(id, _)| *id).collect::<Vec<_>>()))
+            .into_tuple()
+            .all(&*txn)
+            .await?
+    };
     if let Some(device) = &new.device {
         devices::upsert(&*txn, device).await?;
     }
@@ -138,7 +160,7 @@ pub async fn create(
         user_agent: Set(new.user_agent.clone()),
         created_at: Set(new.created_at),
         // Microseconds, as Postgres keeps them (SQLite would keep more).
-        auth_time: Set(Some(chrono::SubsecRound::trunc_subsecs(new.created_at, 6))),
+        auth_time: Set(Some(chrono::SubsecRound::trunc_subsecs(new.auth_time, 6))),
         last_seen_at: Set(new.created_at),
         token_expires_at: Set(new.token_expires_at),
         expires_at: Set(new.expires_at),

@@ -61,8 +61,13 @@ pub async fn exists(db: &Db, username: &str) -> Result<bool> {
 }
 
 /// The sealed OPAQUE registration record: (key id, ciphertext).
-pub async fn credential(db: &Db, user_id: Uuid) -> Result<Option<(Uuid, String)>> {
-    Ok(opaque_credentials::Entity::find_by_id(user_id).one(db.conn()).await?.map(|m| (m.key_id, m.ciphertext)))
+/// The sealed OPAQUE record (key id, ciphertext) and its version (when it
+/// was last replaced).
+pub async fn credential(db: &Db, user_id: Uuid) -> Result<Option<(Uuid, String, DateTime<Utc>)>> {
+    Ok(opaque_credentials::Entity::find_by_id(user_id)
+        .one(db.conn())
+        .await?
+        .map(|m| (m.key_id, m.ciphertext, m.updated_at)))
 }
 
 pub async fn roles(db: &Db, user_id: Uuid) -> Result<Vec<String>> {

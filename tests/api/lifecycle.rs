@@ -66,6 +66,7 @@ async fn auth_time_and_step_up(db: DbKind, cache: CacheKind) {
     stale(send(&app, Method::POST, "/v1/totp/confirm", t, Some(json!({"code": "123456"}))).await);
     stale(send(&app, Method::PUT, &format!("/v1/devices/{device}/trust"), t, Some(json!({"trust": "trusted"}))).await);
     stale(send(&app, Method::DELETE, "/v1/account", t, None).await);
+    stale(send(&app, Method::DELETE, &format!("/v1/devices/{device}"), t, None).await);
     stale(send(&app, Method::POST, "/v1/account/password/start", t, Some(json!({"registration_request": "x"}))).await);
     let a = admin.token.as_str();
     let admin_routes = [
@@ -369,3 +370,79 @@ async fn security_timeline(db: DbKind, cache: CacheKind) {
     assert_eq!(status, 400);
 }
 each_stack!(security_timeline_on, security_timeline);
+
+async fn a_login_in_flight_does_not_survive_a_reset(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    app.register_and_login("fay", PASSWORD).await;
+    // Someone who knows the old password has a login in flight...
+    let (login_id, ke3) = app.login_ke3("fay", PASSWORD).await;
+    // ...when the password is reset.
+    let (token, _) = app.core.issue_reset_for("fay", chrono::Utc::now()).await.expect("issue");
+    let (start, finish) = reregister(&app, None, RESET, json!({"reset_token": token}), NEW_PASSWORD).await;
+    assert_eq!((start, finish.map(|f| f.0)), (200, Some(204)));
+    let finish = json!({"login_id": login_id, "credential_finalization": crate::client::b64(&ke3)});
+    let res = app.post_json("/v1/login/finish", &finish).await;
+    assert_eq!(res.status(), 401, "a login checked against the old record gets no session");
+    app.login("fay", NEW_PASSWORD, "device-1").await;
+}
+each_stack!(login_in_flight_vs_reset_on, a_login_in_flight_does_not_survive_a_reset);
+
+async fn a_change_from_a_revoked_session_is_refused(db: DbKind, cache: CacheKind) {
+    use latchkey::domain::opaque::Suite;
+    use opaque_ke::{ClientRegistration, ClientRegistrationFinishParameters, RegistrationResponse};
+    let app = TestApp::spawn(db, cache).await;
+    let stolen = app.register_and_login("gus", PASSWORD).await;
+    let owner = app.login("gus", PASSWORD, "laptop").await;
+    // The thief starts a change and holds the finish back...
+    let client_start = ClientRegistration::<Suite>::start(&mut rand::rngs::OsRng, b"thief's password").expect("start");
+    let (status, answer) = send(
+        &app,
+        Method::POST,
+        CHANGE.0,
+        &stolen.token,
+        Some(json!({"registration_request": crate::client::b64(&client_start.message.serialize())})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let thief = app
+        .core
+        .authenticate(&stolen.token, &Default::default(), chrono::Utc::now())
+        .await
+        .expect("the stolen session as the route saw it");
+    // ...while the owner changes the password, which revokes the thief's session.
+    let (start, finish) = reregister(&app, Some(&owner.token), CHANGE, json!({}), NEW_PASSWORD).await;
+    assert_eq!((start, finish.map(|f| f.0)), (200, Some(204)));
+    let response = crate::client::unb64(answer["registration_response"].as_str().expect("response"));
+    let response = RegistrationResponse::<Suite>::deserialize(&response).expect("parses");
+    let record = client_start
+        .state
+        .finish(&mut rand::rngs::OsRng, b"thief's password", response, ClientRegistrationFinishParameters::default())
+        .expect("finish")
+        .message
+        .serialize();
+    let late = app
+        .core
+        .password_change_finish(&thief, &crate::client::b64(&record), &Default::default(), chrono::Utc::now())
+        .await;
+    assert!(matches!(late, Err(latchkey::domain::Error::ReauthenticationRequired)), "{late:?}");
+    app.login("gus", NEW_PASSWORD, "device-1").await;
+    assert_eq!(app.whoami(&owner.token).await.status(), 200, "the owner's session stays");
+}
+each_stack!(change_from_revoked_session_on, a_change_from_a_revoked_session_is_refused);
+
+async fn a_reset_token_starts_a_few_times_only(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    app.register_and_login("ike", PASSWORD).await;
+    let (token, _) = app.core.issue_reset_for("ike", chrono::Utc::now()).await.expect("issue");
+    let request = opaque_ke::ClientRegistration::<latchkey::domain::opaque::Suite>::start(&mut rand::rngs::OsRng, b"x")
+        .expect("start")
+        .message
+        .serialize();
+    let body = json!({"reset_token": token, "registration_request": crate::client::b64(&request)});
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(app.post_json(RESET.0, &body).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 401], "a leaked token is no lasting password oracle");
+}
+each_stack!(reset_token_start_cap_on, a_reset_token_starts_a_few_times_only);

@@ -42,16 +42,18 @@ pub struct PasswordFinish {
         (status = 403, response = problem::Aal2Required),
         (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType),
+        (status = 429, response = problem::RateLimited),
     )
 )]
 #[post("/v1/account/password/start")]
 pub async fn password_start(
     state: web::Data<AppState>,
     Authenticated(session): Authenticated,
+    Client(client): Client,
     body: web::Json<PasswordStart>,
 ) -> Result<HttpResponse, Error> {
     let registration_response =
-        state.core.password_change_start(&session, &body.registration_request, Utc::now()).await?;
+        state.core.password_change_start(&session, &body.registration_request, &client, Utc::now()).await?;
     Ok(HttpResponse::Ok().json(RegistrationStartAnswer { registration_response }))
 }
 

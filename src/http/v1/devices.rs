@@ -63,7 +63,7 @@ pub async fn list(state: web::Data<AppState>, Authenticated(session): Authentica
     params(("id" = String, Path, description = "Device id")),
     responses(
         (status = 204),
-        (status = 401, response = problem::Unauthorized),
+        (status = 401, response = problem::UnauthorizedOrStepUp),
         (status = 404, response = problem::NotFound),
     )
 )]
