@@ -99,7 +99,7 @@ pub async fn replace_credential(
             .filter(entity::sessions::Column::ExpiresAt.gt(now))
             .one(&*txn)
             .await?;
-        if !current.is_some_and(|s| s.auth_time.unwrap_or(s.created_at) >= fresh_after) {
+        if current.is_none_or(|s| s.auth_time.unwrap_or(s.created_at) < fresh_after) {
             return Ok(None);
         }
     }
