@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use sha2::Digest as _;
 
 use crate::config::Config;
-use crate::domain::core::{Core, Policies, SessionPolicy};
+use crate::domain::core::{Core, Policies, SessionPolicy, TokenPolicy};
 use crate::domain::keyring::{Keyring, RotationPolicy};
 use crate::domain::lockout::LockoutPolicy;
 use crate::domain::ratelimit::BuiltinLimits;
@@ -160,7 +160,9 @@ async fn core_on(config: &Config, db: Db, fast: Fast) -> Result<Core, StartupErr
     let keyring = Arc::new(open_keyring(config, &db).await?);
     domain::audit_chain::open(&db, &keyring, chrono::Utc::now()).await?;
     let setup = server_setup::load_or_create(&db, &keyring, chrono::Utc::now()).await?;
-    Ok(Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring, Arc::new(setup), policies(config)))
+    let core = Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring, Arc::new(setup), policies(config));
+    core.signing_key_maintenance(chrono::Utc::now()).await?;
+    Ok(core)
 }
 
 fn policies(config: &Config) -> Policies {
@@ -188,6 +190,12 @@ fn policies(config: &Config) -> Policies {
             hard_lock: r.hard_lock,
         },
         namespaces: r.namespaces.clone(),
+        tokens: TokenPolicy {
+            jwt_lifetime: config.tokens.jwt_lifetime,
+            issuer: config.tokens.issuer.clone(),
+            audience: config.tokens.audience.clone(),
+            rotate_after: config.tokens.rotate_after,
+        },
     }
 }
 

@@ -87,8 +87,11 @@ pub enum MigrateAction {
 pub enum KeysAction {
     /// Show the data keys, their state, age, use count and rows.
     Status,
-    /// Make a new active key now.
-    Rotate,
+    /// Make a new active key now (with --signing: a new JWT signing key).
+    Rotate {
+        #[arg(long)]
+        signing: bool,
+    },
     /// Move every encrypted row onto the active key and retire unused keys.
     Reencrypt,
 }

@@ -102,7 +102,12 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             let now = chrono::Utc::now();
             match action {
                 KeysAction::Status => {}
-                KeysAction::Rotate => println!("new active key {}", core.rotate_keys("cli", now).await?),
+                KeysAction::Rotate { signing: false } => {
+                    println!("new active key {}", core.rotate_keys("cli", now).await?)
+                }
+                KeysAction::Rotate { signing: true } => {
+                    println!("new JWT signing key {}", core.rotate_signing_key("cli", now).await?);
+                }
                 KeysAction::Reencrypt => {
                     let report = core.reencrypt_keys(config.keyring.reencrypt_batch, "cli", now).await?;
                     println!(
@@ -121,6 +126,12 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
                     "{:<38} {:<13} {:>8} {:>10} {:>8}",
                     key.key_id, key.state, key.age_days, key.use_count, key.rows
                 );
+            }
+            println!("\nJWT signing keys");
+            println!("{:<38} {:<10} {:<27} stopped signing", "kid", "state", "created");
+            for key in core.signing_keys_status().await? {
+                let retired = key.retired_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+                println!("{:<38} {:<10} {:<27} {retired}", key.kid, key.state, key.created_at.to_rfc3339());
             }
         }
     }

@@ -19,6 +19,7 @@ pub mod refresh_tokens;
 pub mod reset_tokens;
 pub mod server_setup;
 pub mod sessions;
+pub mod signing_keys;
 pub mod totp_credentials;
 pub mod user_roles;
 pub mod users;

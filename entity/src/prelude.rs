@@ -10,6 +10,7 @@ pub use super::refresh_tokens::Entity as RefreshTokens;
 pub use super::reset_tokens::Entity as ResetTokens;
 pub use super::server_setup::Entity as ServerSetup;
 pub use super::sessions::Entity as Sessions;
+pub use super::signing_keys::Entity as SigningKeys;
 pub use super::totp_credentials::Entity as TotpCredentials;
 pub use super::user_roles::Entity as UserRoles;
 pub use super::users::Entity as Users;

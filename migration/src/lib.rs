@@ -11,6 +11,7 @@ pub mod m20261123_000002_app_role;
 mod m20261201_000001_device_credentials;
 mod m20261201_000002_audit_chain_mark;
 mod m20261201_000003_account_lifecycle;
+mod m20261201_000004_signing_keys;
 
 /// All latchkey migrations, oldest first.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_device_credentials::Migration),
             Box::new(m20261201_000002_audit_chain_mark::Migration),
             Box::new(m20261201_000003_account_lifecycle::Migration),
+            Box::new(m20261201_000004_signing_keys::Migration),
         ]
     }
 }

@@ -35,6 +35,7 @@ use figment::providers::{Format, Toml};
 
 pub use sections::{
     AccountConfig, Config, DatabaseConfig, Environment, KeyringConfig, RateLimitConfig, RedisConfig, SessionsConfig,
+    TokensConfig,
 };
 pub use validate::{MIN_PRODUCTION_MASTER_PASSWORD_CHARS, MIN_PRODUCTION_PBKDF2_ITERATIONS};
 

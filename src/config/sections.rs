@@ -62,6 +62,7 @@ pub struct Config {
     pub keyring: KeyringConfig,
     pub sessions: SessionsConfig,
     pub account: AccountConfig,
+    pub tokens: TokensConfig,
     pub ratelimit: RateLimitConfig,
 }
 
@@ -144,6 +145,34 @@ pub struct SessionsConfig {
     pub reauth_window: Duration,
     /// Active sessions per user; a new login revokes the oldest.
     pub max_per_user: u32,
+}
+
+/// Signed tokens (JWT) for other services.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Lifetime of a JWT (at most 15 minutes).
+    #[serde(with = "humantime_serde")]
+    pub jwt_lifetime: Duration,
+    /// The `iss` claim.
+    pub issuer: String,
+    /// The `aud` claim.
+    pub audience: String,
+    /// A new signing key after this long; the previous one stays published
+    /// until every token it signed has expired.
+    #[serde(with = "humantime_serde")]
+    pub rotate_after: Duration,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            jwt_lifetime: Duration::from_secs(5 * 60),
+            issuer: "latchkey".into(),
+            audience: "latchkey".into(),
+            rotate_after: Duration::from_secs(30 * 86400),
+        }
+    }
 }
 
 /// The account lifecycle.
@@ -239,6 +268,7 @@ impl Default for Config {
             keyring: KeyringConfig::default(),
             sessions: SessionsConfig::default(),
             account: AccountConfig::default(),
+            tokens: TokensConfig::default(),
             ratelimit: RateLimitConfig::default(),
         }
     }

@@ -47,6 +47,15 @@ impl Config {
                 "sessions: reauth_window must be positive and at most absolute_lifetime, max_per_user positive".into(),
             ));
         }
+        let t = &self.tokens;
+        if t.jwt_lifetime.is_zero() || t.jwt_lifetime > Duration::from_secs(15 * 60) {
+            return Err(ConfigError::Invalid("tokens: jwt_lifetime must be positive and at most 15 minutes".into()));
+        }
+        if t.rotate_after < Duration::from_secs(3600) || t.issuer.is_empty() || t.audience.is_empty() {
+            return Err(ConfigError::Invalid(
+                "tokens: rotate_after must be at least 1 hour, issuer and audience non-empty".into(),
+            ));
+        }
         let lifetime = self.account.reset_token_lifetime;
         if lifetime < Duration::from_secs(60) || lifetime > Duration::from_secs(30 * 86400) {
             return Err(ConfigError::Invalid("account: reset_token_lifetime must be 1 minute to 30 days".into()));

@@ -334,6 +334,7 @@ impl Core {
     /// re-encryption.
     #[tracing::instrument(skip_all)]
     pub async fn keyring_maintenance(&self, batch: u64, now: DateTime<Utc>) -> Result<()> {
+        self.signing_key_maintenance(now).await?;
         if let Some(key_id) = self.keyring.rotate_if_due(now).await? {
             self.audit_key_event(events::KEY_ROTATE, serde_json::json!({"by": "policy", "key_id": key_id}), now)
                 .await?;

@@ -30,6 +30,15 @@ pub struct SessionPolicy {
     pub reset_token_lifetime: Duration,
 }
 
+/// Signed tokens for other services.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    pub jwt_lifetime: Duration,
+    pub issuer: String,
+    pub audience: String,
+    pub rotate_after: Duration,
+}
+
 /// Who is calling, as the HTTP layer saw it.
 #[derive(Debug, Clone, Default)]
 pub struct ClientInfo {
@@ -50,6 +59,7 @@ pub struct Policies {
     pub limits: BuiltinLimits,
     pub lockout: LockoutPolicy,
     pub namespaces: Vec<Namespace>,
+    pub tokens: TokenPolicy,
 }
 
 /// The domain façade: every operation the HTTP layer and the CLI perform
@@ -71,6 +81,9 @@ pub struct Core {
     pub(super) limits: BuiltinLimits,
     pub(super) lockout: LockoutPolicy,
     pub(super) namespaces: Vec<Namespace>,
+    pub(super) tokens: TokenPolicy,
+    /// JWT signing keys, loaded from the database.
+    pub(super) signing: super::signing::KeyCache,
     /// Keys the per-user device id hash.
     pub(super) device_key: Subkey,
     /// Keys the per-user recovery code HMAC.
@@ -106,6 +119,8 @@ impl Core {
             limits: policies.limits,
             lockout: policies.lockout,
             namespaces: policies.namespaces,
+            tokens: policies.tokens,
+            signing: super::signing::KeyCache::default(),
         }
     }
 

@@ -30,6 +30,7 @@ pub mod sealing;
 pub mod server_setup;
 pub mod session_cache;
 pub mod sessions;
+pub mod signing;
 pub mod states;
 pub mod tokens;
 pub mod totp;

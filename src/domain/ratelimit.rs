@@ -177,7 +177,7 @@ impl Limiter {
     }
 }
 
-fn refused(decision: WindowDecision, rule: Rule) -> Error {
+pub(super) fn refused(decision: WindowDecision, rule: Rule) -> Error {
     Error::RateLimited {
         retry_after_ms: decision.retry_after_ms,
         limit: rule.limit,

@@ -312,7 +312,7 @@ impl Core {
         Ok(session)
     }
 
-    fn is_live(&self, s: &CurrentSession, now: DateTime<Utc>) -> bool {
+    pub(super) fn is_live(&self, s: &CurrentSession, now: DateTime<Utc>) -> bool {
         now < s.token_expires_at
             && now < s.expires_at
             && now - s.last_seen_at < chrono_duration(self.sessions.idle_timeout)

@@ -103,6 +103,7 @@ pub enum SealedColumn {
     TotpSecret,
     AuditDetails,
     ServerSetup,
+    SigningKey,
 }
 
 #[derive(Clone, Copy)]
@@ -123,13 +124,14 @@ struct ColumnSpec {
 }
 
 impl SealedColumn {
-    pub const ALL: [Self; 4] = [Self::OpaqueRecord, Self::TotpSecret, Self::AuditDetails, Self::ServerSetup];
+    pub const ALL: [Self; 5] =
+        [Self::OpaqueRecord, Self::TotpSecret, Self::AuditDetails, Self::ServerSetup, Self::SigningKey];
 
     /// The columns re-encryption moves. Audit details stay on the key they
     /// were written under: rewriting them would change rows the hash chain
     /// covers (and the application role may not UPDATE audit rows), so a key
     /// that audit rows use stays decrypt-only instead of being retired.
-    pub const REENCRYPTED: [Self; 3] = [Self::OpaqueRecord, Self::TotpSecret, Self::ServerSetup];
+    pub const REENCRYPTED: [Self; 4] = [Self::OpaqueRecord, Self::TotpSecret, Self::ServerSetup, Self::SigningKey];
 
     /// Bound into the plaintext, so a value cannot move between columns.
     pub fn purpose(self) -> &'static str {
@@ -138,6 +140,7 @@ impl SealedColumn {
             Self::TotpSecret => "totp_credentials.ciphertext",
             Self::AuditDetails => "audit_events.details",
             Self::ServerSetup => "server_setup.ciphertext",
+            Self::SigningKey => "signing_keys.ciphertext",
         }
     }
 
@@ -175,6 +178,14 @@ impl SealedColumn {
                 table: "server_setup",
                 pk: "id",
                 pk_kind: PkKind::Int,
+                owner: None,
+                key_id: "key_id",
+                ciphertext: "ciphertext",
+            },
+            Self::SigningKey => ColumnSpec {
+                table: "signing_keys",
+                pk: "id",
+                pk_kind: PkKind::Uuid,
                 owner: None,
                 key_id: "key_id",
                 ciphertext: "ciphertext",

@@ -13,6 +13,7 @@ pub mod fast;
 pub mod keyring;
 pub mod server_setup;
 pub mod sessions;
+pub mod signing;
 pub mod totp;
 pub mod users;
 

@@ -21,4 +21,5 @@ mod opaque_auth;
 mod replicas;
 mod sessions;
 mod tls;
+mod tokens;
 mod totp;

@@ -455,7 +455,8 @@ pub async fn audit(
     Ok(HttpResponse::Ok().json(AuditPage { events: events.into_iter().map(Into::into).collect(), next_cursor }))
 }
 
-/// Keyring status: active key, age, use count, rows per key.
+/// Keyring status: active key, age, use count, rows per key; and the JWT
+/// signing keys (`signing_keys`: kid, state, created_at, retired_at).
 #[utoipa::path(tag = "admin", security(("bearer" = [])), responses(
     (status = 200, body = Object),
     (status = 401, response = problem::Unauthorized),
@@ -464,7 +465,10 @@ pub async fn audit(
 #[get("/v1/admin/keys")]
 pub async fn keys(state: web::Data<AppState>, _admin: Admin) -> Result<HttpResponse, Error> {
     let status: KeyringStatus = state.core.admin_keys(Utc::now()).await?;
-    Ok(HttpResponse::Ok().json(status))
+    let mut body = serde_json::to_value(&status).map_err(|e| Error::Internal(e.to_string()))?;
+    body["signing_keys"] =
+        serde_json::to_value(state.core.signing_keys_status().await?).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(body))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -472,9 +476,22 @@ pub struct Rotated {
     pub active_key_id: Uuid,
 }
 
-/// Make a new active data key now (rows move to it in the background).
-#[utoipa::path(tag = "admin", security(("bearer" = [])), responses(
+/// Which key a rotation makes anew.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RotateQuery {
+    /// `data` (default): a new keyring data key; `signing`: a new JWT
+    /// signing key (the previous one stays published until its tokens expire).
+    #[param(example = "signing")]
+    pub kind: Option<String>,
+}
+
+/// Make a new active data key (rows move to it in the background), or with
+/// `?kind=signing` a new JWT signing key.
+#[utoipa::path(tag = "admin", security(("bearer" = [])), params(RotateQuery), responses(
     (status = 200, body = Rotated),
+    (status = 400, response = problem::BadRequest),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
 ))]
@@ -483,8 +500,13 @@ pub async fn rotate_keys(
     state: web::Data<AppState>,
     Admin(admin): Admin,
     Client(client): Client,
+    query: web::Query<RotateQuery>,
 ) -> Result<HttpResponse, Error> {
-    let active_key_id = state.core.admin_rotate_keys(&admin, &client, Utc::now()).await?;
+    let active_key_id = match query.kind.as_deref() {
+        None | Some("data") => state.core.admin_rotate_keys(&admin, &client, Utc::now()).await?,
+        Some("signing") => state.core.admin_rotate_signing_key(&admin, Utc::now()).await?,
+        Some(_) => return Err(Error::InvalidRequest("kind must be \"data\" or \"signing\"".into())),
+    };
     Ok(HttpResponse::Ok().json(Rotated { active_key_id }))
 }
 

@@ -6,4 +6,5 @@ pub mod auth;
 pub mod devices;
 pub mod ratelimit;
 pub mod sessions;
+pub mod tokens;
 pub mod totp;

@@ -47,7 +47,7 @@ pub struct Decision {
 
 /// Whether the bearer token is one of the configured service tokens
 /// (compared as SHA-256 hashes, in constant time, against every one).
-fn is_service(state: &AppState, req: &HttpRequest) -> bool {
+pub(crate) fn is_service(state: &AppState, req: &HttpRequest) -> bool {
     let Some(token) = bearer(req) else { return false };
     let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     state.service_token_hashes.iter().fold(false, |found, known| found | bool::from(known.ct_eq(&presented)))

@@ -1,0 +1,166 @@
+//! Tokens for other services: a JWT for a session, the JWKS that verifies
+//! it, and RFC 7662 introspection for gateways.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::ratelimit::is_service;
+use crate::domain::Error;
+use crate::domain::signing::Introspection;
+use crate::domain::states::Aal;
+use crate::http::AppState;
+use crate::http::error::{Problem, problem};
+use crate::http::extractors::Authenticated;
+
+#[derive(Serialize, ToSchema)]
+pub struct JwtAnswer {
+    /// Compact JWS, `alg` EdDSA with `kid`; claims `iss`, `aud`, `sub`, `sid`,
+    /// `aal`, `auth_time`, `iat`, `exp`, `jti`.
+    #[schema(example = "eyJhbGciOiJFZERTQSIsImtpZCI6Ii4uLiJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl")]
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A short-lived JWT for the caller's session, for services that verify
+/// tokens offline against the JWKS (at most 60 per session per minute).
+#[utoipa::path(
+    tag = "tokens",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = JwtAnswer),
+        (status = 401, response = problem::Unauthorized),
+        (status = 429, response = problem::RateLimited),
+        (status = 503, response = problem::NotReady),
+    )
+)]
+#[post("/v1/tokens/jwt")]
+pub async fn jwt(state: web::Data<AppState>, Authenticated(session): Authenticated) -> Result<HttpResponse, Error> {
+    let (token, expires_at) = state.core.issue_jwt(&session, Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(JwtAnswer { token, expires_at }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Jwk {
+    #[schema(example = "OKP")]
+    pub kty: &'static str,
+    #[schema(example = "Ed25519")]
+    pub crv: &'static str,
+    /// The public key, base64url.
+    pub x: String,
+    pub kid: String,
+    #[schema(example = "EdDSA")]
+    pub alg: &'static str,
+    #[serde(rename = "use")]
+    #[schema(example = "sig")]
+    pub use_: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+/// How long verifiers may cache the JWKS: well under the time a rotated key
+/// stays published (the longest JWT lifetime, 15 minutes).
+const JWKS_MAX_AGE_SECS: u32 = 300;
+
+/// The public signing keys (RFC 7517): the current one and any previous one
+/// whose tokens may still be live. Cacheable for five minutes.
+#[utoipa::path(
+    tag = "tokens",
+    responses((status = 200, body = JwkSet, headers(("Cache-Control" = String, description = "public, max-age=300"))))
+)]
+#[get("/.well-known/jwks.json")]
+pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let keys = state
+        .core
+        .jwks(Utc::now())
+        .await?
+        .into_iter()
+        .map(|k| Jwk { kty: "OKP", crv: "Ed25519", x: k.x, kid: k.kid, alg: "EdDSA", use_: "sig" })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, format!("public, max-age={JWKS_MAX_AGE_SECS}")))
+        .json(JwkSet { keys }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectRequest {
+    /// A session token (`lk_s_`) or a latchkey JWT.
+    pub token: String,
+    /// Accepted and ignored (RFC 7662 §2.1).
+    #[serde(default)]
+    pub token_type_hint: Option<String>,
+}
+
+/// RFC 7662 answer: `active`, and when active the token's subject and facts.
+#[derive(Serialize, ToSchema)]
+pub struct IntrospectAnswer {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aal: Option<Aal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// `session_token` or `jwt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+}
+
+impl From<Introspection> for IntrospectAnswer {
+    fn from(i: Introspection) -> Self {
+        Self {
+            active: i.active,
+            sub: i.sub.map(|s| s.to_string()),
+            sid: i.sid.map(|s| s.to_string()),
+            aal: i.aal,
+            exp: i.exp,
+            iat: i.iat,
+            token_type: i.token_type,
+        }
+    }
+}
+
+/// RFC 7662 token introspection for gateways: a service token as bearer;
+/// the body `token=…` form-encoded (or JSON `{"token"}`). Expired, revoked,
+/// made-up or malformed tokens are `{"active": false}`, never an error; a
+/// JWT of a revoked session is inactive.
+#[utoipa::path(
+    tag = "tokens",
+    security(("service_token" = [])),
+    request_body(content = IntrospectRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = IntrospectAnswer),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+    )
+)]
+#[post("/v1/tokens/introspect")]
+pub async fn introspect(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Error> {
+    if !is_service(&state, &req) {
+        return Err(Error::Unauthorized);
+    }
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let request: IntrospectRequest = if content_type.starts_with("application/json") {
+        serde_json::from_slice(&body).map_err(|e| Error::InvalidRequest(e.to_string()))?
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        serde_urlencoded::from_bytes(&body).map_err(|e| Error::InvalidRequest(e.to_string()))?
+    } else {
+        let detail = "Content-Type must be application/x-www-form-urlencoded or application/json";
+        return Ok(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", Some(detail.into())).response());
+    };
+    let answer = state.core.introspect(&request.token, Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(IntrospectAnswer::from(answer)))
+}
