@@ -237,7 +237,9 @@ impl Core {
         let Some((kid, encoding)) = &set.active else {
             return Err(Error::Unavailable("no JWT signing key yet".into()));
         };
+        // Whole seconds, as `exp` carries it: the answer and the token agree.
         let expires_at = (now + chrono_duration(self.tokens.jwt_lifetime)).min(current.expires_at);
+        let expires_at = DateTime::from_timestamp(expires_at.timestamp(), 0).unwrap_or(expires_at);
         let claims = Claims {
             iss: self.tokens.issuer.clone(),
             aud: self.tokens.audience.clone(),

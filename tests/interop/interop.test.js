@@ -6,13 +6,16 @@
 // threshold, shows lockout and device credentials as real clients meet them,
 // and a third changes and resets passwords (OPAQUE registration again, from
 // the same client library) and asks whoami for a recent login or a second
-// factor. See README.md.
+// factor. The first server also hands out JWTs for other services, verified
+// by the independent npm library jose against latchkey's JWKS, and answers
+// RFC 7662 introspection for a service token. See README.md.
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it, test } from "node:test";
 
 import opaque from "@serenity-kit/opaque";
+import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
 import * as OTPAuth from "otpauth";
 
 import {
@@ -20,6 +23,7 @@ import {
   DEVICE_TOKEN_PREFIX,
   Device,
   SIZES,
+  b64urlBytes,
   checkResetToken,
   expectProblem,
   expectStatus,
@@ -51,6 +55,21 @@ const LOCKOUT_SETTINGS = {
   LATCHKEY_RATELIMIT__LOCKOUT_THRESHOLD: String(LOCKOUT_THRESHOLD),
   LATCHKEY_RATELIMIT__LOCKOUT_HARD_LIMIT: String(LOCKOUT_HARD_LIMIT),
   LATCHKEY_RATELIMIT__HARD_LOCK: "24h",
+};
+
+// The first server's tokens for other services: the JWT's issuer and
+// audience (not the defaults, so that the settings are seen to reach the
+// claims) and two service tokens allowed to introspect (a comma-separated
+// list; the gateway in the test uses the second).
+const TOKEN_ISSUER = "https://login.interop.test";
+const TOKEN_AUDIENCE = "interop-api";
+const SERVICE_TOKENS = [`interop-service-${hex(16)}`, `interop-gateway-${hex(16)}`];
+const GATEWAY_TOKEN = SERVICE_TOKENS[1];
+const JWT_LIFETIME_SECONDS = 300;
+const TOKEN_SETTINGS = {
+  LATCHKEY_TOKENS__ISSUER: TOKEN_ISSUER,
+  LATCHKEY_TOKENS__AUDIENCE: TOKEN_AUDIENCE,
+  LATCHKEY_SERVICE_TOKENS: SERVICE_TOKENS.join(","),
 };
 
 /** Waits until the current TOTP step has at least 12 s left. */
@@ -116,7 +135,7 @@ for (const backend of [
     let api;
 
     before(async () => {
-      server = await startLatchkey(backend.kind);
+      server = await startLatchkey(backend.kind, { settings: TOKEN_SETTINGS });
       api = new Api(server.baseUrl);
     });
 
@@ -231,6 +250,156 @@ for (const backend of [
       expectProblem(await whoami(refreshed.json.session_token), 401, "unauthorized", "whoami after reuse");
       const again = await call("POST", "/v1/sessions/refresh", { body: { refresh_token: refreshed.json.refresh_token } });
       expectStatus(again, 401, "refresh with the newest token after reuse");
+    });
+
+    it("issues a JWT that jose verifies against the JWKS; introspection says active until the logout, a tampered JWT never", async () => {
+      assert.ok(userId, "the user was registered");
+      const session = await login();
+      const requestedAt = Math.floor(Date.now() / 1000);
+
+      const issued = await call("POST", "/v1/tokens/jwt", { token: session.session_token });
+      expectStatus(issued, 200, "tokens/jwt");
+      const { token: jwt, expires_at: expiresAt } = issued.json;
+      assert.match(jwt ?? "", /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/, `a compact JWS: ${issued.text}`);
+
+      // The published keys, as RFC 7517 and RFC 8037 describe Ed25519 ones.
+      const published = await call("GET", "/.well-known/jwks.json");
+      expectStatus(published, 200, "jwks.json");
+      assert.equal(published.headers.get("cache-control"), "public, max-age=300", "the JWKS is cacheable");
+      assert.ok(Array.isArray(published.json?.keys) && published.json.keys.length >= 1, `keys: ${published.text}`);
+      for (const key of published.json.keys) {
+        const fields = Object.keys(key).sort();
+        assert.deepEqual(fields, ["alg", "crv", "kid", "kty", "use", "x"], `a JWK: ${JSON.stringify(key)}`);
+        assert.equal(key.kty, "OKP");
+        assert.equal(key.crv, "Ed25519");
+        assert.equal(key.alg, "EdDSA");
+        assert.equal(key.use, "sig");
+        assert.equal(b64urlBytes(key.x, "x").length, 32, "an Ed25519 public key");
+        assert.ok(typeof key.kid === "string" && key.kid.length > 0, "a kid");
+      }
+      const header = decodeProtectedHeader(jwt);
+      assert.equal(header.alg, "EdDSA");
+      assert.ok(
+        published.json.keys.some((k) => k.kid === header.kid),
+        `the JWT's kid ${header.kid} is published`,
+      );
+
+      // Verified by jose as another service would verify it: offline, with the JWKS.
+      const jwks = createRemoteJWKSet(new URL(`${server.baseUrl}/.well-known/jwks.json`));
+      const verify = (token, options = {}) =>
+        jwtVerify(token, jwks, { issuer: TOKEN_ISSUER, audience: TOKEN_AUDIENCE, algorithms: ["EdDSA"], ...options });
+      const { payload, protectedHeader } = await verify(jwt);
+      assert.equal(protectedHeader.kid, header.kid);
+      assert.equal(payload.iss, TOKEN_ISSUER, "iss is the configured issuer");
+      assert.equal(payload.aud, TOKEN_AUDIENCE, "aud is the configured audience");
+      assert.equal(payload.sub, session.user_id, "sub is the user");
+      assert.equal(payload.sub, userId);
+      assert.equal(payload.sid, session.session_id, "sid is the session");
+      assert.equal(payload.aal, session.aal);
+      assert.equal(payload.aal, "aal1");
+      assert.equal(payload.auth_time, Math.floor(Date.parse(session.auth_time) / 1000), "auth_time is the login's");
+      assert.equal(payload.exp - payload.iat, JWT_LIFETIME_SECONDS, "a 5-minute token");
+      const now = Math.floor(Date.now() / 1000);
+      assert.ok(payload.iat >= requestedAt - 1 && payload.iat <= now + 1, `iat ${payload.iat} is now`);
+      // expires_at keeps the fractions of a second that the exp claim drops.
+      assert.equal(Math.floor(Date.parse(expiresAt) / 1000), payload.exp, `expires_at ${expiresAt} is exp`);
+      assert.ok(typeof payload.jti === "string" && payload.jti.length > 0, "a jti");
+      // jose's checks can fail: the default audience, or an algorithm the verifier does not allow.
+      await assert.rejects(verify(jwt, { audience: "latchkey" }), {
+        code: "ERR_JWT_CLAIM_VALIDATION_FAILED",
+        claim: "aud",
+      });
+      await assert.rejects(verify(jwt, { algorithms: ["ES256"] }), { code: "ERR_JOSE_ALG_NOT_ALLOWED" });
+
+      // Tampered: the claims raised to aal2 under the old signature, or the signature itself changed.
+      const [encodedHeader, encodedPayload, signature] = jwt.split(".");
+      const raised = Buffer.from(JSON.stringify({ ...payload, aal: "aal2" })).toString("base64url");
+      const otherSignature = Buffer.from(signature, "base64url");
+      otherSignature[0] ^= 0x01;
+      const tampered = {
+        "claims raised to aal2": `${encodedHeader}.${raised}.${signature}`,
+        "signature changed": `${encodedHeader}.${encodedPayload}.${otherSignature.toString("base64url")}`,
+      };
+      for (const [what, token] of Object.entries(tampered)) {
+        await assert.rejects(
+          verify(token),
+          { code: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED" },
+          `jose refuses the JWT with its ${what}`,
+        );
+        const res = await api.introspect(GATEWAY_TOKEN, token);
+        expectStatus(res, 200, `introspection of the JWT with its ${what}`);
+        assert.deepEqual(res.json, { active: false }, `the JWT with its ${what} is inactive`);
+      }
+
+      // Introspection (form-encoded, as RFC 7662 has it) while the session lives.
+      const jwtAnswer = await api.introspect(GATEWAY_TOKEN, jwt);
+      expectStatus(jwtAnswer, 200, "introspection of the JWT");
+      assert.deepEqual(
+        jwtAnswer.json,
+        {
+          active: true,
+          sub: userId,
+          sid: session.session_id,
+          aal: "aal1",
+          exp: payload.exp,
+          iat: payload.iat,
+          token_type: "jwt",
+        },
+        "the JWT is active, with its claims",
+      );
+      const asJson = await api.introspect(GATEWAY_TOKEN, jwt, { json: true });
+      expectStatus(asJson, 200, "introspection of the JWT, JSON body");
+      assert.deepEqual(asJson.json, jwtAnswer.json, "a JSON body gets the same answer");
+      const otherService = await api.introspect(SERVICE_TOKENS[0], jwt);
+      expectStatus(otherService, 200, "introspection with the first service token of the list");
+      assert.deepEqual(otherService.json, jwtAnswer.json, "every service token of the list may introspect");
+
+      const sessionAnswer = await api.introspect(GATEWAY_TOKEN, session.session_token);
+      expectStatus(sessionAnswer, 200, "introspection of the session token");
+      const { iat: sessionIat, ...sessionFacts } = sessionAnswer.json ?? {};
+      assert.deepEqual(
+        sessionFacts,
+        {
+          active: true,
+          sub: userId,
+          sid: session.session_id,
+          aal: "aal1",
+          exp: Math.floor(Date.parse(session.token_expires_at) / 1000),
+          token_type: "session_token",
+        },
+        `the session token is active until it expires: ${sessionAnswer.text}`,
+      );
+      assert.ok(Number.isInteger(sessionIat) && sessionIat <= now + 1, `the session token's iat ${sessionIat}`);
+
+      // Introspection is for services only.
+      expectProblem(await api.introspect(undefined, jwt), 401, "unauthorized", "introspection without a service token");
+      expectProblem(
+        await api.introspect(session.session_token, jwt),
+        401,
+        "unauthorized",
+        "introspection with a session token as bearer",
+      );
+
+      // Logout: both tokens are inactive at once.
+      expectStatus(await call("DELETE", "/v1/sessions/current", { token: session.session_token }), 204, "logout");
+      for (const [what, token] of [
+        ["the JWT", jwt],
+        ["the session token", session.session_token],
+      ]) {
+        const res = await api.introspect(GATEWAY_TOKEN, token);
+        expectStatus(res, 200, `introspection of ${what} after the logout`);
+        assert.deepEqual(res.json, { active: false }, `${what} is inactive after the logout`);
+      }
+      // Offline verification cannot see a logout: jose still accepts the JWT
+      // until it expires (that is what introspection is for). The session
+      // gets no new one.
+      await verify(jwt);
+      expectProblem(
+        await call("POST", "/v1/tokens/jwt", { token: session.session_token }),
+        401,
+        "unauthorized",
+        "tokens/jwt after the logout",
+      );
     });
 
     it("a wrong password and an unknown user fail alike", async () => {

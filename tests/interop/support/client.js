@@ -155,6 +155,31 @@ export class Api {
   }
 
   /**
+   * POST /v1/tokens/introspect (RFC 7662) as a gateway calls it: the
+   * service token as bearer (none when undefined), `token` form-encoded,
+   * or as JSON `{"token"}` with `{ json: true }`.
+   */
+  async introspect(serviceToken, token, { json = false } = {}) {
+    const headers = {
+      "content-type": json ? "application/json" : "application/x-www-form-urlencoded",
+    };
+    if (serviceToken !== undefined) headers.authorization = `Bearer ${serviceToken}`;
+    const res = await fetch(`${this.baseUrl}/v1/tokens/introspect`, {
+      method: "POST",
+      headers,
+      body: json ? JSON.stringify({ token }) : new URLSearchParams({ token }).toString(),
+    });
+    const text = await res.text();
+    let parsed;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      // left undefined; asserts show the text
+    }
+    return { status: res.status, headers: res.headers, json: parsed, text };
+  }
+
+  /**
    * GET /v1/sessions/current; `require` is the gateway's optional query
    * ({ max_age: seconds, aal: "aal2" }).
    */
