@@ -160,9 +160,7 @@ async fn core_on(config: &Config, db: Db, fast: Fast) -> Result<Core, StartupErr
     let keyring = Arc::new(open_keyring(config, &db).await?);
     domain::audit_chain::open(&db, &keyring, chrono::Utc::now()).await?;
     let setup = server_setup::load_or_create(&db, &keyring, chrono::Utc::now()).await?;
-    let core = Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring, Arc::new(setup), policies(config));
-    core.signing_key_maintenance(chrono::Utc::now()).await?;
-    Ok(core)
+    Ok(Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring, Arc::new(setup), policies(config)))
 }
 
 fn policies(config: &Config) -> Policies {
@@ -217,6 +215,8 @@ impl Application {
         let fast = open_fast(&config)?;
         let stores = (db.clone(), fast.clone());
         let core = Arc::new(core_on(&config, db, fast).await?);
+        // A signing key before the first JWT is asked for.
+        core.signing_key_maintenance(chrono::Utc::now()).await?;
         let openapi_json = serde_json::to_vec(&http::openapi())
             .map_err(|e| StartupError::Io(format!("cannot render the OpenAPI document: {e}")))?;
 

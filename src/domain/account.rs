@@ -336,7 +336,7 @@ impl Core {
         })
         .await?;
         let Some(revoked) = revoked else { return Ok(None) };
-        self.session_cache.evict(&revoked).await;
+        self.session_cache.revoked(&revoked).await;
         tracing::info!(user_id = %user_id, revoked = revoked.len(), reason = replacement.reason, "OPAQUE record replaced");
         Ok(Some(()))
     }

@@ -227,7 +227,7 @@ impl Core {
 
     async fn delete_user(&self, user_id: Uuid, event: crate::store::audit::NewAuditEvent) -> Result<()> {
         let sessions = store::delete_user(&self.db, user_id, &[event]).await?.ok_or(Error::NotFound)?;
-        self.session_cache.evict(&sessions).await;
+        self.session_cache.revoked(&sessions).await;
         tracing::info!(user_id = %user_id, "deleted a user and all their data");
         Ok(())
     }
@@ -334,7 +334,9 @@ impl Core {
     /// re-encryption.
     #[tracing::instrument(skip_all)]
     pub async fn keyring_maintenance(&self, batch: u64, now: DateTime<Utc>) -> Result<()> {
-        self.signing_key_maintenance(now).await?;
+        if let Err(e) = self.signing_key_maintenance(now).await {
+            tracing::warn!(error = %e, "signing-key maintenance failed; it resumes on the next run");
+        }
         if let Some(key_id) = self.keyring.rotate_if_due(now).await? {
             self.audit_key_event(events::KEY_ROTATE, serde_json::json!({"by": "policy", "key_id": key_id}), now)
                 .await?;

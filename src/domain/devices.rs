@@ -50,7 +50,7 @@ impl Core {
         })
         .await?;
         let Some(revoked) = removed else { return Err(Error::NotFound) };
-        self.session_cache.evict(&revoked).await;
+        self.session_cache.revoked(&revoked).await;
         Ok(())
     }
 }

@@ -75,16 +75,22 @@ impl SessionCache {
         let _ = self.fast.del(&self.keys.session(token_hash)).await;
     }
 
-    /// Evicts entries after a committed revocation: (session id, token hash),
-    /// and keeps each session id on the denylist for the longest JWT
-    /// lifetime, so its JWTs introspect inactive without a database read.
-    pub async fn evict(&self, revoked: &[(Uuid, String)]) {
+    /// After a committed revocation: evicts the entries and keeps each
+    /// session id on the denylist for the longest JWT lifetime, so its JWTs
+    /// introspect inactive without a database read.
+    pub async fn revoked(&self, revoked: &[(Uuid, String)]) {
         for (id, _) in revoked {
             let key = self.keys.tagged("revoked_sid", &id.to_string());
             if let Err(e) = self.fast.set(&key, b"1", super::signing::MAX_JWT_LIFETIME).await {
                 tracing::warn!(error = %e, "could not record a revoked session on the JWT denylist");
             }
         }
+        self.evict(revoked).await;
+    }
+
+    /// Evicts entries of sessions that live on under another token or
+    /// state (a refresh, a raised aal): (session id, token hash).
+    pub async fn evict(&self, revoked: &[(Uuid, String)]) {
         for (_, hash) in revoked {
             if let Err(e) = self.fast.del(&self.keys.session(hash)).await {
                 // The entry expires with the token at the latest; the

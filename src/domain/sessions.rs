@@ -233,7 +233,7 @@ impl Core {
         let Some(evicted) = created else {
             return Err(refusal.unwrap_or(Error::InvalidCredentials));
         };
-        self.session_cache.evict(&evicted).await;
+        self.session_cache.revoked(&evicted).await;
         self.attempt_succeeded(&scope).await?;
         let current = CurrentSession {
             session_id,
@@ -354,7 +354,7 @@ impl Core {
             events
         })
         .await?;
-        self.session_cache.evict(&revoked).await;
+        self.session_cache.revoked(&revoked).await;
         Ok(revoked.len() as u64)
     }
 

@@ -46,6 +46,9 @@ pub const MAX_JWT_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// (a rotation on another replica is seen within this, or at once on an
 /// unknown `kid`).
 const RELOAD_EVERY: Duration = Duration::from_secs(60);
+/// A rotated key stays published this long after it stopped signing: the
+/// longest JWT, the other replicas' reload, and some clock skew.
+const PUBLISHED_AFTER_ROTATION: Duration = Duration::from_secs(15 * 60 + 60 + 120);
 /// JWTs a session may obtain per minute.
 const JWT_PER_SESSION: Rule = Rule::new(60, 60);
 
@@ -118,7 +121,9 @@ impl Core {
         if due && self.rotate_signing(active.map(|k| k.id), now).await?.is_some() {
             self.audit_signing_rotation("policy", now).await?;
         }
-        store::retire_previous(&self.db, now - chrono_duration(MAX_JWT_LIFETIME)).await?;
+        if store::retire_previous(&self.db, now - chrono_duration(PUBLISHED_AFTER_ROTATION)).await? > 0 {
+            *self.signing.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
         Ok(())
     }
 
@@ -133,10 +138,25 @@ impl Core {
         Ok(kid)
     }
 
-    /// An admin rotates the signing key (step-up).
-    pub async fn admin_rotate_signing_key(&self, admin: &CurrentSession, now: DateTime<Utc>) -> Result<Uuid> {
+    /// An admin rotates the signing key (step-up), audited with the admin.
+    pub async fn admin_rotate_signing_key(
+        &self,
+        admin: &CurrentSession,
+        client: &ClientInfo,
+        now: DateTime<Utc>,
+    ) -> Result<Uuid> {
         self.require_recent_auth(admin, now)?;
-        self.rotate_signing_key("admin", now).await
+        let active = store::all(&self.db).await?.into_iter().find(|k| k.state == store::ACTIVE).map(|k| k.id);
+        let kid = self
+            .rotate_signing(active, now)
+            .await?
+            .ok_or_else(|| Error::Conflict("another instance rotated the signing key at the same moment".into()))?;
+        let details = serde_json::json!({
+            "by": "admin", "admin": self.audit.pseudonym(admin.user_id), "kind": "signing", "kid": kid,
+        });
+        let event = self.audit.event(events::KEY_ROTATE, client, now).session(admin.session_id).sealed(details).await?;
+        self.audit.append(&[event]).await?;
+        Ok(kid)
     }
 
     async fn rotate_signing(&self, expected: Option<Uuid>, now: DateTime<Utc>) -> Result<Option<Uuid>> {
@@ -147,7 +167,11 @@ impl Core {
         });
         let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
         let kid = Uuid::now_v7();
-        let sealed = self.keyring.seal(SealedColumn::SigningKey, Owner::System, seed.as_ref(), now).await?;
+        // The kid is sealed with the seed, so a row cannot borrow another
+        // row's private key.
+        let mut plain = Zeroizing::new(seed.to_vec());
+        plain.extend_from_slice(kid.as_bytes());
+        let sealed = self.keyring.seal(SealedColumn::SigningKey, Owner::System, &plain, now).await?;
         let row = SigningKeyRow {
             id: kid,
             key_id: sealed.key_id,
@@ -195,22 +219,27 @@ impl Core {
             if key.state == store::RETIRED {
                 continue;
             }
+            // The public key is derived from the sealed private half, never
+            // taken from the row: someone who can write the table cannot
+            // publish a key of their own.
             let kid = key.id.to_string();
-            let x = key.public_key.clone();
+            let sealed = Sealed { key_id: key.key_id, ciphertext: key.ciphertext };
+            let Some(seed) = self.signing_seed(&key.id, &sealed).await else {
+                // Not ours (planted, or another row's): never published.
+                tracing::error!(kid = %kid, "a signing key does not open to its own private half; skipped");
+                metrics::counter!("latchkey_integrity_errors_total", "table" => "signing_keys").increment(1);
+                continue;
+            };
+            let x = URL_SAFE_NO_PAD.encode(ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes());
+            if x != key.public_key {
+                tracing::error!(kid = %kid, "a signing key's stored public key differs from its private half; publishing the derived one");
+            }
             let decoding = DecodingKey::from_ed_components(&x)
                 .map_err(|_| Error::Integrity(format!("signing key {kid} has a malformed public key")))?;
             set.verifying.insert(kid.clone(), decoding);
             if key.state == store::ACTIVE && set.active.is_none() {
-                let seed = self
-                    .keyring
-                    .open_sealed(
-                        SealedColumn::SigningKey,
-                        Owner::System,
-                        &Sealed { key_id: key.key_id, ciphertext: key.ciphertext },
-                    )
-                    .await?;
                 let mut der = Zeroizing::new(PKCS8_ED25519_PREFIX.to_vec());
-                der.extend_from_slice(&seed);
+                der.extend_from_slice(seed.as_ref());
                 set.active = Some((kid.clone(), EncodingKey::from_ed_der(&der)));
             }
             set.published.push(PublicKey { kid, x });
@@ -218,6 +247,14 @@ impl Core {
         let set = Arc::new(set);
         *self.signing.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(set.clone());
         Ok(set)
+    }
+
+    /// The private half sealed in a row, if it opens and names this kid.
+    async fn signing_seed(&self, kid: &Uuid, sealed: &Sealed) -> Option<Zeroizing<[u8; 32]>> {
+        let plain = self.keyring.open_sealed(SealedColumn::SigningKey, Owner::System, sealed).await.ok()?;
+        let (seed, sealed_kid) = plain.split_at(32.min(plain.len()));
+        let seed: [u8; 32] = seed.try_into().ok()?;
+        (sealed_kid == kid.as_bytes()).then(|| Zeroizing::new(seed))
     }
 
     /// The published public keys (the JWKS).

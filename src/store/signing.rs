@@ -61,25 +61,29 @@ pub async fn rotate(db: &Db, expected: Option<Uuid>, new: &SigningKeyRow, now: D
     let txn = db.begin_write().await?;
     let actives = signing_keys::Entity::find()
         .filter(signing_keys::Column::State.eq(ACTIVE))
+        .order_by_desc(signing_keys::Column::CreatedAt)
         .all(&*txn)
         .await?
         .into_iter()
         .map(|k| k.id)
         .collect::<Vec<_>>();
-    if actives != expected.into_iter().collect::<Vec<_>>() {
-        return Ok(false);
+    // Another replica rotated first: the key the caller saw is not the
+    // newest active one any more.
+    match expected {
+        Some(old) if actives.first() != Some(&old) => return Ok(false),
+        None if !actives.is_empty() => return Ok(false),
+        _ => {}
     }
-    if let Some(old) = expected {
-        let demoted = signing_keys::Entity::update_many()
-            .col_expr(signing_keys::Column::State, Expr::val(PREVIOUS))
-            .col_expr(signing_keys::Column::RetiredAt, Expr::val(now))
-            .filter(signing_keys::Column::Id.eq(old))
-            .filter(signing_keys::Column::State.eq(ACTIVE))
-            .exec(&*txn)
-            .await?;
-        if demoted.rows_affected != 1 {
-            return Ok(false);
-        }
+    // Every active key is demoted, so two replicas that both created a
+    // first key at once end with one active key at the next rotation.
+    let demoted = signing_keys::Entity::update_many()
+        .col_expr(signing_keys::Column::State, Expr::val(PREVIOUS))
+        .col_expr(signing_keys::Column::RetiredAt, Expr::val(now))
+        .filter(signing_keys::Column::State.eq(ACTIVE))
+        .exec(&*txn)
+        .await?;
+    if demoted.rows_affected != actives.len() as u64 {
+        return Ok(false);
     }
     signing_keys::Entity::insert(signing_keys::ActiveModel {
         id: Set(new.id),

@@ -108,6 +108,31 @@ async fn jwt_verifies_offline_and_introspects(db: DbKind, cache: CacheKind) {
 }
 each_stack!(jwt_verifies_offline_and_introspects_on, jwt_verifies_offline_and_introspects);
 
+async fn a_refresh_keeps_the_sessions_jwts_active(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn_with(db, cache, with_service).await;
+    let s = app.register_and_login("rio", PASSWORD).await;
+    let before = jwt(&app, &s).await;
+    let refreshed = app.refreshed(&s.refresh).await;
+    let after = jwt(&app, &refreshed).await;
+    for token in [&before, &after] {
+        assert_eq!(introspect(&app, form(&app, token)).await.1["active"], true, "a refresh revokes nothing");
+    }
+    // Raising the session to aal2 neither.
+    let secret = app.enroll_totp(&refreshed.token).await;
+    let step = u64::try_from(chrono::Utc::now().timestamp()).expect("time") / 30;
+    let res = app
+        .client
+        .post(app.url("/v1/totp/confirm"))
+        .bearer_auth(&refreshed.token)
+        .json(&json!({"code": crate::client::totp_code(&secret, step)}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 200);
+    assert_eq!(introspect(&app, form(&app, &after)).await.1["active"], true);
+}
+each_stack!(refresh_keeps_jwts_active_on, a_refresh_keeps_the_sessions_jwts_active);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_reaches_jwts_after_a_redis_flush() {
     let app = TestApp::spawn_with(DbKind::Postgres, CacheKind::Redis, with_service).await;
@@ -156,9 +181,31 @@ async fn signing_keys_rotate_and_stay_published(db: DbKind, cache: CacheKind) {
     assert_eq!(introspect(&app, form(&app, &before)).await.1["active"], true);
     // Once every token it signed has expired, the previous key is retired.
     app.core.signing_key_maintenance(now + chrono::Duration::minutes(16)).await.expect("maintenance");
+    assert_eq!(jwks(&app).await.len(), 2, "still published while the others may reload and clocks differ");
+    app.core.signing_key_maintenance(now + chrono::Duration::minutes(20)).await.expect("maintenance");
     let status = app.core.signing_keys_status().await.expect("status");
     let states: Vec<&str> = status.iter().map(|k| k.state.as_str()).collect();
     assert_eq!(states, ["active", "retired"]);
+    assert_eq!(jwks(&app).await.len(), 1);
+    // A key planted by someone who can write the table is never published:
+    // public keys come from the sealed private halves.
+    use sea_orm::ActiveValue::Set;
+    let genuine = entity::signing_keys::Entity::find().one(app.app_db.conn()).await.expect("q").expect("row");
+    entity::signing_keys::Entity::insert(entity::signing_keys::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        key_id: Set(genuine.key_id),
+        ciphertext: Set(genuine.ciphertext.clone()),
+        public_key: Set("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
+        state: Set("previous".into()),
+        created_at: Set(chrono::Utc::now()),
+        retired_at: Set(Some(chrono::Utc::now())),
+    })
+    .exec_without_returning(app.app_db.conn())
+    .await
+    .expect("plant");
+    app.core.rotate_signing_key("test", chrono::Utc::now()).await.expect("rotate reloads");
+    let published: Vec<String> = jwks(&app).await.iter().map(|k| k["x"].as_str().expect("x").to_owned()).collect();
+    assert!(!published.iter().any(|x| x.starts_with("AAAA")), "{published:?}");
     // The private halves are sealed at rest.
     use sea_orm::EntityTrait as _;
     for row in entity::signing_keys::Entity::find().all(app.app_db.conn()).await.expect("rows") {

@@ -504,7 +504,7 @@ pub async fn rotate_keys(
 ) -> Result<HttpResponse, Error> {
     let active_key_id = match query.kind.as_deref() {
         None | Some("data") => state.core.admin_rotate_keys(&admin, &client, Utc::now()).await?,
-        Some("signing") => state.core.admin_rotate_signing_key(&admin, Utc::now()).await?,
+        Some("signing") => state.core.admin_rotate_signing_key(&admin, &client, Utc::now()).await?,
         Some(_) => return Err(Error::InvalidRequest("kind must be \"data\" or \"signing\"".into())),
     };
     Ok(HttpResponse::Ok().json(Rotated { active_key_id }))

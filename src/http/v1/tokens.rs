@@ -152,10 +152,17 @@ pub async fn introspect(state: web::Data<AppState>, req: HttpRequest, body: web:
     if !is_service(&state, &req) {
         return Err(Error::Unauthorized);
     }
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let request: IntrospectRequest = if content_type.starts_with("application/json") {
+    // The media type without parameters, case-insensitively (RFC 9110).
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let request: IntrospectRequest = if content_type == "application/json" {
         serde_json::from_slice(&body).map_err(|e| Error::InvalidRequest(e.to_string()))?
-    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+    } else if content_type == "application/x-www-form-urlencoded" {
         serde_urlencoded::from_bytes(&body).map_err(|e| Error::InvalidRequest(e.to_string()))?
     } else {
         let detail = "Content-Type must be application/x-www-form-urlencoded or application/json";
