@@ -127,14 +127,7 @@ impl Core {
     ) -> Result<(String, DateTime<Utc>)> {
         self.require_recent_auth(admin, now)?;
         users::find(&self.db, user_id).await?.ok_or(Error::NotFound)?;
-        let details = serde_json::json!({"by": "admin", "admin": self.audit.pseudonym(admin.user_id)});
-        let event = self
-            .audit
-            .event(events::RESET_ISSUED, client, now)
-            .user(user_id)
-            .session(admin.session_id)
-            .sealed(details)
-            .await?;
+        let event = self.admin_event(events::RESET_ISSUED, admin, Some(user_id), None, client, now).await?;
         self.issue_reset(user_id, event, now).await
     }
 
@@ -231,14 +224,7 @@ impl Core {
         if totp::find(&self.db, user_id).await?.is_none() {
             return Err(Error::NotFound);
         }
-        let details = serde_json::json!({"by": "admin", "admin": self.audit.pseudonym(admin.user_id)});
-        let event = self
-            .audit
-            .event(events::TOTP_REMOVED_BY_ADMIN, client, now)
-            .user(user_id)
-            .session(admin.session_id)
-            .sealed(details)
-            .await?;
+        let event = self.admin_event(events::TOTP_REMOVED_BY_ADMIN, admin, Some(user_id), None, client, now).await?;
         totp::disable(&self.db, user_id, &[event]).await?;
         Ok(())
     }

@@ -232,7 +232,8 @@ impl Core {
         Ok(())
     }
 
-    async fn admin_event(
+    /// An event an admin caused on `user_id`, the admin in sealed details.
+    pub(super) async fn admin_event(
         &self,
         name: &'static str,
         admin: &CurrentSession,

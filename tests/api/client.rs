@@ -181,6 +181,23 @@ impl TestApp {
         body["secret"].as_str().expect("secret").to_owned()
     }
 
+    /// Enrols and confirms TOTP with the current step's code (the session
+    /// becomes aal2); returns the base32 secret.
+    pub async fn enable_totp(&self, token: &str) -> String {
+        let secret = self.enroll_totp(token).await;
+        let step = u64::try_from(chrono::Utc::now().timestamp()).expect("time") / 30;
+        let res = self
+            .client
+            .post(self.url("/v1/totp/confirm"))
+            .bearer_auth(token)
+            .json(&json!({"code": totp_code(&secret, step)}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::OK, "confirm: {}", res.text().await.unwrap_or_default());
+        secret
+    }
+
     pub async fn whoami(&self, token: &str) -> reqwest::Response {
         self.get_auth("/v1/sessions/current", token).await
     }

@@ -227,17 +227,7 @@ async fn password_change_needs_aal2_with_totp(db: DbKind, cache: CacheKind) {
     let s = app.register_and_login("tom", PASSWORD).await;
     // A second session from before TOTP was on stays aal1.
     let aal1 = app.login("tom", PASSWORD, "laptop").await;
-    let secret = app.enroll_totp(&s.token).await;
-    let step = u64::try_from(chrono::Utc::now().timestamp()).expect("time") / 30;
-    let (status, _) = send(
-        &app,
-        Method::POST,
-        "/v1/totp/confirm",
-        &s.token,
-        Some(json!({"code": crate::client::totp_code(&secret, step)})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    app.enable_totp(&s.token).await;
     let (start, _) = reregister(&app, Some(&aal1.token), CHANGE, json!({}), NEW_PASSWORD).await;
     assert_eq!(start, 403, "aal2 is needed once TOTP is on");
     // The confirming session became aal2 and passes.
@@ -303,17 +293,7 @@ async fn admin_removes_a_lost_second_factor(db: DbKind, cache: CacheKind) {
     let app = TestApp::spawn(db, cache).await;
     let s = app.register_and_login("lou", PASSWORD).await;
     let user_id = s.body["user_id"].as_str().expect("id").to_owned();
-    let secret = app.enroll_totp(&s.token).await;
-    let step = u64::try_from(chrono::Utc::now().timestamp()).expect("time") / 30;
-    let (status, _) = send(
-        &app,
-        Method::POST,
-        "/v1/totp/confirm",
-        &s.token,
-        Some(json!({"code": crate::client::totp_code(&secret, step)})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    app.enable_totp(&s.token).await;
     let body: Value = app.login_response("lou", PASSWORD, json!({})).await.json().await.expect("json");
     assert_eq!(body["mfa_required"], true);
     let admin = admin_session(&app, "root").await;
