@@ -96,6 +96,19 @@ async fn jwt_verifies_offline_and_introspects(db: DbKind, cache: CacheKind) {
     let as_user =
         app.client.post(app.url("/v1/tokens/introspect")).bearer_auth(&s.token).form(&[("token", token.as_str())]);
     assert_eq!(introspect(&app, as_user).await.0, 401);
+    // Gateways' RFC 7662 clients send the secret as HTTP Basic.
+    let basic = app
+        .client
+        .post(app.url("/v1/tokens/introspect"))
+        .basic_auth("gateway", Some(SERVICE_TOKEN))
+        .form(&[("token", token.as_str())]);
+    assert_eq!(introspect(&app, basic).await.1["active"], true);
+    let wrong = app
+        .client
+        .post(app.url("/v1/tokens/introspect"))
+        .basic_auth("gateway", Some("guess"))
+        .form(&[("token", token.as_str())]);
+    assert_eq!(introspect(&app, wrong).await.0, 401);
     let text = app.client.post(app.url("/v1/tokens/introspect")).bearer_auth(SERVICE_TOKEN).body(token.clone());
     assert_eq!(introspect(&app, text).await.0, 415);
 

@@ -48,7 +48,11 @@ pub struct Decision {
 /// Whether the bearer token is one of the configured service tokens
 /// (compared as SHA-256 hashes, in constant time, against every one).
 pub(crate) fn is_service(state: &AppState, req: &HttpRequest) -> bool {
-    let Some(token) = bearer(req) else { return false };
+    bearer(req).is_some_and(|token| is_service_token(state, token))
+}
+
+/// Whether `token` is one of the configured service tokens.
+pub(crate) fn is_service_token(state: &AppState, token: &str) -> bool {
     let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     state.service_token_hashes.iter().fold(false, |found, known| found | bool::from(known.ct_eq(&presented)))
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ratelimit::is_service;
+use super::ratelimit::{is_service, is_service_token};
 use crate::domain::Error;
 use crate::domain::signing::Introspection;
 use crate::domain::states::Aal;
@@ -131,7 +131,22 @@ impl From<Introspection> for IntrospectAnswer {
     }
 }
 
-/// RFC 7662 token introspection for gateways: a service token as bearer;
+/// HTTP Basic with a service token as the password (any user name): what
+/// RFC 7662 clients in gateways send as `client_secret_basic`.
+fn basic_service(state: &AppState, req: &HttpRequest) -> bool {
+    use base64::Engine as _;
+    let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let Some((scheme, encoded)) = value.split_once(' ') else { return false };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
+    let Ok(decoded) = String::from_utf8(decoded) else { return false };
+    decoded.split_once(':').is_some_and(|(_, secret)| is_service_token(state, secret))
+}
+
+/// RFC 7662 token introspection for gateways: a service token as bearer
+/// (or as the password of HTTP Basic, `client_secret_basic`);
 /// the body `token=…` form-encoded (or JSON `{"token"}`). Expired, revoked,
 /// made-up or malformed tokens are `{"active": false}`, never an error; a
 /// JWT of a revoked session is inactive.
@@ -149,7 +164,7 @@ impl From<Introspection> for IntrospectAnswer {
 )]
 #[post("/v1/tokens/introspect")]
 pub async fn introspect(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Error> {
-    if !is_service(&state, &req) {
+    if !is_service(&state, &req) && !basic_service(&state, &req) {
         return Err(Error::Unauthorized);
     }
     // The media type without parameters, case-insensitively (RFC 9110).
