@@ -49,8 +49,6 @@ const RELOAD_EVERY: Duration = Duration::from_secs(60);
 /// A rotated key stays published this long after it stopped signing: the
 /// longest JWT, the other replicas' reload, and some clock skew.
 const PUBLISHED_AFTER_ROTATION: Duration = Duration::from_secs(15 * 60 + 60 + 120);
-/// An unknown `kid` reloads the keys at most this often.
-const FORCED_RELOAD_GAP: Duration = Duration::from_secs(5);
 /// JWTs a session may obtain per minute.
 const JWT_PER_SESSION: Rule = Rule::new(60, 60);
 
@@ -334,9 +332,13 @@ impl Core {
             return Ok(Introspection::default());
         };
         let mut set = self.key_set(now, false).await?;
-        if !set.verifying.contains_key(&kid) && now - set.loaded_at > chrono_duration(FORCED_RELOAD_GAP) {
-            // Perhaps rotated on another replica since this one loaded (made-up
-            // kids cannot make every request reload).
+        if !set.verifying.contains_key(&kid) {
+            // Perhaps rotated on another replica since this one loaded: reload
+            // when the database has that key (a made-up kid costs one lookup).
+            let Ok(id) = kid.parse::<Uuid>() else { return Ok(Introspection::default()) };
+            if !store::is_published(&self.db, id).await? {
+                return Ok(Introspection::default());
+            }
             set = self.key_set(now, true).await?;
         }
         let Some(key) = set.verifying.get(&kid) else { return Ok(Introspection::default()) };

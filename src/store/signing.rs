@@ -111,3 +111,12 @@ pub async fn retire_previous(db: &Db, before: DateTime<Utc>) -> Result<u64> {
         .await?
         .rows_affected)
 }
+
+/// Whether a key with this id is active or previous.
+pub async fn is_published(db: &Db, id: Uuid) -> Result<bool> {
+    Ok(signing_keys::Entity::find_by_id(id)
+        .filter(signing_keys::Column::State.ne(RETIRED))
+        .one(db.conn())
+        .await?
+        .is_some())
+}

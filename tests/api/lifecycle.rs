@@ -426,3 +426,10 @@ async fn a_reset_token_starts_a_few_times_only(db: DbKind, cache: CacheKind) {
     assert_eq!(statuses, [200, 200, 200, 200, 200, 401], "a leaked token is no lasting password oracle");
 }
 each_stack!(reset_token_start_cap_on, a_reset_token_starts_a_few_times_only);
+
+/// A password change by `token` (the OPAQUE client side): the finish status.
+pub async fn change_password(app: &TestApp, token: &str, new_password: &str) -> u16 {
+    let (start, finish) = reregister(app, Some(token), CHANGE, json!({}), new_password).await;
+    assert_eq!(start, 200);
+    finish.map_or(0, |f| f.0)
+}

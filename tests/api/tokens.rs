@@ -216,3 +216,74 @@ async fn signing_keys_rotate_and_stay_published(db: DbKind, cache: CacheKind) {
     }
 }
 each_stack!(signing_keys_rotate_on, signing_keys_rotate_and_stay_published);
+
+async fn revocation_by_every_path_reaches_jwts(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn_with(db, cache, |c| {
+        with_service(c);
+        c.tokens.jwt_lifetime = std::time::Duration::from_secs(1);
+    })
+    .await;
+    // Expired: a one-second JWT, a little later.
+    let s = app.register_and_login("val", PASSWORD).await;
+    let short = jwt(&app, &s).await;
+    assert_eq!(introspect(&app, form(&app, &short)).await.1["active"], true);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(introspect(&app, form(&app, &short)).await.1, json!({"active": false}), "expired");
+
+    // An admin revoking the user's sessions.
+    let app = TestApp::spawn_with(db, cache, with_service).await;
+    let s = app.register_and_login("val", PASSWORD).await;
+    let token = jwt(&app, &s).await;
+    app.register_and_login("root", PASSWORD).await;
+    assert!(app.core.set_admin("root", true, chrono::Utc::now()).await.expect("grant"));
+    let admin = app.login("root", PASSWORD, "admin-laptop").await;
+    let user_id = s.body["user_id"].as_str().expect("id");
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/admin/users/{user_id}/sessions")))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 200);
+    assert_eq!(introspect(&app, form(&app, &token)).await.1, json!({"active": false}), "admin revoke");
+
+    // A password change from another session.
+    let first = app.login("val", PASSWORD, "phone").await;
+    let token = jwt(&app, &first).await;
+    let second = app.login("val", PASSWORD, "laptop").await;
+    let res = crate::lifecycle::change_password(&app, &second.token, "another long passphrase").await;
+    assert_eq!(res, 204);
+    assert_eq!(introspect(&app, form(&app, &token)).await.1, json!({"active": false}), "password change");
+    assert_eq!(introspect(&app, form(&app, &jwt(&app, &second).await)).await.1["active"], true, "the caller's stays");
+}
+each_stack!(revocation_by_every_path_on, revocation_by_every_path_reaches_jwts);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_issue_and_verify_each_others_jwts() {
+    let db = crate::helpers::TestDb::new(DbKind::Postgres).await;
+    let prefix = crate::helpers::unique_prefix();
+    let configure = |prefix: String| {
+        move |c: &mut latchkey::config::Config| {
+            with_service(c);
+            c.redis_prefix = prefix;
+        }
+    };
+    let a = TestApp::spawn_on_url(&db.url, CacheKind::Redis, configure(prefix.clone())).await;
+    let b = TestApp::spawn_on_url(&db.url, CacheKind::Redis, configure(prefix)).await;
+    let s = a.register_and_login("rhea", PASSWORD).await;
+    let from_a = jwt(&a, &s).await;
+    let from_b = jwt(&b, &s).await;
+    let keys = jwks(&b).await;
+    assert_eq!(keys, jwks(&a).await, "one key set for every replica");
+    assert!(verify(&from_a, &keys).is_some() && verify(&from_b, &keys).is_some());
+    assert_eq!(introspect(&b, form(&b, &from_a)).await.1["active"], true);
+    assert_eq!(introspect(&a, form(&a, &from_b)).await.1["active"], true);
+    // A rotation on A: B verifies A's new tokens at once (an unknown kid reloads).
+    a.core.rotate_signing_key("test", chrono::Utc::now()).await.expect("rotate");
+    let rotated = jwt(&a, &s).await;
+    assert_eq!(introspect(&b, form(&b, &rotated)).await.1["active"], true);
+    // Revocation on A reaches B.
+    assert_eq!(a.delete_auth("/v1/sessions/current", &s.token).await.status(), 204);
+    assert_eq!(introspect(&b, form(&b, &from_b)).await.1, json!({"active": false}));
+}
