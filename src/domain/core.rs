@@ -88,8 +88,9 @@ pub struct Core {
     pub(super) device_key: Subkey,
     /// Keys the per-user recovery code HMAC.
     pub(super) recovery_key: Subkey,
-    /// Keys the names in fast-store keys.
-    pub(super) name_key: Subkey,
+    /// Keys the names in fast-store keys (keyed once, cloned per use: every
+    /// rate-limit decision hashes a name).
+    pub(super) name_mac: hmac::Hmac<sha2::Sha256>,
 }
 
 impl Core {
@@ -105,7 +106,8 @@ impl Core {
         Self {
             device_key: keyring.subkey("device-id"),
             recovery_key: keyring.subkey("recovery-code"),
-            name_key: keyring.subkey("fast-store-names"),
+            name_mac: <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&keyring.subkey("fast-store-names"))
+                .expect("HMAC takes any key length"),
             audit: Auditor::new(db.clone(), keyring.clone()),
             seal: seal.clone(),
             session_cache: SessionCache::new(fast.clone(), keys.clone(), seal),
@@ -144,8 +146,7 @@ impl Core {
     /// a Redis reader cannot test a list of names against them.
     pub(super) fn name_hash(&self, name: &str) -> String {
         use hmac::Mac as _;
-        let mut mac =
-            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.name_key).expect("HMAC takes any key length");
+        let mut mac = self.name_mac.clone();
         mac.update(name.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }

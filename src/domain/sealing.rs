@@ -19,7 +19,7 @@ use hmac::Mac as _;
 use rand::RngCore as _;
 use zeroize::Zeroizing;
 
-use super::keyring::{Keyring, Subkey};
+use super::keyring::Keyring;
 
 const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 32;
@@ -28,7 +28,9 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 pub struct FastSeal {
     aead: XChaCha20Poly1305,
-    mac_key: Subkey,
+    /// Keyed once: each MAC clones this state instead of re-keying
+    /// (whoami checks one per request).
+    mac: HmacSha256,
 }
 
 impl FastSeal {
@@ -36,7 +38,8 @@ impl FastSeal {
         let aead_key = keyring.subkey("fast-store-seal");
         Self {
             aead: XChaCha20Poly1305::new_from_slice(&aead_key).expect("a 32-byte key"),
-            mac_key: keyring.subkey("fast-store-mac"),
+            mac: <HmacSha256 as hmac::Mac>::new_from_slice(&keyring.subkey("fast-store-mac"))
+                .expect("HMAC takes any key length"),
         }
     }
 
@@ -86,7 +89,7 @@ impl FastSeal {
     }
 
     fn mac(&self, key: &str, value: &[u8]) -> HmacSha256 {
-        let mut mac = <HmacSha256 as hmac::Mac>::new_from_slice(&self.mac_key).expect("HMAC takes any key length");
+        let mut mac = self.mac.clone();
         mac.update(&u64::try_from(key.len()).unwrap_or(u64::MAX).to_be_bytes());
         mac.update(key.as_bytes());
         mac.update(value);

@@ -129,13 +129,18 @@ impl Core {
 
     /// A new signing key now (CLI, admin API), audited.
     pub async fn rotate_signing_key(&self, by: &'static str, now: DateTime<Utc>) -> Result<Uuid> {
-        let active = store::all(&self.db).await?.into_iter().find(|k| k.state == store::ACTIVE).map(|k| k.id);
-        let kid = self
-            .rotate_signing(active, now)
-            .await?
-            .ok_or_else(|| Error::Conflict("another instance rotated the signing key at the same moment".into()))?;
+        let kid = self.rotate_signing_now(now).await?;
         self.audit_signing_rotation(by, now).await?;
         Ok(kid)
+    }
+
+    /// Rotates from the key active now; a conflict if another replica
+    /// rotated at the same moment.
+    async fn rotate_signing_now(&self, now: DateTime<Utc>) -> Result<Uuid> {
+        let active = store::all(&self.db).await?.into_iter().find(|k| k.state == store::ACTIVE).map(|k| k.id);
+        self.rotate_signing(active, now)
+            .await?
+            .ok_or_else(|| Error::Conflict("another instance rotated the signing key at the same moment".into()))
     }
 
     /// An admin rotates the signing key (step-up), audited with the admin.
@@ -146,11 +151,7 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<Uuid> {
         self.require_recent_auth(admin, now)?;
-        let active = store::all(&self.db).await?.into_iter().find(|k| k.state == store::ACTIVE).map(|k| k.id);
-        let kid = self
-            .rotate_signing(active, now)
-            .await?
-            .ok_or_else(|| Error::Conflict("another instance rotated the signing key at the same moment".into()))?;
+        let kid = self.rotate_signing_now(now).await?;
         let details = serde_json::json!({
             "by": "admin", "admin": self.audit.pseudonym(admin.user_id), "kind": "signing", "kid": kid,
         });
