@@ -13,6 +13,7 @@ mod cluster;
 mod compose;
 mod database;
 mod fast_store;
+mod gateway;
 mod http_basics;
 mod keyring;
 mod lifecycle;
