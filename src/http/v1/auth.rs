@@ -199,7 +199,7 @@ pub fn session_response(issued: IssuedSession, cookie: bool) -> HttpResponse {
 
 /// The device credential of the body, else of the browser's device cookie.
 fn device_token(req: &HttpRequest, body: Option<String>) -> Option<String> {
-    body.or_else(|| cookies::read(req, cookies::DEVICE_COOKIE))
+    body.or_else(|| cookies::read(req, cookies::DEVICE_COOKIE).ok().flatten())
 }
 
 /// Start an OPAQUE registration.
