@@ -118,7 +118,7 @@ pub struct SessionAnswer {
     #[schema(example = "lk_s_Q2hhbmdlIG1lIQ…")]
     pub session_token: Option<String>,
     /// Single-use; exchange at /v1/sessions/refresh. Absent for a cookie
-    /// session, whose refresh token is in the `__Secure-lk_refresh` cookie.
+    /// session, whose refresh token is in the `__Host-lk_refresh` cookie.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "lk_r_U2luZ2xlIHVzZQ…")]
     pub refresh_token: Option<String>,
