@@ -5,6 +5,7 @@ pub mod error;
 pub mod extractors;
 pub mod middleware;
 pub mod ops;
+pub mod ui;
 pub mod v1;
 
 use std::sync::Arc;
@@ -147,7 +148,9 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(ops::healthz)
         .service(ops::readyz)
         .service(ops::metrics)
-        .service(ops::openapi);
+        .service(ops::openapi)
+        // The browser pages: not API routes, so not in the OpenAPI document.
+        .map(ui::services);
 }
 
 /// The OpenAPI 3.1 document of all routes.

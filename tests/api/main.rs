@@ -23,3 +23,4 @@ mod sessions;
 mod tls;
 mod tokens;
 mod totp;
+mod ui;
