@@ -35,9 +35,9 @@ use figment::providers::{Format, Toml};
 
 pub use sections::{
     AccountConfig, Config, DatabaseConfig, Environment, KeyringConfig, RateLimitConfig, RedisConfig, SessionsConfig,
-    TokensConfig,
+    TokensConfig, UiConfig,
 };
-pub use validate::{MIN_PRODUCTION_MASTER_PASSWORD_CHARS, MIN_PRODUCTION_PBKDF2_ITERATIONS};
+pub use validate::{MIN_PRODUCTION_MASTER_PASSWORD_CHARS, MIN_PRODUCTION_PBKDF2_ITERATIONS, web_origin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -63,6 +63,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub account: AccountConfig,
     pub tokens: TokensConfig,
+    pub ui: UiConfig,
     pub ratelimit: RateLimitConfig,
 }
 
@@ -175,6 +176,18 @@ impl Default for TokensConfig {
     }
 }
 
+/// The browser pages and cookie sessions.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Origins (`https://app.example.com`) the sign-in page may send a
+    /// browser back to after a login (`/ui/return?to=`); paths on
+    /// latchkey's own origin are always allowed, anything else goes to
+    /// `/ui/` (no open redirect).
+    #[serde(deserialize_with = "string_list")]
+    pub return_origins: Vec<String>,
+}
+
 /// The account lifecycle.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -269,6 +282,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             account: AccountConfig::default(),
             tokens: TokensConfig::default(),
+            ui: UiConfig::default(),
             ratelimit: RateLimitConfig::default(),
         }
     }

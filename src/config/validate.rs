@@ -47,6 +47,13 @@ impl Config {
                 "sessions: reauth_window must be positive and at most absolute_lifetime, max_per_user positive".into(),
             ));
         }
+        for origin in &self.ui.return_origins {
+            if web_origin(origin).as_deref() != Some(origin.trim_end_matches('/')) {
+                return Err(ConfigError::Invalid(format!(
+                    "ui: return_origins takes origins only (scheme://host[:port]), not {origin:?}"
+                )));
+            }
+        }
         let t = &self.tokens;
         if t.jwt_lifetime.is_zero() || t.jwt_lifetime > Duration::from_secs(15 * 60) {
             return Err(ConfigError::Invalid("tokens: jwt_lifetime must be positive and at most 15 minutes".into()));
@@ -102,4 +109,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The origin (`scheme://host[:port]`, the port only when not the scheme's
+/// default) of an http(s) URL without credentials; `None` for anything else.
+pub fn web_origin(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let web = matches!(url.scheme(), "http" | "https") && url.username().is_empty() && url.password().is_none();
+    web.then(|| url.origin().ascii_serialization())
 }

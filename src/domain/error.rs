@@ -22,6 +22,11 @@ pub enum Error {
     ReauthenticationRequired,
     #[error("forbidden")]
     Forbidden,
+    /// A state-changing request authenticated by a browser cookie did not
+    /// show that it came from latchkey's own pages (cross-site request
+    /// forgery defence).
+    #[error("cross-site request refused")]
+    CsrfRejected,
     #[error("not found")]
     NotFound,
     #[error("conflict: {0}")]

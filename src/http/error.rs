@@ -68,6 +68,7 @@ fn classify(err: &Error) -> (StatusCode, &'static str) {
         Error::MfaRequired => (StatusCode::UNAUTHORIZED, "mfa_required"),
         Error::ReauthenticationRequired => (StatusCode::UNAUTHORIZED, "reauthentication_required"),
         Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+        Error::CsrfRejected => (StatusCode::FORBIDDEN, "csrf_rejected"),
         Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
@@ -90,6 +91,7 @@ impl ResponseError for Error {
         let detail = match self {
             Error::InvalidRequest(msg) => Some(msg.clone()),
             Error::Conflict(_) => Some("the resource already exists".to_owned()),
+            Error::CsrfRejected => Some(crate::http::cookies::CSRF_DETAIL.to_owned()),
             Error::Unavailable(cause) => {
                 tracing::warn!(cause = %cause, "answering 503");
                 Some("a backend is unavailable; retry later".to_owned())

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use actix_web::{FromRequest, HttpRequest, web};
 use ipnet::IpNet;
 
-use super::AppState;
+use super::{AppState, cookies};
 use crate::domain::Error;
 use crate::domain::core::ClientInfo;
 use crate::domain::sessions::CurrentSession;
@@ -18,8 +18,10 @@ use crate::domain::sessions::CurrentSession;
 /// Longest User-Agent kept.
 const MAX_USER_AGENT: usize = 512;
 
-/// The caller's session, from `Authorization: Bearer lk_s_…`. Any failure
-/// is 401 `unauthorized`.
+/// The caller's session, from `Authorization: Bearer lk_s_…`, else from the
+/// browser session cookie (a state-changing request by cookie must pass the
+/// CSRF check: 403 `csrf_rejected`). Any other failure is 401
+/// `unauthorized`.
 pub struct Authenticated(pub CurrentSession);
 
 impl FromRequest for Authenticated {
@@ -28,11 +30,17 @@ impl FromRequest for Authenticated {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer(req).map(str::to_owned);
+        let token = match bearer(req) {
+            Some(token) => Ok(Some(token.to_owned())),
+            None => match cookies::read(req, cookies::SESSION_COOKIE) {
+                Some(token) => cookies::check_csrf(req).map(|()| Some(token)),
+                None => Ok(None),
+            },
+        };
         let client = Client::from_request(req, payload);
         Box::pin(async move {
             let state = state.ok_or_else(|| Error::Internal("application state missing".into()))?;
-            let token = token.ok_or(Error::Unauthorized)?;
+            let token = token?.ok_or(Error::Unauthorized)?;
             let Client(client) = client.await?;
             state.core.authenticate(&token, &client, chrono::Utc::now()).await.map(Authenticated)
         })

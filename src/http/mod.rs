@@ -1,10 +1,12 @@
 //! HTTP: routes translate requests into domain calls and domain results into
 //! responses. No business rule lives here.
 
+pub mod cookies;
 pub mod error;
 pub mod extractors;
 pub mod middleware;
 pub mod ops;
+pub mod return_to;
 pub mod ui;
 pub mod v1;
 
@@ -57,6 +59,7 @@ pub struct AppState {
         (name = "account", description = "The caller's own account"),
         (name = "admin", description = "Administration: needs the admin role (aal2 when the admin has TOTP)"),
         (name = "ratelimit", description = "Sliding-window rate-limit decisions for other services"),
+        (name = "ui", description = "The browser pages"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
 )]
@@ -145,6 +148,7 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(v1::devices::trust)
         .service(v1::devices::list)
         .service(v1::devices::remove)
+        .service(return_to::follow)
         .service(ops::healthz)
         .service(ops::readyz)
         .service(ops::metrics)

@@ -124,12 +124,28 @@ impl TestApp {
         password: &str,
         device_token: Option<&str>,
     ) -> Result<(String, Option<Vec<u8>>), Answer> {
+        self.login_messages_with(username, password, device_token, &[]).await
+    }
+
+    /// [`Self::login_messages`] with extra headers on login/start (a
+    /// browser's cookies).
+    pub async fn login_messages_with(
+        &self,
+        username: &str,
+        password: &str,
+        device_token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<(String, Option<Vec<u8>>), Answer> {
         let start = ClientLogin::<Suite>::start(&mut OsRng, password.as_bytes()).expect("client start");
         let mut body = json!({"username": username, "credential_request": b64(&start.message.serialize())});
         if let Some(token) = device_token {
             body["device_token"] = json!(token);
         }
-        let res = self.post_json("/v1/login/start", &body).await;
+        let mut request = self.client.post(self.url("/v1/login/start")).json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let res = request.send().await.expect("request");
         if res.status() != StatusCode::OK {
             return Err(Answer::from(res).await);
         }

@@ -11,6 +11,7 @@ mod audit;
 mod cli;
 mod cluster;
 mod compose;
+mod cookies;
 mod database;
 mod fast_store;
 mod http_basics;

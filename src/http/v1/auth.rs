@@ -1,6 +1,6 @@
 //! Registration and login routes.
 
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -11,6 +11,7 @@ use crate::domain::sessions::IssuedSession;
 use crate::domain::states::Aal;
 use crate::domain::totp::SecondFactor;
 use crate::http::AppState;
+use crate::http::cookies;
 use crate::http::error::problem;
 use crate::http::extractors::Client;
 
@@ -56,7 +57,8 @@ pub struct LoginStart {
     #[schema(example = "base64url…")]
     pub credential_request: String,
     /// The device credential this client holds for the account, if any
-    /// (`lk_d_`, from an earlier session answer).
+    /// (`lk_d_`, from an earlier session answer). A browser's
+    /// `__Host-lk_device` cookie serves when this is absent.
     #[schema(example = "lk_d_RGV2aWNlIGNyZWRlbnRpYWw…")]
     #[serde(default)]
     pub device_token: Option<String>,
@@ -97,18 +99,29 @@ pub struct LoginFinish {
     #[schema(example = "lk_d_RGV2aWNlIGNyZWRlbnRpYWw…")]
     #[serde(default)]
     pub device_token: Option<String>,
+    /// A browser session: the tokens go into `HttpOnly` cookies instead of
+    /// the answer (README, "In the browser"); the request must then carry
+    /// `X-Latchkey-CSRF: 1` from the same origin. With TOTP on, ask again
+    /// at /v1/login/totp.
+    #[serde(default)]
+    #[schema(example = false)]
+    pub session_cookie: bool,
 }
 
 /// A new session.
 #[derive(Serialize, ToSchema)]
 pub struct SessionAnswer {
     pub session_id: Uuid,
-    /// Bearer token for authenticated calls.
+    /// Bearer token for authenticated calls; absent for a cookie session
+    /// (`session_cookie`), whose token is in the `__Host-lk_session` cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "lk_s_Q2hhbmdlIG1lIQ…")]
-    pub session_token: String,
-    /// Single-use; exchange at /v1/sessions/refresh.
+    pub session_token: Option<String>,
+    /// Single-use; exchange at /v1/sessions/refresh. Absent for a cookie
+    /// session, whose refresh token is in the `__Secure-lk_refresh` cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "lk_r_U2luZ2xlIHVzZQ…")]
-    pub refresh_token: String,
+    pub refresh_token: Option<String>,
     pub token_expires_at: chrono::DateTime<chrono::Utc>,
     pub session_expires_at: chrono::DateTime<chrono::Utc>,
     /// `aal1` (password) or `aal2` (password and second factor).
@@ -120,7 +133,8 @@ pub struct SessionAnswer {
     /// True the first time this device logs in to this account.
     pub new_device: bool,
     /// Only when a device credential was issued with this session: keep it
-    /// and send it as `device_token` in later logins.
+    /// and send it as `device_token` in later logins. A cookie session gets
+    /// it as the `__Host-lk_device` cookie instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "lk_d_RGV2aWNlIGNyZWRlbnRpYWw…")]
     pub device_token: Option<String>,
@@ -130,8 +144,8 @@ impl From<IssuedSession> for SessionAnswer {
     fn from(s: IssuedSession) -> Self {
         Self {
             session_id: s.session_id,
-            session_token: s.session_token,
-            refresh_token: s.refresh_token,
+            session_token: Some(s.session_token),
+            refresh_token: Some(s.refresh_token),
             token_expires_at: s.token_expires_at,
             session_expires_at: s.session_expires_at,
             aal: s.aal,
@@ -164,6 +178,28 @@ pub struct LoginTotp {
     pub code: Option<String>,
     #[schema(example = "abcde-fghij")]
     pub recovery_code: Option<String>,
+    /// A browser session, as at login/finish.
+    #[serde(default)]
+    #[schema(example = false)]
+    pub session_cookie: bool,
+}
+
+/// The answer for a new session: tokens in the body, or, for a browser that
+/// asked for `session_cookie`, in cookies (after the CSRF check, done by the
+/// caller before the session was made).
+pub fn session_response(issued: IssuedSession, cookie: bool) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    if !cookie {
+        return response.json(SessionAnswer::from(issued));
+    }
+    cookies::set_session(&mut response, &issued, chrono::Utc::now());
+    let answer = SessionAnswer { session_token: None, refresh_token: None, device_token: None, ..issued.into() };
+    response.json(answer)
+}
+
+/// The device credential of the body, else of the browser's device cookie.
+fn device_token(req: &HttpRequest, body: Option<String>) -> Option<String> {
+    body.or_else(|| cookies::read(req, cookies::DEVICE_COOKIE))
 }
 
 /// Start an OPAQUE registration.
@@ -230,18 +266,15 @@ pub async fn registration_finish(
 #[post("/v1/login/start")]
 pub async fn login_start(
     state: web::Data<AppState>,
+    req: HttpRequest,
     Client(client): Client,
     body: web::Json<LoginStart>,
 ) -> Result<HttpResponse, Error> {
+    let body = body.into_inner();
+    let device_token = device_token(&req, body.device_token);
     let (login_id, response) = state
         .core
-        .login_start(
-            &body.username,
-            &body.credential_request,
-            body.device_token.as_deref(),
-            &client,
-            chrono::Utc::now(),
-        )
+        .login_start(&body.username, &body.credential_request, device_token.as_deref(), &client, chrono::Utc::now())
         .await?;
     Ok(HttpResponse::Ok().json(LoginStartAnswer { login_id, credential_response: response }))
 }
@@ -264,10 +297,15 @@ pub async fn login_start(
 #[post("/v1/login/finish")]
 pub async fn login_finish(
     state: web::Data<AppState>,
+    req: HttpRequest,
     Client(client): Client,
     body: web::Json<LoginFinish>,
 ) -> Result<HttpResponse, Error> {
     let body = body.into_inner();
+    if body.session_cookie {
+        cookies::check_csrf(&req)?;
+    }
+    let device_token = device_token(&req, body.device_token);
     let device = body.device.unwrap_or_default();
     let device = DeviceInput { fingerprint: device.fingerprint, name: device.name };
     let outcome = state
@@ -276,13 +314,13 @@ pub async fn login_finish(
             &body.login_id,
             &body.credential_finalization,
             device,
-            body.device_token.as_deref(),
+            device_token.as_deref(),
             &client,
             chrono::Utc::now(),
         )
         .await?;
     match outcome {
-        LoginOutcome::Session(session) => Ok(HttpResponse::Ok().json(SessionAnswer::from(session))),
+        LoginOutcome::Session(session) => Ok(session_response(session, body.session_cookie)),
         LoginOutcome::MfaRequired { mfa_token, expires_at } => {
             Ok(HttpResponse::Ok().json(MfaRequired { mfa_required: true, mfa_token, mfa_expires_at: expires_at }))
         }
@@ -308,15 +346,19 @@ pub async fn login_finish(
 #[post("/v1/login/totp")]
 pub async fn login_totp(
     state: web::Data<AppState>,
+    req: HttpRequest,
     Client(client): Client,
     body: web::Json<LoginTotp>,
 ) -> Result<HttpResponse, Error> {
     let body = body.into_inner();
+    if body.session_cookie {
+        cookies::check_csrf(&req)?;
+    }
     let factor = match (body.code, body.recovery_code) {
         (Some(code), None) => SecondFactor::Code(code),
         (None, Some(code)) => SecondFactor::RecoveryCode(code),
         _ => return Err(Error::InvalidRequest("give exactly one of code and recovery_code".into())),
     };
     let session = state.core.login_totp(&body.mfa_token, factor, &client, chrono::Utc::now()).await?;
-    Ok(HttpResponse::Ok().json(SessionAnswer::from(session)))
+    Ok(session_response(session, body.session_cookie))
 }

@@ -1,17 +1,18 @@
 //! Session routes: whoami (forward-auth), list, refresh, revoke.
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::auth::SessionAnswer;
+use super::auth::{SessionAnswer, session_response};
 use crate::domain::Error;
 use crate::domain::sessions::{CurrentSession, SessionSummary};
 use crate::domain::states::Aal;
 use crate::http::AppState;
+use crate::http::cookies;
 use crate::http::error::problem;
 use crate::http::extractors::{Authenticated, Client};
 
@@ -163,12 +164,16 @@ pub async fn list(state: web::Data<AppState>, Authenticated(session): Authentica
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    /// Absent for a browser session: the `__Secure-lk_refresh` cookie is
+    /// used (with `X-Latchkey-CSRF: 1`) and the answer sets new cookies.
     #[schema(example = "lk_r_U2luZ2xlIHVzZQ…")]
-    pub refresh_token: String,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
 }
 
 /// Exchange a refresh token for new session and refresh tokens. Reusing a
-/// rotated refresh token revokes the whole session.
+/// rotated refresh token revokes the whole session. A browser session sends
+/// `{}` and its refresh cookie, and gets new cookies.
 #[utoipa::path(
     tag = "sessions",
     request_body = RefreshRequest,
@@ -184,14 +189,24 @@ pub struct RefreshRequest {
 #[post("/v1/sessions/refresh")]
 pub async fn refresh(
     state: web::Data<AppState>,
+    req: HttpRequest,
     Client(client): Client,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, Error> {
-    let issued = state.core.refresh(&body.refresh_token, &client, Utc::now()).await?;
-    Ok(HttpResponse::Ok().json(SessionAnswer::from(issued)))
+    let (token, cookie) = match body.into_inner().refresh_token {
+        Some(token) => (token, false),
+        None => {
+            let token = cookies::read(&req, cookies::REFRESH_COOKIE).ok_or(Error::Unauthorized)?;
+            cookies::check_csrf(&req)?;
+            (token, true)
+        }
+    };
+    let issued = state.core.refresh(&token, &client, Utc::now()).await?;
+    Ok(session_response(issued, cookie))
 }
 
-/// Log out: revoke the current session.
+/// Log out: revoke the current session, and clear a browser's session
+/// cookies.
 #[utoipa::path(
     tag = "sessions",
     security(("bearer" = [])),
@@ -204,7 +219,9 @@ pub async fn logout(
     Client(client): Client,
 ) -> Result<HttpResponse, Error> {
     state.core.logout(&session, &client, Utc::now()).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let mut response = HttpResponse::NoContent();
+    cookies::clear_session(&mut response);
+    Ok(response.finish())
 }
 
 /// Revoke one of the caller's sessions.
