@@ -122,6 +122,11 @@ function act(control: HTMLButtonElement | HTMLFormElement, work: () => Promise<v
   });
 }
 
+/** An id, shortened: the tail of a UUID (a v7 one starts with its creation time). */
+function short(id: string): string {
+  return id.length > 12 ? `…${id.slice(-8)}` : id;
+}
+
 /** A datetime-local value as an RFC 3339 UTC time (undefined when empty). */
 function utc(local: string): string | undefined {
   if (!local) return undefined;
@@ -193,7 +198,6 @@ async function openUser(id: string, focus = true): Promise<void> {
   fact("Devices", String(u.devices));
   show(byId("reset-token-box"), false);
   byId("reset-token").textContent = "";
-  byId<HTMLInputElement>("audit-user").value = u.user_id;
   show(byId("user"), true);
   await Promise.all([loadUserSessions(u.user_id), loadUserDevices(u.user_id)]);
   if (focus) byId("user").focus();
@@ -231,8 +235,7 @@ async function loadUserDevices(id: string): Promise<void> {
       const trust = select.value as Trust;
       void act(apply, async () => {
         await api("PUT", `/v1/admin/devices/${encodeURIComponent(d.device_id)}/trust`, { body: { trust } });
-        say(status, `${label} is now ${trust}.`, "ok");
-        if (selected) await openUser(selected.user_id, false);
+        await afterChange(`${label} is now ${trust}.`);
       });
     });
     return [label, el("span", { class: `trust trust-${d.trust}` }, d.trust), time(d.first_seen_at), time(d.last_seen_at), d.last_ip ?? "—", el("span", { class: "row-actions" }, select, apply)];
@@ -249,8 +252,19 @@ async function loadUserDevices(id: string): Promise<void> {
 async function afterChange(text: string): Promise<void> {
   say(status, text, "ok");
   if (selected) await openUser(selected.user_id, false);
-  await loadUsers(false);
+  await Promise.all([loadUsers(false), loadAudit(false)]);
 }
+
+byId<HTMLButtonElement>("user-audit").addEventListener("click", (e) => {
+  if (!selected) return;
+  byId<HTMLInputElement>("audit-user").value = selected.user_id;
+  byId<HTMLInputElement>("audit-event").value = "";
+  void busy(e.currentTarget as HTMLButtonElement, status, async () => {
+    await loadAudit(false);
+    byId("audit-title").setAttribute("tabindex", "-1");
+    byId("audit-title").focus();
+  });
+});
 
 byId<HTMLFormElement>("lock-form").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -356,7 +370,7 @@ async function loadAudit(more: boolean): Promise<void> {
     el("code", {}, a.event),
     el("span", { class: `outcome outcome-${a.outcome}` }, a.outcome),
     a.ip ?? "—",
-    a.session_id ? el("code", { title: a.session_id }, a.session_id.slice(0, 8)) : "—",
+    a.session_id ? el("code", { title: a.session_id }, short(a.session_id)) : "—",
     a.details === null || a.details === undefined ? "" : el("code", { class: "details" }, JSON.stringify(a.details)),
   ]);
   const holder = byId("audit");
@@ -393,7 +407,7 @@ async function loadKeys(): Promise<void> {
       "Data keys",
       ["Key", "State", "Created", "Age (days)", "Uses", "Rows"],
       k.keys.map((d) => [
-        el("code", { title: d.key_id }, d.key_id.slice(0, 8)),
+        el("code", { title: d.key_id }, short(d.key_id)),
         d.key_id === k.active_key_id ? `${d.state} (in use)` : d.state,
         time(d.created_at),
         String(d.age_days),
@@ -405,7 +419,7 @@ async function loadKeys(): Promise<void> {
     table(
       "Signing keys",
       ["Key id", "State", "Created", "Retired"],
-      k.signing_keys.map((s) => [el("code", { title: s.kid }, s.kid.slice(0, 8)), s.state, time(s.created_at), time(s.retired_at)]),
+      k.signing_keys.map((s) => [el("code", { title: s.kid }, short(s.kid)), s.state, time(s.created_at), time(s.retired_at)]),
     ),
   );
 }

@@ -22,9 +22,18 @@ export class ApiError extends Error {
   }
 }
 
+/** A Retry-After for people: seconds, minutes or hours; beyond two days, ask an admin. */
+function waitText(seconds: number | undefined): string {
+  if (seconds === undefined) return "";
+  if (seconds < 90) return ` Try again in ${seconds} s.`;
+  if (seconds < 90 * 60) return ` Try again in ${Math.ceil(seconds / 60)} min.`;
+  if (seconds < 48 * 3600) return ` Try again in ${Math.ceil(seconds / 3600)} h.`;
+  return " Ask an administrator to unlock it.";
+}
+
 /** What the user reads for a problem: the server's detail when it gave one. */
 function describe(status: number, code: string, detail: string | undefined, title: string, retryAfter?: number): string {
-  const wait = retryAfter !== undefined ? ` Try again in ${retryAfter} s.` : "";
+  const wait = waitText(retryAfter);
   if (detail) return `${detail}${detail.endsWith(".") ? "" : "."}${wait}`;
   switch (code) {
     case "invalid_credentials":
