@@ -438,14 +438,40 @@ describe("the admin console", () => {
   });
 });
 
-describe("step-up", () => {
+describe("short-lived tokens and step-up", () => {
   let server;
   let base;
   before(async () => {
-    ({ server, base } = await serve({ LATCHKEY_SESSIONS__REAUTH_WINDOW: "2s" }));
+    // Session tokens live 2 s and a login is recent for 2 s, so both the
+    // refresh by cookie and the step-up happen within the test.
+    ({ server, base } = await serve({
+      LATCHKEY_SESSIONS__TOKEN_LIFETIME: "2s",
+      LATCHKEY_SESSIONS__REAUTH_WINDOW: "2s",
+    }));
   });
   after(async () => {
     await server?.stop();
+  });
+
+  it("refreshes an expired session token by cookie", async () => {
+    const frank = { name: `frank-${hex(4)}`, pw: `frank password ${hex(6)}` };
+    const { context, page } = await openBrowser(base, "/ui/ refresh");
+    await register(page, base, frank.name, frank.pw);
+    await signIn(page, frank.name, frank.pw);
+    const before = (await context.cookies(`${base}/`)).find((c) => c.name === "__Host-lk_session")?.value;
+    await sleep(3_000);
+    const refreshes = [];
+    page.on("request", (req) => {
+      if (req.url().endsWith("/v1/sessions/refresh")) refreshes.push(req.headers()["x-latchkey-csrf"]);
+    });
+    await page.reload();
+    await visible(page, "#signed-in");
+    await visible(page, "#sessions table");
+    // whoami met the expired token: one refresh by cookie, with the CSRF header.
+    assert.deepEqual(refreshes, ["1"]);
+    const after = (await context.cookies(`${base}/`)).find((c) => c.name === "__Host-lk_session")?.value;
+    assert.ok(after && after !== before, "a new session cookie");
+    await context.close();
   });
 
   it("asks for the password again when the login is not recent, then goes on", async () => {
