@@ -311,20 +311,31 @@ pub mod problem {
         ];
 
         /// The caller is not an admin, or is an admin with TOTP on whose
-        /// session is not aal2 (`forbidden`).
-        AdminRequired [(FORBIDDEN, "forbidden", None)];
+        /// session is not aal2 (`forbidden`); or a change by session cookie
+        /// failed the CSRF check (`csrf_rejected`).
+        AdminRequired [(FORBIDDEN, "forbidden", None), (FORBIDDEN, "csrf_rejected", Some(crate::http::cookies::CSRF_DETAIL))];
 
         /// The session is not aal2: log in with the second factor, then
-        /// retry (`forbidden`).
-        Aal2Required [(FORBIDDEN, "forbidden", None)];
+        /// retry (`forbidden`); or a change by session cookie failed the
+        /// CSRF check (`csrf_rejected`).
+        Aal2Required [(FORBIDDEN, "forbidden", None), (FORBIDDEN, "csrf_rejected", Some(crate::http::cookies::CSRF_DETAIL))];
+
+        /// A change by session cookie that did not come from latchkey's own
+        /// pages: `X-Latchkey-CSRF: 1` missing, or not same-origin by
+        /// `Sec-Fetch-Site`/`Origin` (`csrf_rejected`).
+        CsrfRejected [(FORBIDDEN, "csrf_rejected", Some(crate::http::cookies::CSRF_DETAIL))];
 
         /// An admin blocked the device this login comes from
         /// (`device_blocked`); said only after a correct password or code.
-        DeviceBlocked [(FORBIDDEN, "device_blocked", None)];
+        /// A `session_cookie` login that failed the CSRF check
+        /// (`csrf_rejected`).
+        DeviceBlocked [(FORBIDDEN, "device_blocked", None), (FORBIDDEN, "csrf_rejected", Some(crate::http::cookies::CSRF_DETAIL))];
 
         /// The device is blocked: only an admin can change its trust
         /// (`forbidden`).
-        DeviceTrustAdminOnly [(FORBIDDEN, "forbidden", None)];
+        /// A change by session cookie that failed the CSRF check
+        /// (`csrf_rejected`).
+        DeviceTrustAdminOnly [(FORBIDDEN, "forbidden", None), (FORBIDDEN, "csrf_rejected", Some(crate::http::cookies::CSRF_DETAIL))];
 
         /// Nothing by this id that the caller can see: unknown, someone
         /// else's, or gone (`not_found`).

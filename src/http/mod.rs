@@ -70,7 +70,7 @@ struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "service_token",
@@ -80,6 +80,14 @@ impl utoipa::Modify for BearerAuth {
                     .description(Some("A configured service token"))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "session_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::http::cookies::SESSION_COOKIE,
+                "A browser session (login with `session_cookie`); changes also need `X-Latchkey-CSRF: 1` from the \
+                 same origin",
+            ))),
         );
         components.add_security_scheme(
             "bearer",

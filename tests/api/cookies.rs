@@ -17,10 +17,10 @@ const REFRESH: &str = "__Secure-lk_refresh";
 const DEVICE: &str = "__Host-lk_device";
 
 /// What latchkey's own pages send with a state-changing fetch.
-const SAME_ORIGIN: [(&str, &str); 2] = [("x-latchkey-csrf", "1"), ("sec-fetch-site", "same-origin")];
+pub const SAME_ORIGIN: [(&str, &str); 2] = [("x-latchkey-csrf", "1"), ("sec-fetch-site", "same-origin")];
 
 /// The cookies a response sets, by name.
-fn set_cookies(res: &reqwest::Response) -> Vec<Cookie<'static>> {
+pub fn set_cookies(res: &reqwest::Response) -> Vec<Cookie<'static>> {
     res.headers()
         .get_all(SET_COOKIE)
         .iter()
@@ -34,10 +34,10 @@ fn find<'a>(cookies: &'a [Cookie<'static>], name: &str) -> Option<&'a Cookie<'st
 
 /// A browser's cookie jar, as far as these tests need one.
 #[derive(Default, Clone)]
-struct Jar {
-    session: Option<String>,
-    refresh: Option<String>,
-    device: Option<String>,
+pub struct Jar {
+    pub session: Option<String>,
+    pub refresh: Option<String>,
+    pub device: Option<String>,
 }
 
 impl Jar {
@@ -55,7 +55,7 @@ impl Jar {
 
     /// The Cookie header for a request to `path` (the refresh cookie only
     /// on the refresh route, as its Path says).
-    fn header(&self, path: &str) -> String {
+    pub fn header(&self, path: &str) -> String {
         let mut parts = Vec::new();
         if let Some(v) = &self.session {
             parts.push(format!("{SESSION}={v}"));
@@ -90,7 +90,12 @@ async fn send(
 
 /// A browser login through the pages: OPAQUE, then login/finish with
 /// `session_cookie`. Returns the finish response; the jar takes its cookies.
-async fn browser_login(app: &TestApp, jar: &mut Jar, username: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+pub async fn browser_login(
+    app: &TestApp,
+    jar: &mut Jar,
+    username: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let cookie = jar.header("/v1/login/start");
     let (login_id, ke3) = app
         .login_messages_with(username, PASSWORD, None, &[("cookie", &cookie)])

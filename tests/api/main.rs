@@ -14,6 +14,7 @@ mod compose;
 mod cookies;
 mod database;
 mod fast_store;
+mod gateway;
 mod http_basics;
 mod keyring;
 mod lifecycle;

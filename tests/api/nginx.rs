@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::cookies::{Jar, SAME_ORIGIN, browser_login};
 use crate::helpers::{CacheKind, DbKind, TestApp, TestDb, redis_url, unique_prefix};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -50,6 +51,63 @@ async fn nginx_auth_request_with_whoami() {
     assert_eq!(res.status(), 204);
     let res = client.get(format!("{base}/app/dashboard")).bearer_auth(&s.token).send().await.expect("req");
     assert_eq!(res.status(), 401);
+}
+
+/// A browser at a web app behind nginx: with latchkey's session cookie it
+/// gets through; without one (or after logout) it is sent to the sign-in
+/// page with the address it asked for, and the page's way back follows only
+/// paths on this host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_forward_auth_by_cookie() {
+    let Some(nginx) = which("nginx") else {
+        eprintln!("SKIPPED: nginx is not installed (Debian: apt-get install nginx)");
+        return;
+    };
+    let app = TestApp::spawn_with(DbKind::Sqlite, CacheKind::Memory, |c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
+    })
+    .await;
+    let proxy = Nginx::start(&nginx, [&app, &app], |config| config).await;
+    let base = &proxy.base;
+    assert_eq!(app.register("nils", PASSWORD).await.status(), 201);
+    let mut jar = Jar::default();
+    let res = browser_login(&app, &mut jar, "nils", &SAME_ORIGIN).await;
+    assert_eq!(res.status(), 200);
+    let user_id = res.json::<serde_json::Value>().await.expect("json")["user_id"].as_str().expect("id").to_owned();
+
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let page = format!("{base}/web/reports?year=2026&q=a%20b");
+    let res = client.get(&page).send().await.expect("req");
+    assert_eq!(res.status(), 302, "a browser without a session goes to sign in");
+    assert_eq!(res.headers()["location"], format!("{base}/ui/?return_to=/web/reports?year=2026&q=a%20b").as_str());
+
+    let res = client.get(&page).header("cookie", jar.header("/web/")).send().await.expect("req");
+    assert_eq!(res.status(), 200, "the session cookie lets the browser through");
+    assert_eq!(res.headers()["x-user-id"], user_id.as_str());
+
+    // The sign-in page's way back, through the proxy.
+    let back = |to: &str| client.get(format!("{base}/ui/return")).query(&[("to", to)]).send();
+    let res = back("/web/reports?year=2026").await.expect("req");
+    assert_eq!(
+        (res.status().as_u16(), &res.headers()["location"]),
+        (303, &"/web/reports?year=2026".parse().expect("v"))
+    );
+    let res = back("https://evil.example/phish").await.expect("req");
+    assert_eq!(res.headers()["location"], "/ui/", "no open redirect");
+
+    // Logout through the proxy clears the cookie; a kept copy is dead too.
+    let res = client
+        .delete(format!("{base}/v1/sessions/current"))
+        .header("cookie", jar.header("/"))
+        .header("x-latchkey-csrf", "1")
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 204);
+    assert!(crate::cookies::set_cookies(&res).iter().any(|c| c.name() == "__Host-lk_session" && c.value().is_empty()));
+    let res = client.get(&page).header("cookie", jar.header("/web/")).send().await.expect("req");
+    assert_eq!(res.status(), 302);
 }
 
 /// The config's per-path requirements: /app/account/ asks whoami for

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::helpers::{CacheKind, PrivatePostgres, TestApp};
 
 /// A throw-away CA and a server certificate for localhost / 127.0.0.1.
-fn make_certificates(dir: &Path) {
+pub(crate) fn make_certificates(dir: &Path) {
     let run = |args: &[&str]| {
         let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -33,7 +33,7 @@ pub struct PasswordFinish {
 /// session whose login is recent (step-up) and aal2 when TOTP is on.
 #[utoipa::path(
     tag = "account",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     request_body = PasswordStart,
     responses(
         (status = 200, body = RegistrationStartAnswer),
@@ -61,7 +61,7 @@ pub async fn password_start(
 /// other session of the user is revoked (this one stays).
 #[utoipa::path(
     tag = "account",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     request_body = PasswordFinish,
     responses(
         (status = 204),
@@ -184,7 +184,7 @@ pub struct EventPage {
 /// new devices, sessions revoked, password and TOTP changes.
 #[utoipa::path(
     tag = "account",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     params(EventsQuery),
     responses(
         (status = 200, body = EventPage),

@@ -97,7 +97,7 @@ fn page_limit(limit: Option<u64>) -> Result<u64, Error> {
 }
 
 /// Users, in creation order, a page at a time.
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(PageQuery), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(PageQuery), responses(
     (status = 200, body = UserPage),
     (status = 400, response = problem::BadRequest),
     (status = 401, response = problem::Unauthorized),
@@ -134,7 +134,7 @@ impl From<UserDetail> for AdminUserDetail {
 }
 
 /// One user, with counts of sessions and devices.
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminUserDetail),
     (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
@@ -179,7 +179,7 @@ pub struct AdminSessionList {
 }
 
 /// A user's active sessions.
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminSessionList),
     (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
@@ -201,7 +201,7 @@ pub struct Revoked {
 }
 
 /// Revoke every session of a user.
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = Revoked),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
@@ -224,7 +224,7 @@ pub struct AdminDeviceList {
 }
 
 /// A user's devices, with trust and last seen.
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminDeviceList),
     (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
@@ -248,7 +248,7 @@ pub struct TrustBody {
 
 /// Set a device's trust. Blocking revokes its sessions at once and refuses
 /// its logins (403 `device_blocked`, after a correct password).
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = String, Path)), request_body = TrustBody, responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = String, Path)), request_body = TrustBody, responses(
     (status = 204),
     (status = 400, response = problem::BadRequest),
     (status = 401, response = problem::UnauthorizedOrStepUp),
@@ -279,7 +279,7 @@ pub struct LockBody {
 }
 
 /// Lock an account (all devices) and end its sessions.
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), request_body = LockBody, responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), request_body = LockBody, responses(
     (status = 204),
     (status = 400, response = problem::BadRequest),
     (status = 401, response = problem::UnauthorizedOrStepUp),
@@ -301,7 +301,7 @@ pub async fn lock(
 }
 
 /// Lift any lock and reset the failure count.
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
@@ -319,7 +319,7 @@ pub async fn unlock(
 }
 
 /// Delete a user and all their data (audit rows keep a pseudonymous id).
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
@@ -347,7 +347,7 @@ pub struct ResetIssued {
 
 /// Issue a single-use password-reset token for a user who forgot the
 /// password (no email involved: hand the token over out of band).
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 201, body = ResetIssued),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
@@ -365,7 +365,7 @@ pub async fn issue_reset(
 }
 
 /// Remove a user's lost second factor (TOTP and its recovery codes).
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(("id" = Uuid, Path)), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
@@ -435,7 +435,7 @@ pub struct AuditPage {
 }
 
 /// Audit events, newest first.
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(AuditQuery), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(AuditQuery), responses(
     (status = 200, body = AuditPage),
     (status = 400, response = problem::BadRequest),
     (status = 401, response = problem::Unauthorized),
@@ -457,7 +457,7 @@ pub async fn audit(
 
 /// Keyring status: active key, age, use count, rows per key; and the JWT
 /// signing keys (`signing_keys`: kid, state, created_at, retired_at).
-#[utoipa::path(tag = "admin", security(("bearer" = [])), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), responses(
     (status = 200, body = Object),
     (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
@@ -489,7 +489,7 @@ pub struct RotateQuery {
 
 /// Make a new active data key (rows move to it in the background), or with
 /// `?kind=signing` a new JWT signing key.
-#[utoipa::path(tag = "admin", security(("bearer" = [])), params(RotateQuery), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(RotateQuery), responses(
     (status = 200, body = Rotated),
     (status = 400, response = problem::BadRequest),
     (status = 401, response = problem::UnauthorizedOrStepUp),
@@ -511,7 +511,7 @@ pub async fn rotate_keys(
 }
 
 /// Delete the caller's own account and all its data (aal2 when TOTP is on).
-#[utoipa::path(tag = "account", security(("bearer" = [])), responses(
+#[utoipa::path(tag = "account", security(("bearer" = []), ("session_cookie" = [])), responses(
     (status = 204),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::Aal2Required),

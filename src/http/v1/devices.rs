@@ -47,7 +47,7 @@ pub struct DeviceList {
 /// The devices the caller has logged in from.
 #[utoipa::path(
     tag = "devices",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 200, body = DeviceList), (status = 401, response = problem::Unauthorized))
 )]
 #[get("/v1/devices")]
@@ -59,11 +59,12 @@ pub async fn list(state: web::Data<AppState>, Authenticated(session): Authentica
 /// Forget a device and revoke its sessions.
 #[utoipa::path(
     tag = "devices",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     params(("id" = String, Path, description = "Device id")),
     responses(
         (status = 204),
         (status = 401, response = problem::UnauthorizedOrStepUp),
+        (status = 403, response = problem::CsrfRejected),
         (status = 404, response = problem::NotFound),
     )
 )]
@@ -89,7 +90,7 @@ pub struct TrustBody {
 /// Mark one of the caller's devices trusted (or back to unknown).
 #[utoipa::path(
     tag = "devices",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     params(("id" = String, Path, description = "Device id")),
     request_body = TrustBody,
     responses(

@@ -76,7 +76,7 @@ impl From<CurrentSession> for WhoAmI {
 /// a second factor for a path.
 #[utoipa::path(
     tag = "sessions",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     params(Freshness),
     responses(
         (status = 200, body = WhoAmI, headers(
@@ -152,7 +152,7 @@ pub struct SessionList {
 /// The caller's active sessions.
 #[utoipa::path(
     tag = "sessions",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 200, body = SessionList), (status = 401, response = problem::Unauthorized))
 )]
 #[get("/v1/sessions")]
@@ -181,6 +181,7 @@ pub struct RefreshRequest {
         (status = 200, body = SessionAnswer),
         (status = 400, response = problem::BadRequest),
         (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::CsrfRejected),
         (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType),
         (status = 429, response = problem::RateLimited),
@@ -209,8 +210,9 @@ pub async fn refresh(
 /// cookies.
 #[utoipa::path(
     tag = "sessions",
-    security(("bearer" = [])),
-    responses((status = 204), (status = 401, response = problem::Unauthorized))
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 204), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::CsrfRejected),)
 )]
 #[delete("/v1/sessions/current")]
 pub async fn logout(
@@ -227,11 +229,12 @@ pub async fn logout(
 /// Revoke one of the caller's sessions.
 #[utoipa::path(
     tag = "sessions",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     params(("id" = Uuid, Path, description = "Session id")),
     responses(
         (status = 204),
         (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::CsrfRejected),
         (status = 404, response = problem::NotFound),
     )
 )]
@@ -262,12 +265,13 @@ pub struct Revoked {
 /// Revoke every other session of the caller (`?scope=others`).
 #[utoipa::path(
     tag = "sessions",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     params(RevokeQuery),
     responses(
         (status = 200, body = Revoked),
         (status = 400, response = problem::BadRequest),
         (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::CsrfRejected),
     )
 )]
 #[delete("/v1/sessions")]

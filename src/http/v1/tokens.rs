@@ -29,10 +29,11 @@ pub struct JwtAnswer {
 /// tokens offline against the JWKS (at most 60 per session per minute).
 #[utoipa::path(
     tag = "tokens",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, body = JwtAnswer),
         (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::CsrfRejected),
         (status = 429, response = problem::RateLimited),
         (status = 503, response = problem::NotReady),
     )

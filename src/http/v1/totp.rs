@@ -25,10 +25,11 @@ pub struct Enrollment {
 /// unconfirmed enrolment.
 #[utoipa::path(
     tag = "totp",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, body = Enrollment),
         (status = 401, response = problem::UnauthorizedOrStepUp),
+        (status = 403, response = problem::CsrfRejected),
         (status = 409, response = problem::TotpAlreadyOn),
     )
 )]
@@ -60,12 +61,13 @@ pub struct RecoveryCodes {
 /// aal2, and the recovery codes are returned once.
 #[utoipa::path(
     tag = "totp",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     request_body = CodeBody,
     responses(
         (status = 200, body = RecoveryCodes),
         (status = 400, response = problem::InvalidTotpConfirmation),
         (status = 401, response = problem::UnauthorizedOrStepUp),
+        (status = 403, response = problem::CsrfRejected),
         (status = 409, response = problem::TotpAlreadyOn),
         (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType),
@@ -95,7 +97,7 @@ pub struct DisableBody {
 /// Turn TOTP off (needs an aal2 session and a current code).
 #[utoipa::path(
     tag = "totp",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     request_body = DisableBody,
     responses(
         (status = 204),
