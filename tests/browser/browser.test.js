@@ -222,7 +222,7 @@ describe("the self-service page", () => {
     await context.close();
   });
 
-  it("turns TOTP on from the page's secret, then signs in with password and code", async () => {
+  it("turns TOTP on from the page's secret, signs in with password and code, and turns it off", async () => {
     const { context, page } = await openBrowser(base, "/ui/ alice TOTP");
     await page.goto(`${base}/ui/`);
     await signIn(page, alice.name, alice.pw);
@@ -270,6 +270,19 @@ describe("the self-service page", () => {
     await page.fill("#totp-code", codes[0]);
     await page.click("#totp-form button[type=submit]");
     await visible(page, "#signed-in");
+    await visible(page, "#totp-on");
+
+    // Turning it off takes a code of a later step than the login's.
+    const usedStep = Math.floor(now / 1000 / TOTP_PERIOD);
+    while (Math.floor(Date.now() / 1000 / TOTP_PERIOD) <= usedStep) await sleep(250);
+    await page.fill("#totp-disable-code", totp.generate());
+    await page.click("#totp-disable-form button[type=submit]");
+    await status(page, /is off/);
+    await visible(page, "#totp-off");
+    // The session stays aal2, yet the page knows TOTP is off after a reload.
+    await page.reload();
+    await visible(page, "#signed-in");
+    await visible(page, "#totp-off");
     await context.close();
   });
 
@@ -471,6 +484,15 @@ describe("short-lived tokens and step-up", () => {
     assert.deepEqual(refreshes, ["1"]);
     const after = (await context.cookies(`${base}/`)).find((c) => c.name === "__Host-lk_session")?.value;
     assert.ok(after && after !== before, "a new session cookie");
+
+    // Signing out with an expired token still ends the session and clears
+    // both cookies (the page refreshes first), so a reload stays signed out.
+    await sleep(3_000);
+    await signOut(page);
+    const left = (await context.cookies([`${base}/`, `${base}/v1/sessions/refresh`])).map((c) => c.name);
+    assert.ok(!left.includes("__Host-lk_session") && !left.includes("__Secure-lk_refresh"), left.join(", "));
+    await page.reload();
+    await visible(page, "#signed-out");
     await context.close();
   });
 

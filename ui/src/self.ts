@@ -10,8 +10,6 @@ import { Cancelled, factorOf, withStepUp } from "./stepup";
 
 const status = byId("status");
 let me: WhoAmI | null = null;
-/** Set once TOTP was turned off here: the session keeps its aal2 after that. */
-let totpTurnedOff = false;
 let mfaToken: string | null = null;
 
 /** The `return_to` of the page's URL, if any. */
@@ -51,10 +49,30 @@ async function refreshView(known?: WhoAmI | null): Promise<void> {
   byId("me-auth-time").append(time(me.auth_time));
   clear(byId("me-expires"));
   byId("me-expires").append(time(me.session_expires_at));
-  const totpOn = me.aal === "aal2" && !totpTurnedOff;
-  show(byId("totp-on"), totpOn);
-  show(byId("totp-off"), !totpOn);
-  await Promise.all([loadSessions(), loadDevices(), probeAdmin()]);
+  await Promise.all([loadSessions(), loadDevices(), loadTotpState(me), probeAdmin()]);
+}
+
+/**
+ * Whether TOTP is on: the newest TOTP change in the user's own security
+ * timeline (whoami does not say; an aal2 session stays aal2 after TOTP is
+ * turned off), else the session's level.
+ */
+async function loadTotpState(who: WhoAmI): Promise<void> {
+  let on = who.aal === "aal2";
+  try {
+    const { events } = await api<{ events: { event: string; outcome: string }[] }>(
+      "GET",
+      "/v1/account/events?limit=100",
+    );
+    const last = events.find(
+      (e) => e.outcome === "success" && ["totp.enroll", "totp.disable", "totp.removed_by_admin"].includes(e.event),
+    );
+    if (last) on = last.event === "totp.enroll";
+  } catch {
+    // keep the guess from the session's level
+  }
+  show(byId("totp-on"), on);
+  show(byId("totp-off"), !on);
 }
 
 async function probeAdmin(): Promise<void> {
@@ -82,7 +100,6 @@ function report(err: unknown): void {
 
 async function signedIn(): Promise<void> {
   mfaToken = null;
-  totpTurnedOff = false;
   if (leaveIfAsked()) return;
   (byId<HTMLFormElement>("sign-in-form")).reset();
   (byId<HTMLFormElement>("totp-form")).reset();
@@ -179,7 +196,9 @@ byId<HTMLFormElement>("reset-form").addEventListener("submit", (event) => {
 
 byId<HTMLButtonElement>("sign-out").addEventListener("click", (event) => {
   void busy(event.currentTarget as HTMLButtonElement, status, async () => {
-    await api("DELETE", "/v1/sessions/current", { noRefresh: true }).catch((err: unknown) => {
+    // Not noRefresh: with an expired session token, the refresh cookie would
+    // otherwise outlive the sign-out.
+    await api("DELETE", "/v1/sessions/current").catch((err: unknown) => {
       if (!(err instanceof ApiError && err.status === 401)) throw err;
     });
     await refreshView();
@@ -298,10 +317,7 @@ byId<HTMLButtonElement>("totp-enroll").addEventListener("click", (event) => {
     try {
       enrolment = await stepUp(() => api<{ secret: string; otpauth_uri: string }>("POST", "/v1/totp/enroll"));
     } catch (err) {
-      if (err instanceof ApiError && err.code === "conflict") {
-        totpTurnedOff = false;
-        await refreshView();
-      }
+      if (err instanceof ApiError && err.code === "conflict") await refreshView();
       report(err);
       return;
     }
@@ -335,7 +351,6 @@ byId<HTMLFormElement>("totp-confirm-form").addEventListener("submit", (event) =>
     show(byId("totp-enrolment"), false);
     clear(byId("totp-qr"));
     byId("totp-secret").textContent = "";
-    totpTurnedOff = false;
     const list = byId("recovery-codes");
     clear(list);
     for (const code of codes) list.append(el("li", {}, el("code", {}, code)));
@@ -366,7 +381,6 @@ byId<HTMLFormElement>("totp-disable-form").addEventListener("submit", (event) =>
       return;
     }
     form.reset();
-    totpTurnedOff = true;
     await refreshView();
     say(status, "Two-factor authentication is off.", "ok");
   });
