@@ -81,16 +81,31 @@ export interface CallOptions {
 let refreshing: Promise<boolean> | null = null;
 
 /**
+ * One refresh, run while holding the cross-tab lock: another tab may have
+ * refreshed while this one waited, and the shared refresh cookie must not
+ * be sent twice (a second use is a reuse, which ends the session).
+ */
+async function refreshOnce(): Promise<boolean> {
+  const probe = await send("GET", "/v1/sessions/current", undefined);
+  await probe.arrayBuffer();
+  if (probe.ok) return true;
+  const res = await send("POST", "/v1/sessions/refresh", {});
+  await res.arrayBuffer();
+  return res.ok;
+}
+
+/**
  * POST /v1/sessions/refresh with the refresh cookie. Single-flight: callers
- * arriving while one runs share its outcome. Resolves to whether a new
- * session cookie was set.
+ * arriving while one runs share its outcome, and tabs of this browser take
+ * turns through a Web Lock. Resolves to whether a session cookie works.
  */
 export function refreshByCookie(): Promise<boolean> {
   refreshing ??= (async () => {
     try {
-      const res = await send("POST", "/v1/sessions/refresh", {});
-      await res.arrayBuffer();
-      return res.ok;
+      if (typeof navigator !== "undefined" && navigator.locks) {
+        return await navigator.locks.request("latchkey-refresh", refreshOnce);
+      }
+      return await refreshOnce();
     } catch {
       return false;
     } finally {
