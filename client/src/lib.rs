@@ -187,6 +187,12 @@ impl Client {
     /// password or an unknown name is [`Error::InvalidCredentials`], and
     /// like every real OPAQUE client this one then sends no finish.
     pub async fn login(&self, username: &str, password: &str, device: &DeviceInfo) -> Result<LoginOutcome> {
+        self.login_start(username, password, device).await?.finish().await
+    }
+
+    /// The first half of [`Client::login`]: login/start and the client's
+    /// side of OPAQUE (the key stretching). The answer sends login/finish.
+    pub async fn login_start(&self, username: &str, password: &str, device: &DeviceInfo) -> Result<PendingLogin<'_>> {
         let start = ClientLogin::<Suite>::start(&mut OsRng, password.as_bytes()).map_err(protocol)?;
         let mut body = json!({"username": username, "credential_request": B64.encode(start.message.serialize())});
         if let Some(token) = &device.device_token {
@@ -212,14 +218,7 @@ impl Client {
         if let Some(token) = &device.device_token {
             body["device_token"] = json!(token);
         }
-        let answer: Value = match self.json(Method::POST, "/v1/login/finish", None, Some(body)).await {
-            Err(Error::Problem(p)) if p.code == "invalid_credentials" => return Err(Error::InvalidCredentials),
-            other => other?,
-        };
-        if answer["mfa_required"] == json!(true) {
-            return Ok(LoginOutcome::MfaRequired(serde_json::from_value(answer).map_err(protocol)?));
-        }
-        Ok(LoginOutcome::Session(serde_json::from_value(answer).map_err(protocol)?))
+        Ok(PendingLogin { client: self, body })
     }
 
     /// The second step: a TOTP code or a recovery code for the MFA token.
@@ -298,6 +297,26 @@ impl Client {
     /// A short-lived JWT for the session, for services that verify offline.
     pub async fn jwt(&self, token: &str) -> Result<Jwt> {
         self.json(Method::POST, "/v1/tokens/jwt", Some(token), None).await
+    }
+}
+
+/// A login whose server answer verified: [`PendingLogin::finish`] sends
+/// the proof (login/finish), within the 60 s the login id lives.
+pub struct PendingLogin<'c> {
+    client: &'c Client,
+    body: Value,
+}
+
+impl PendingLogin<'_> {
+    pub async fn finish(self) -> Result<LoginOutcome> {
+        let answer: Value = match self.client.json(Method::POST, "/v1/login/finish", None, Some(self.body)).await {
+            Err(Error::Problem(p)) if p.code == "invalid_credentials" => return Err(Error::InvalidCredentials),
+            other => other?,
+        };
+        if answer["mfa_required"] == json!(true) {
+            return Ok(LoginOutcome::MfaRequired(serde_json::from_value(answer).map_err(protocol)?));
+        }
+        Ok(LoginOutcome::Session(serde_json::from_value(answer).map_err(protocol)?))
     }
 }
 

@@ -61,8 +61,8 @@ pub enum SecondFactor {
     RecoveryCode(String),
 }
 
-/// A session's tokens and facts.
-#[derive(Clone, Deserialize)]
+/// A session's tokens and facts (serializable, to be kept between runs).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Session {
     pub session_id: Uuid,
     pub user_id: Uuid,
@@ -79,7 +79,7 @@ pub struct Session {
     pub new_device: bool,
     /// Only when a new device credential was issued: keep it and send it
     /// with the next logins ([`DeviceInfo::device_token`]).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_token: Option<String>,
 }
 

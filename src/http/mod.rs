@@ -7,6 +7,7 @@ pub mod extractors;
 pub mod middleware;
 pub mod ops;
 pub mod return_to;
+pub mod ui;
 pub mod v1;
 
 use std::sync::Arc;
@@ -160,7 +161,9 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(ops::healthz)
         .service(ops::readyz)
         .service(ops::metrics)
-        .service(ops::openapi);
+        .service(ops::openapi)
+        // The browser pages: not API routes, so not in the OpenAPI document.
+        .map(ui::services);
 }
 
 /// The OpenAPI 3.1 document of all routes.

@@ -168,7 +168,7 @@ async fn guess(app: &TestApp, username: &str, device_token: Option<&str>) -> u16
     if let Some(token) = device_token {
         device["device_token"] = json!(token);
     }
-    app.login_response(username, "guess", device).await.status().as_u16()
+    app.guess_response(username, "guess", device).await.status().as_u16()
 }
 
 /// Lockout with threshold 2 and hard limit 3: the third guess hard-locks.

@@ -1,13 +1,12 @@
-//! A real OPAQUE client (opaque-ke with the product's suite, Argon2id
-//! 64 MiB) driving the HTTP API, so tests read like user stories.
+//! The test client: the product's client library (`latchkey-client`) for
+//! registrations and logins that must succeed, and the OPAQUE messages
+//! themselves (opaque-ke with the product's suite) where a test needs the
+//! wire: refused logins, replays, a client that rejects the KE2.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use latchkey::domain::opaque::Suite;
-use opaque_ke::{
-    ClientLogin, ClientLoginFinishParameters, ClientRegistration, ClientRegistrationFinishParameters,
-    CredentialResponse, RegistrationResponse,
-};
+use latchkey::domain::opaque::{Argon2idKsf, Suite};
+use opaque_ke::{ClientLogin, ClientLoginFinishParameters, CredentialResponse};
 use rand::rngs::OsRng;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -64,36 +63,23 @@ impl TestApp {
         self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request")
     }
 
-    /// Full OPAQUE registration; returns the finish response.
-    pub async fn register(&self, username: &str, password: &str) -> reqwest::Response {
-        let mut rng = OsRng;
-        let start = ClientRegistration::<Suite>::start(&mut rng, password.as_bytes()).expect("client start");
-        let res = self
-            .post_json(
-                "/v1/registration/start",
-                &json!({"username": username, "registration_request": b64(&start.message.serialize())}),
-            )
-            .await;
-        assert_eq!(res.status(), StatusCode::OK, "registration/start: {}", res.text().await.unwrap_or_default());
-        let body: Value = res.json().await.expect("json");
-        let response_bytes = unb64(body["registration_response"].as_str().expect("registration_response"));
-        assert_eq!(response_bytes.len(), 64);
-        let response = RegistrationResponse::<Suite>::deserialize(&response_bytes).expect("response");
-        let password = password.to_owned();
-        let record = tokio::task::spawn_blocking(move || {
-            start
-                .state
-                .finish(&mut OsRng, password.as_bytes(), response, ClientRegistrationFinishParameters::default())
-                .expect("client finish")
-                .message
-                .serialize()
-                .to_vec()
-        })
-        .await
-        .expect("join");
-        assert_eq!(record.len(), 192);
-        self.post_json("/v1/registration/finish", &json!({"username": username, "registration_record": b64(&record)}))
-            .await
+    /// The product's client library on this app, sharing the test's HTTP
+    /// client.
+    pub fn lk(&self) -> latchkey_client::Client {
+        latchkey_client::Client::with_http_client(self.address.clone(), self.client.clone())
+    }
+
+    /// Full OPAQUE registration with the client library; the finish's
+    /// status and body (201 and the user id, or the problem).
+    pub async fn register(&self, username: &str, password: &str) -> Registration {
+        match self.lk().register(username, password).await {
+            Ok(user_id) => Registration { status: StatusCode::CREATED, body: json!({"user_id": user_id}) },
+            Err(latchkey_client::Error::Problem(p)) => Registration {
+                status: StatusCode::from_u16(p.status).expect("status"),
+                body: json!({"code": p.code, "detail": p.detail}),
+            },
+            Err(e) => panic!("registration failed: {e}"),
+        }
     }
 
     /// Full OPAQUE login, as a real client runs it. `device` is the
@@ -101,10 +87,22 @@ impl TestApp {
     /// top-level `device_token` at start and finish instead. A client whose
     /// KE2 does not verify (wrong password, unknown user) sends no finish:
     /// the answer is then a client-side 401 with code `client_rejected_ke2`.
-    pub async fn login_response(&self, username: &str, password: &str, mut device: Value) -> Answer {
+    pub async fn login_response(&self, username: &str, password: &str, device: Value) -> Answer {
+        self.login_response_ksf(username, password, device, Argon2idKsf::default()).await
+    }
+
+    /// A guesser's login: a wrong password, so the KE2 is rejected whatever
+    /// the key stretching; the cheap one keeps the test's timing out of
+    /// Argon2id (a guess takes milliseconds, as an attacker's would with
+    /// enough hardware).
+    pub async fn guess_response(&self, username: &str, password: &str, device: Value) -> Answer {
+        self.login_response_ksf(username, password, device, Argon2idKsf::cheap()).await
+    }
+
+    async fn login_response_ksf(&self, username: &str, password: &str, mut device: Value, ksf: Argon2idKsf) -> Answer {
         let token = device.as_object_mut().and_then(|d| d.remove("device_token"));
         let token = token.as_ref().and_then(Value::as_str);
-        let (login_id, ke3) = match self.login_messages(username, password, token).await {
+        let (login_id, ke3) = match self.login_messages_ksf(username, password, token, &[], ksf).await {
             Ok(started) => started,
             Err(refused) => return refused,
         };
@@ -136,6 +134,17 @@ impl TestApp {
         device_token: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<(String, Option<Vec<u8>>), Answer> {
+        self.login_messages_ksf(username, password, device_token, headers, Argon2idKsf::default()).await
+    }
+
+    async fn login_messages_ksf(
+        &self,
+        username: &str,
+        password: &str,
+        device_token: Option<&str>,
+        headers: &[(&str, &str)],
+        ksf: Argon2idKsf,
+    ) -> Result<(String, Option<Vec<u8>>), Answer> {
         let start = ClientLogin::<Suite>::start(&mut OsRng, password.as_bytes()).expect("client start");
         let mut body = json!({"username": username, "credential_request": b64(&start.message.serialize())});
         if let Some(token) = device_token {
@@ -158,7 +167,12 @@ impl TestApp {
             let response = CredentialResponse::<Suite>::deserialize(&ke2).expect("KE2 parses");
             start
                 .state
-                .finish(&mut OsRng, password.as_bytes(), response, ClientLoginFinishParameters::default())
+                .finish(
+                    &mut OsRng,
+                    password.as_bytes(),
+                    response,
+                    ClientLoginFinishParameters::new(None, Default::default(), Some(&ksf)),
+                )
                 .ok()
                 .map(|result| result.message.serialize().to_vec())
         })
@@ -176,16 +190,25 @@ impl TestApp {
         }
     }
 
+    /// A login that must succeed without a second factor, with the client
+    /// library.
     pub async fn login(&self, username: &str, password: &str, fingerprint: &str) -> Session {
-        let res =
-            self.login_response(username, password, json!({"fingerprint": fingerprint, "name": "test device"})).await;
-        assert_eq!(res.status(), StatusCode::OK, "login: {}", res.body);
-        Session::from_json(res.json().await.expect("json"))
+        let device = latchkey_client::DeviceInfo {
+            fingerprint: Some(fingerprint.to_owned()),
+            name: Some("test device".to_owned()),
+            device_token: None,
+        };
+        match self.lk().login(username, password, &device).await {
+            Ok(latchkey_client::LoginOutcome::Session(session)) => {
+                Session::from_json(serde_json::to_value(&session).expect("json"))
+            }
+            other => panic!("login of {username}: {other:?}"),
+        }
     }
 
     pub async fn register_and_login(&self, username: &str, password: &str) -> Session {
         let res = self.register(username, password).await;
-        assert_eq!(res.status(), StatusCode::CREATED, "register: {}", res.text().await.unwrap_or_default());
+        assert_eq!(res.status(), StatusCode::CREATED, "register: {}", res.body);
         self.login(username, password, "device-1").await
     }
 
@@ -275,5 +298,22 @@ impl Answer {
 
     pub async fn json<T: serde::de::DeserializeOwned>(self) -> serde_json::Result<T> {
         serde_json::from_str(&self.body)
+    }
+}
+
+/// The outcome of a registration.
+#[derive(Debug)]
+pub struct Registration {
+    status: StatusCode,
+    pub body: Value,
+}
+
+impl Registration {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub async fn json<T: serde::de::DeserializeOwned>(self) -> serde_json::Result<T> {
+        serde_json::from_value(self.body)
     }
 }

@@ -25,3 +25,4 @@ mod sessions;
 mod tls;
 mod tokens;
 mod totp;
+mod ui;

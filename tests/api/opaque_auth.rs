@@ -50,8 +50,7 @@ async fn register_login_whoami(db: DbKind, cache: CacheKind) {
 
     // A second registration of the same name, in any spelling, is a conflict.
     let again = app.register("ALICE", "another password").await;
-    let (status, body) = problem(again).await;
-    assert_eq!((status.as_u16(), body["code"].as_str()), (409, Some("conflict")));
+    assert_eq!((again.status().as_u16(), again.body["code"].as_str()), (409, Some("conflict")));
 
     let events = app.audit_events().await;
     for expected in ["registration", "login.success", "session.create", "device.new"] {

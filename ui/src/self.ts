@@ -1,0 +1,425 @@
+// The self-service page (/ui/): register, sign in (OPAQUE, then the second
+// factor when on), and, signed in, the account: sessions, devices, TOTP,
+// password change, sign out.
+
+import { ApiError, api, type DeviceItem, type SessionItem, type WhoAmI } from "./api";
+import { login, register, reregister, secondFactor } from "./auth";
+import { busy, byId, clear, el, field, message, say, show, table, time } from "./dom";
+import { qrCanvas } from "./qr";
+import { Cancelled, factorOf, withStepUp } from "./stepup";
+
+const status = byId("status");
+let me: WhoAmI | null = null;
+let mfaToken: string | null = null;
+
+/** The `return_to` of the page's URL, if any. */
+function returnTo(): string | null {
+  return new URLSearchParams(location.search).get("return_to");
+}
+
+/** Goes back to the application that sent the user here, if one did. */
+function leaveIfAsked(): boolean {
+  const target = returnTo();
+  if (target === null) return false;
+  location.assign(`/ui/return?to=${encodeURIComponent(target)}`);
+  return true;
+}
+
+async function whoami(): Promise<WhoAmI | null> {
+  try {
+    return await api<WhoAmI>("GET", "/v1/sessions/current");
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) return null;
+    throw err;
+  }
+}
+
+/** Reads who is signed in (unless given) and shows the matching view. */
+async function refreshView(known?: WhoAmI | null): Promise<void> {
+  me = known === undefined ? await whoami() : known;
+  show(byId("loading"), false);
+  show(byId("nav"), me !== null);
+  show(byId("signed-out"), me === null);
+  show(byId("signed-in"), me !== null);
+  if (me === null) return;
+  byId("me-username").textContent = me.username;
+  for (const input of document.querySelectorAll<HTMLInputElement>("input.account-name")) input.value = me.username;
+  byId("me-aal").textContent = me.aal === "aal2" ? "aal2 (password and second factor)" : "aal1 (password)";
+  clear(byId("me-auth-time"));
+  byId("me-auth-time").append(time(me.auth_time));
+  clear(byId("me-expires"));
+  byId("me-expires").append(time(me.session_expires_at));
+  await Promise.all([loadSessions(), loadDevices(), loadTotpState(me), probeAdmin()]);
+}
+
+/**
+ * Whether TOTP is on: the newest TOTP change in the user's own security
+ * timeline (whoami does not say; an aal2 session stays aal2 after TOTP is
+ * turned off), else the session's level.
+ */
+async function loadTotpState(who: WhoAmI): Promise<void> {
+  let on = who.aal === "aal2";
+  try {
+    const { events } = await api<{ events: { event: string; outcome: string }[] }>(
+      "GET",
+      "/v1/account/events?limit=100",
+    );
+    const last = events.find(
+      (e) => e.outcome === "success" && ["totp.enroll", "totp.disable", "totp.removed_by_admin"].includes(e.event),
+    );
+    if (last) on = last.event === "totp.enroll";
+  } catch {
+    // keep the guess from the session's level
+  }
+  show(byId("totp-on"), on);
+  show(byId("totp-off"), !on);
+}
+
+async function probeAdmin(): Promise<void> {
+  try {
+    await api("GET", "/v1/admin/users?limit=1");
+    show(byId("admin-link"), true);
+  } catch {
+    show(byId("admin-link"), false);
+  }
+}
+
+/** Runs a sensitive operation, asking for the password again when the server wants a recent login. */
+function stepUp<T>(work: () => Promise<T>): Promise<T> {
+  if (me === null) return work();
+  return withStepUp(me.username, me.session_id, work);
+}
+
+/** Reports a failure unless the user cancelled the step-up. */
+function report(err: unknown): void {
+  if (err instanceof Cancelled) say(status, "Cancelled.");
+  else say(status, message(err), "error");
+}
+
+// Signed out: sign in, second factor, register, reset.
+
+async function signedIn(): Promise<void> {
+  mfaToken = null;
+  if (leaveIfAsked()) return;
+  (byId<HTMLFormElement>("sign-in-form")).reset();
+  (byId<HTMLFormElement>("totp-form")).reset();
+  show(byId("totp-form"), false);
+  show(byId("sign-in-form"), true);
+  await refreshView();
+  say(status, "Signed in.", "ok");
+  byId("account-title").setAttribute("tabindex", "-1");
+  byId("account-title").focus();
+}
+
+byId<HTMLFormElement>("sign-in-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget as HTMLFormElement;
+  void busy(form, status, async () => {
+    say(status, "Signing in…");
+    const result = await login(field(form, "username"), field(form, "password"));
+    if (result.kind === "mfa") {
+      mfaToken = result.mfaToken;
+      show(form, false);
+      show(byId("totp-form"), true);
+      say(status, "Password accepted. Now the second factor.");
+      byId("totp-code").focus();
+      return;
+    }
+    await signedIn();
+  });
+});
+
+byId<HTMLFormElement>("totp-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget as HTMLFormElement;
+  if (mfaToken === null) return;
+  const token = mfaToken;
+  void busy(form, status, async () => {
+    try {
+      await secondFactor(token, factorOf(field(form, "code")));
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        (form.elements.namedItem("code") as HTMLInputElement).select();
+      }
+      throw err;
+    }
+    await signedIn();
+  });
+});
+
+byId("totp-cancel").addEventListener("click", () => {
+  mfaToken = null;
+  byId<HTMLFormElement>("totp-form").reset();
+  show(byId("totp-form"), false);
+  show(byId("sign-in-form"), true);
+  say(status, "");
+  byId("sign-in-password").focus();
+});
+
+function passwordsMatch(form: HTMLFormElement): void {
+  if (field(form, "password") !== field(form, "confirm")) {
+    throw new Error("The two passwords are not the same.");
+  }
+}
+
+byId<HTMLFormElement>("register-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget as HTMLFormElement;
+  void busy(form, status, async () => {
+    passwordsMatch(form);
+    const username = field(form, "username");
+    say(status, "Creating the account…");
+    await register(username, field(form, "password"));
+    form.reset();
+    (byId<HTMLInputElement>("sign-in-username")).value = username;
+    say(status, `Account ${username} created. Sign in now.`, "ok");
+    byId("sign-in-password").focus();
+  });
+});
+
+byId<HTMLFormElement>("reset-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget as HTMLFormElement;
+  void busy(form, status, async () => {
+    passwordsMatch(form);
+    say(status, "Setting the new password…");
+    await reregister("/v1/account/reset/start", "/v1/account/reset/finish", field(form, "password"), {
+      reset_token: field(form, "token").trim(),
+    });
+    form.reset();
+    say(status, "Your password is set. Sign in with it now.", "ok");
+    byId("sign-in-username").focus();
+  });
+});
+
+// Signed in.
+
+byId<HTMLButtonElement>("sign-out").addEventListener("click", (event) => {
+  void busy(event.currentTarget as HTMLButtonElement, status, async () => {
+    // Not noRefresh: with an expired session token, the refresh cookie would
+    // otherwise outlive the sign-out.
+    await api("DELETE", "/v1/sessions/current").catch((err: unknown) => {
+      if (!(err instanceof ApiError && err.status === 401)) throw err;
+    });
+    await refreshView();
+    say(status, "Signed out.", "ok");
+    byId("sign-in-username").focus();
+  });
+});
+
+function describeDevice(device: { name: string | null } | null, userAgent: string | null): string {
+  return device?.name || userAgent || "Unknown device";
+}
+
+async function loadSessions(): Promise<void> {
+  const { sessions } = await api<{ sessions: SessionItem[] }>("GET", "/v1/sessions");
+  const rows = sessions.map((s) => {
+    const label = describeDevice(s.device, s.user_agent);
+    const action = s.current
+      ? el("span", { class: "badge" }, "This session")
+      : el(
+          "button",
+          {
+            type: "button",
+            class: "secondary",
+            "data-session": s.session_id,
+            "aria-label": `End the session of ${label} from ${new Date(s.created_at).toLocaleString()}`,
+          },
+          "End session",
+        );
+    if (action instanceof HTMLButtonElement) {
+      action.addEventListener("click", () => {
+        void busy(action, status, async () => {
+          await api("DELETE", `/v1/sessions/${encodeURIComponent(s.session_id)}`);
+          say(status, "The session has ended.", "ok");
+          await loadSessions();
+        });
+      });
+    }
+    return [label, s.ip ?? "—", time(s.created_at), time(s.last_seen_at), s.aal, action];
+  });
+  const holder = byId("sessions");
+  clear(holder);
+  holder.append(table("Your sessions", ["Device", "IP address", "Signed in", "Last active", "Level", ""], rows));
+  holder.querySelector("tbody")
+    ?.querySelectorAll("tr")
+    .forEach((tr, i) => {
+      if (sessions[i]?.current) tr.classList.add("current");
+    });
+  byId<HTMLButtonElement>("revoke-others").disabled = sessions.length < 2;
+}
+
+byId<HTMLButtonElement>("revoke-others").addEventListener("click", (event) => {
+  void busy(event.currentTarget as HTMLButtonElement, status, async () => {
+    const { revoked } = await api<{ revoked: number }>("DELETE", "/v1/sessions?scope=others");
+    say(status, `${revoked} other session${revoked === 1 ? "" : "s"} ended.`, "ok");
+    await loadSessions();
+  });
+});
+
+async function loadDevices(): Promise<void> {
+  const { devices } = await api<{ devices: DeviceItem[] }>("GET", "/v1/devices");
+  const here = me?.device?.device_id;
+  const rows = devices.map((d) => {
+    const label = describeDevice(d, d.user_agent);
+    const actions = el("span", { class: "row-actions" });
+    if (d.trust !== "blocked") {
+      const next = d.trust === "trusted" ? "unknown" : "trusted";
+      const toggle = el(
+        "button",
+        { type: "button", class: "secondary", "aria-label": `${next === "trusted" ? "Trust" : "Stop trusting"} ${label}` },
+        next === "trusted" ? "Trust" : "Stop trusting",
+      );
+      toggle.addEventListener("click", () => {
+        void busy(toggle, status, async () => {
+          try {
+            await stepUp(() =>
+              api("PUT", `/v1/devices/${encodeURIComponent(d.device_id)}/trust`, { body: { trust: next } }),
+            );
+          } catch (err) {
+            report(err);
+            return;
+          }
+          say(status, next === "trusted" ? `${label} is trusted.` : `${label} is no longer trusted.`, "ok");
+          await refreshView();
+        });
+      });
+      actions.append(toggle);
+    }
+    const remove = el("button", { type: "button", class: "danger", "aria-label": `Remove ${label}` }, "Remove");
+    remove.addEventListener("click", () => {
+      void busy(remove, status, async () => {
+        try {
+          await stepUp(() => api("DELETE", `/v1/devices/${encodeURIComponent(d.device_id)}`));
+        } catch (err) {
+          report(err);
+          return;
+        }
+        say(status, `${label} was removed and its sessions ended.`, "ok");
+        await refreshView();
+      });
+    });
+    actions.append(remove);
+    const name = el("span", {}, label, d.device_id === here ? el("span", { class: "badge" }, "This browser") : null);
+    const trust = d.trust === "blocked" ? "blocked (by an administrator)" : d.trust;
+    return [name, trust, time(d.first_seen_at), time(d.last_seen_at), d.last_ip ?? "—", actions];
+  });
+  const holder = byId("devices");
+  clear(holder);
+  holder.append(table("Your devices", ["Device", "Trust", "First seen", "Last seen", "Last IP address", ""], rows));
+}
+
+// TOTP.
+
+byId<HTMLButtonElement>("totp-enroll").addEventListener("click", (event) => {
+  void busy(event.currentTarget as HTMLButtonElement, status, async () => {
+    let enrolment: { secret: string; otpauth_uri: string };
+    try {
+      enrolment = await stepUp(() => api<{ secret: string; otpauth_uri: string }>("POST", "/v1/totp/enroll"));
+    } catch (err) {
+      if (err instanceof ApiError && err.code === "conflict") await refreshView();
+      report(err);
+      return;
+    }
+    const qr = byId("totp-qr");
+    clear(qr);
+    qr.append(qrCanvas(enrolment.otpauth_uri, "QR code of the authenticator secret"));
+    byId("totp-secret").textContent = enrolment.secret.replace(/(.{4})(?=.)/g, "$1 ");
+    byId("totp-secret").dataset.secret = enrolment.secret;
+    show(byId("totp-enrolment"), true);
+    say(status, "Scan the code, then enter the code your app shows.");
+    byId("totp-confirm-code").focus();
+  });
+});
+
+byId<HTMLFormElement>("totp-confirm-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget as HTMLFormElement;
+  void busy(form, status, async () => {
+    let codes: string[];
+    try {
+      ({ recovery_codes: codes } = await stepUp(() =>
+        api<{ recovery_codes: string[] }>("POST", "/v1/totp/confirm", {
+          body: { code: field(form, "code").replace(/\s+/g, "") },
+        }),
+      ));
+    } catch (err) {
+      report(err);
+      return;
+    }
+    form.reset();
+    show(byId("totp-enrolment"), false);
+    clear(byId("totp-qr"));
+    byId("totp-secret").textContent = "";
+    const list = byId("recovery-codes");
+    clear(list);
+    for (const code of codes) list.append(el("li", {}, el("code", {}, code)));
+    await refreshView();
+    show(byId("recovery"), true);
+    say(status, "Two-factor authentication is on.", "ok");
+    byId("recovery").focus();
+  });
+});
+
+byId("recovery-done").addEventListener("click", () => {
+  clear(byId("recovery-codes"));
+  show(byId("recovery"), false);
+  byId("totp-section-title").setAttribute("tabindex", "-1");
+  byId("totp-section-title").focus();
+});
+
+byId<HTMLFormElement>("totp-disable-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget as HTMLFormElement;
+  void busy(form, status, async () => {
+    try {
+      await stepUp(() =>
+        api("DELETE", "/v1/totp", { body: { code: field(form, "code").replace(/\s+/g, "") } }),
+      );
+    } catch (err) {
+      report(err);
+      return;
+    }
+    form.reset();
+    await refreshView();
+    say(status, "Two-factor authentication is off.", "ok");
+  });
+});
+
+// Password change.
+
+byId<HTMLFormElement>("password-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget as HTMLFormElement;
+  void busy(form, status, async () => {
+    passwordsMatch(form);
+    const password = field(form, "password");
+    try {
+      await stepUp(() => reregister("/v1/account/password/start", "/v1/account/password/finish", password));
+    } catch (err) {
+      report(err);
+      return;
+    }
+    form.reset();
+    await refreshView();
+    say(status, "Your password is changed. Your other sessions have ended.", "ok");
+  });
+});
+
+// Start.
+
+async function start(): Promise<void> {
+  try {
+    const who = await whoami();
+    if (who !== null && leaveIfAsked()) return;
+    await refreshView(who);
+    if (returnTo() !== null && me === null) {
+      say(status, "Sign in to continue to the application that sent you here.");
+    }
+  } catch (err) {
+    show(byId("loading"), false);
+    say(status, message(err), "error");
+  }
+}
+
+void start();

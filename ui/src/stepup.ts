@@ -1,0 +1,151 @@
+// Step-up: sensitive operations need a recent login, else the server answers
+// 401 `reauthentication_required`. The page then asks for the password again
+// (and the second factor when on) in a modal dialog, signs in anew (a new
+// cookie session), ends the session it replaces, and retries the operation.
+
+import { ApiError, api } from "./api";
+import { login, secondFactor } from "./auth";
+import { el, message, say } from "./dom";
+
+/** The second-factor field's value as the body of /v1/login/totp wants it. */
+export function factorOf(value: string): { code: string } | { recovery_code: string } {
+  const trimmed = value.replace(/\s+/g, "");
+  return /^[0-9]{6}$/.test(trimmed) ? { code: trimmed } : { recovery_code: value.trim() };
+}
+
+export class Cancelled extends Error {
+  constructor() {
+    super("Cancelled.");
+    this.name = "Cancelled";
+  }
+}
+
+let dialog: HTMLDialogElement | null = null;
+
+function build(): HTMLDialogElement {
+  const status = el("p", { id: "stepup-status", role: "alert", hidden: true, class: "status" });
+  const form = el(
+    "form",
+    { id: "stepup-form", method: "dialog", noValidate: false },
+    el("h2", { id: "stepup-title" }, "Confirm it is you"),
+    el("p", { id: "stepup-why" }, "This change needs a recent sign-in. Enter your password again."),
+    el("input", { id: "stepup-username", name: "username", type: "text", autocomplete: "username", hidden: true, readOnly: true }),
+    el(
+      "p",
+      {},
+      el("label", { for: "stepup-password" }, "Password"),
+      el("input", { id: "stepup-password", name: "password", type: "password", autocomplete: "current-password", required: true }),
+    ),
+    el(
+      "p",
+      { id: "stepup-code-row", hidden: true },
+      el("label", { for: "stepup-code" }, "Authenticator code or recovery code"),
+      el("input", { id: "stepup-code", name: "code", type: "text", autocomplete: "one-time-code", inputMode: "text", spellcheck: false }),
+    ),
+    status,
+    el(
+      "p",
+      { class: "actions" },
+      el("button", { type: "submit", id: "stepup-submit" }, "Confirm"),
+      el("button", { type: "button", id: "stepup-cancel", class: "secondary" }, "Cancel"),
+    ),
+  );
+  const d = el("dialog", { id: "stepup", "aria-labelledby": "stepup-title" }, form);
+  document.body.append(d);
+  return d;
+}
+
+/**
+ * Asks `username`'s password (and second factor) in a dialog and signs in
+ * again. Resolves once a new session cookie is set; rejects with Cancelled
+ * when the user closes the dialog.
+ */
+export function reauthenticate(username: string): Promise<void> {
+  dialog ??= build();
+  const d = dialog;
+  const form = d.querySelector("form") as HTMLFormElement;
+  const password = d.querySelector("#stepup-password") as HTMLInputElement;
+  const codeRow = d.querySelector("#stepup-code-row") as HTMLElement;
+  const code = d.querySelector("#stepup-code") as HTMLInputElement;
+  const status = d.querySelector("#stepup-status") as HTMLElement;
+  const cancel = d.querySelector("#stepup-cancel") as HTMLButtonElement;
+  const submit = d.querySelector("#stepup-submit") as HTMLButtonElement;
+  (d.querySelector("#stepup-username") as HTMLInputElement).value = username;
+  password.value = "";
+  code.value = "";
+  codeRow.hidden = true;
+  code.required = false;
+  password.disabled = false;
+  say(status, "");
+  let mfaToken: string | null = null;
+
+  return new Promise<void>((resolve, reject) => {
+    const finish = (ok: boolean) => {
+      form.onsubmit = null;
+      cancel.onclick = null;
+      d.oncancel = null;
+      d.close();
+      if (ok) resolve();
+      else reject(new Cancelled());
+    };
+    cancel.onclick = () => finish(false);
+    d.oncancel = (event) => {
+      event.preventDefault();
+      finish(false);
+    };
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      submit.disabled = true;
+      try {
+        if (mfaToken === null) {
+          const result = await login(username, password.value);
+          if (result.kind === "mfa") {
+            mfaToken = result.mfaToken;
+            password.disabled = true;
+            codeRow.hidden = false;
+            code.required = true;
+            say(status, "");
+            code.focus();
+            return;
+          }
+        } else {
+          await secondFactor(mfaToken, factorOf(code.value));
+        }
+        finish(true);
+      } catch (err) {
+        if (err instanceof ApiError && err.code === "unauthorized" && mfaToken !== null) {
+          // The MFA token was burnt: start over with the password.
+          mfaToken = null;
+          password.disabled = false;
+          codeRow.hidden = true;
+          code.required = false;
+        }
+        say(status, message(err), "error");
+      } finally {
+        submit.disabled = false;
+      }
+    };
+    d.showModal();
+    password.focus();
+  });
+}
+
+/**
+ * Runs `work`; on 401 `reauthentication_required` asks for the password,
+ * signs in again, ends the session that was replaced (`oldSessionId`), and
+ * runs `work` once more.
+ */
+export async function withStepUp<T>(username: string, oldSessionId: string | undefined, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (!(err instanceof ApiError && err.code === "reauthentication_required")) throw err;
+  }
+  await reauthenticate(username);
+  if (oldSessionId !== undefined) {
+    // The new sign-in replaced the session cookie; the old session would
+    // otherwise linger until it expires.
+    await api("DELETE", `/v1/sessions/${encodeURIComponent(oldSessionId)}`).catch(() => undefined);
+  }
+  return work();
+}
