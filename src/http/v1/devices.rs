@@ -46,6 +46,7 @@ pub struct DeviceList {
 
 /// The devices the caller has logged in from.
 #[utoipa::path(
+    operation_id = "list_devices",
     tag = "devices",
     security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 200, body = DeviceList), (status = 401, response = problem::Unauthorized))

@@ -155,6 +155,7 @@ pub struct SessionList {
 
 /// The caller's active sessions.
 #[utoipa::path(
+    operation_id = "list_sessions",
     tag = "sessions",
     security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 200, body = SessionList), (status = 401, response = problem::Unauthorized))
