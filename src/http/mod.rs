@@ -150,6 +150,7 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(v1::account::reset_start)
         .service(v1::account::reset_finish)
         .service(v1::account::events)
+        .service(v1::account::profile)
         .service(v1::tokens::jwt)
         .service(v1::tokens::jwks)
         .service(v1::tokens::introspect)

@@ -180,6 +180,36 @@ pub struct EventPage {
     pub next_cursor: Option<i64>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct Profile {
+    pub user_id: uuid::Uuid,
+    #[schema(example = "alice")]
+    pub username: String,
+    #[schema(example = json!(["admin"]))]
+    pub roles: Vec<String>,
+    /// TOTP is on (logins need a second factor).
+    pub totp_enabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The caller's own account: name, roles, whether TOTP is on.
+#[utoipa::path(
+    tag = "account",
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, body = Profile), (status = 401, response = problem::Unauthorized))
+)]
+#[get("/v1/account")]
+pub async fn profile(state: web::Data<AppState>, Authenticated(session): Authenticated) -> Result<HttpResponse, Error> {
+    let summary = state.core.account_profile(&session).await?;
+    Ok(HttpResponse::Ok().json(Profile {
+        user_id: summary.user.id,
+        username: summary.user.username,
+        roles: summary.roles,
+        totp_enabled: summary.totp_enabled,
+        created_at: summary.user.created_at,
+    }))
+}
+
 /// The caller's own security timeline, newest first: logins and failures,
 /// new devices, sessions revoked, password and TOTP changes.
 #[utoipa::path(

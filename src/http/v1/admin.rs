@@ -82,11 +82,15 @@ pub struct UserPage {
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct PageQuery {
+pub struct UserQuery {
     /// From `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 200 (default 50).
     pub limit: Option<u64>,
+    /// Only usernames that start with this (normalized like usernames:
+    /// `Al` finds "alice").
+    #[param(example = "al")]
+    pub q: Option<String>,
 }
 
 fn page_limit(limit: Option<u64>) -> Result<u64, Error> {
@@ -97,7 +101,7 @@ fn page_limit(limit: Option<u64>) -> Result<u64, Error> {
 }
 
 /// Users, in creation order, a page at a time.
-#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(PageQuery), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(UserQuery), responses(
     (status = 200, body = UserPage),
     (status = 400, response = problem::BadRequest),
     (status = 401, response = problem::Unauthorized),
@@ -107,14 +111,14 @@ fn page_limit(limit: Option<u64>) -> Result<u64, Error> {
 pub async fn list_users(
     state: web::Data<AppState>,
     _admin: Admin,
-    query: web::Query<PageQuery>,
+    query: web::Query<UserQuery>,
 ) -> Result<HttpResponse, Error> {
     let limit = page_limit(query.limit)?;
     let after = match &query.cursor {
         Some(c) => Some(c.parse::<Uuid>().map_err(|_| Error::InvalidRequest("cursor is not valid".into()))?),
         None => None,
     };
-    let users = state.core.admin_list_users(after, limit).await?;
+    let users = state.core.admin_list_users(after, limit, query.q.as_deref()).await?;
     let next_cursor = (users.len() as u64 == limit).then(|| users.last().map(|u| u.user.id.to_string())).flatten();
     Ok(HttpResponse::Ok().json(UserPage { users: users.into_iter().map(Into::into).collect(), next_cursor }))
 }
