@@ -9,6 +9,7 @@ use utoipa::IntoParams;
 
 use crate::config::web_origin;
 use crate::http::AppState;
+use crate::http::error::problem;
 
 /// Where a refused return address goes instead.
 pub const HOME: &str = "/ui/";
@@ -47,7 +48,7 @@ pub fn target<'a>(to: &'a str, allowed_origins: &[String]) -> &'a str {
     tag = "ui",
     params(ReturnQuery),
     responses((status = 303, description = "To the return address, or to /ui/ when it is not allowed",
-        headers(("Location" = String, description = "Where to go"))))
+        headers(("Location" = String, description = "Where to go"))), (status = 400, response = problem::TokenInQuery))
 )]
 #[get("/ui/return")]
 pub async fn follow(state: web::Data<AppState>, query: web::Query<ReturnQuery>) -> HttpResponse {
