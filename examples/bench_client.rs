@@ -1,88 +1,36 @@
 //! Load and measurement client for `scripts/bench` (not part of the
-//! service). A real OPAQUE client with the product's suite.
+//! service), on the `latchkey-client` crate: a real OPAQUE client with the
+//! product's suite.
 //!
 //! ```text
-//! bench_client session   URL USERNAME PASSWORD        prints a session token
-//! bench_client login-cpu URL PID COUNT                server CPU per login
-//! bench_client soak      URL SERVICE_TOKEN SECONDS PID mixed load, 5xx count, RSS
+//! bench_client session   URL USERNAME PASSWORD          prints a session token
+//! bench_client login-cpu URL PID COUNT                  server CPU per login
+//! bench_client logins    URL CLIENTS SECONDS            logins/s and latency per step
+//! bench_client soak      URL SERVICE_TOKEN SECONDS PID  mixed load, 5xx count, RSS
 //! ```
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use latchkey::domain::opaque::Suite;
-use opaque_ke::{
-    ClientLogin, ClientLoginFinishParameters, ClientRegistration, ClientRegistrationFinishParameters,
-    CredentialResponse, RegistrationResponse,
-};
-use rand::rngs::OsRng;
-use serde_json::{Value, json};
+use latchkey_client::{Argon2idKsf, Client, DeviceInfo, Error, LoginOutcome, Session};
+use serde_json::json;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> Res<(u16, Value)> {
-    let res = client.post(url).json(&body).send().await?;
-    let status = res.status().as_u16();
-    Ok((status, res.json().await.unwrap_or(Value::Null)))
+/// Registers (a taken name is fine: the same password was used).
+async fn register(client: &Client, username: &str, password: &str) -> Res<()> {
+    match client.register(username, password).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("conflict") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
-async fn register(client: &reqwest::Client, base: &str, username: &str, password: &str) -> Res<()> {
-    let start = ClientRegistration::<Suite>::start(&mut OsRng, password.as_bytes()).map_err(|e| e.to_string())?;
-    let (_, body) = post(
-        client,
-        &format!("{base}/v1/registration/start"),
-        json!({"username": username, "registration_request": B64.encode(start.message.serialize())}),
-    )
-    .await?;
-    let response = body["registration_response"].as_str().ok_or("no registration_response")?;
-    let response = RegistrationResponse::<Suite>::deserialize(&B64.decode(response)?).map_err(|e| e.to_string())?;
-    let password = password.to_owned();
-    let record = tokio::task::spawn_blocking(move || {
-        start.state.finish(&mut OsRng, password.as_bytes(), response, ClientRegistrationFinishParameters::default())
-    })
-    .await?
-    .map_err(|e| e.to_string())?;
-    let (status, _) = post(
-        client,
-        &format!("{base}/v1/registration/finish"),
-        json!({"username": username, "registration_record": B64.encode(record.message.serialize())}),
-    )
-    .await?;
-    if status != 201 && status != 409 {
-        return Err(format!("registration finished with {status}").into());
+async fn login(client: &Client, username: &str, password: &str) -> Res<Session> {
+    let device = DeviceInfo { fingerprint: Some("bench".into()), ..DeviceInfo::default() };
+    match client.login(username, password, &device).await? {
+        LoginOutcome::Session(session) => Ok(session),
+        LoginOutcome::MfaRequired(_) => Err("the bench user has TOTP on".into()),
     }
-    Ok(())
-}
-
-async fn login(client: &reqwest::Client, base: &str, username: &str, password: &str) -> Res<Value> {
-    let start = ClientLogin::<Suite>::start(&mut OsRng, password.as_bytes()).map_err(|e| e.to_string())?;
-    let (_, body) = post(
-        client,
-        &format!("{base}/v1/login/start"),
-        json!({"username": username, "credential_request": B64.encode(start.message.serialize())}),
-    )
-    .await?;
-    let login_id = body["login_id"].as_str().ok_or("no login_id")?.to_owned();
-    let ke2 =
-        CredentialResponse::<Suite>::deserialize(&B64.decode(body["credential_response"].as_str().ok_or("no KE2")?)?)
-            .map_err(|e| e.to_string())?;
-    let password = password.to_owned();
-    let finish = tokio::task::spawn_blocking(move || {
-        start.state.finish(&mut OsRng, password.as_bytes(), ke2, ClientLoginFinishParameters::default())
-    })
-    .await?
-    .map_err(|e| e.to_string())?;
-    let (status, body) = post(
-        client,
-        &format!("{base}/v1/login/finish"),
-        json!({"login_id": login_id, "credential_finalization": B64.encode(finish.message.serialize()), "device": {"fingerprint": "bench"}}),
-    )
-    .await?;
-    if status != 200 {
-        return Err(format!("login finished with {status}: {body}").into());
-    }
-    Ok(body)
 }
 
 /// User + system CPU seconds of a process.
@@ -103,27 +51,29 @@ fn rss_mib(pid: u32) -> Res<f64> {
 #[tokio::main]
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-    match args.get(1).map(String::as_str) {
-        Some("session") => {
-            let (base, user, pass) = (&args[2], &args[3], &args[4]);
-            register(&client, base, user, pass).await?;
-            let session = login(&client, base, user, pass).await?;
-            println!("{}", session["session_token"].as_str().ok_or("no token")?);
+    let arg = |i: usize| args.get(i).map(String::as_str).ok_or("usage: bench_client session|login-cpu|logins|soak ...");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let client = Client::with_http_client(arg(2)?, http.clone());
+    match arg(1)? {
+        "session" => {
+            let (user, pass) = (arg(3)?, arg(4)?);
+            register(&client, user, pass).await?;
+            println!("{}", login(&client, user, pass).await?.session_token);
         }
-        Some("login-cpu") => {
-            let (base, pid, count): (&str, u32, u32) = (&args[2], args[3].parse()?, args[4].parse()?);
-            register(&client, base, "cpu-bench", "cpu bench password").await?;
-            login(&client, base, "cpu-bench", "cpu bench password").await?; // warm up
+        "login-cpu" => {
+            let (pid, count): (u32, u32) = (arg(3)?.parse()?, arg(4)?.parse()?);
+            register(&client, "cpu-bench", "cpu bench password").await?;
+            login(&client, "cpu-bench", "cpu bench password").await?; // warm up
             let before = cpu_seconds(pid)?;
             for _ in 0..count {
-                login(&client, base, "cpu-bench", "cpu bench password").await?;
+                login(&client, "cpu-bench", "cpu bench password").await?;
             }
             let per_login_us = (cpu_seconds(pid)? - before) / f64::from(count) * 1e6;
             println!("{per_login_us:.0}");
         }
-        Some("soak") => soak(&client, &args[2], &args[3], args[4].parse()?, args[5].parse()?).await?,
-        _ => return Err("usage: bench_client session|login-cpu|soak ...".into()),
+        "logins" => logins(client, arg(3)?.parse()?, arg(4)?.parse()?).await?,
+        "soak" => soak(&client, &http, arg(3)?, arg(4)?.parse()?, arg(5)?.parse()?).await?,
+        other => return Err(format!("unknown mode {other}").into()),
     }
     Ok(())
 }
@@ -132,10 +82,11 @@ async fn main() -> Res<()> {
 /// rate-limit checks, plus a steady trickle of full logins. Prints the
 /// count of each status class and the RSS every 30 s; exits non-zero on
 /// any 5xx or transport error.
-async fn soak(client: &reqwest::Client, base: &str, service_token: &str, seconds: u64, pid: u32) -> Res<()> {
+async fn soak(client: &Client, http: &reqwest::Client, service_token: &str, seconds: u64, pid: u32) -> Res<()> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    register(client, base, "soak", "soak password").await?;
+    register(client, "soak", "soak password").await?;
+    let base = client.base_url();
     let stop = Instant::now() + Duration::from_secs(seconds);
     let counts: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
     let record = |counts: &[AtomicU64; 6], status: Option<u16>| {
@@ -147,33 +98,29 @@ async fn soak(client: &reqwest::Client, base: &str, service_token: &str, seconds
     };
     let mut tasks = Vec::new();
     for worker in 0..16u32 {
-        let (client, base, token, counts) = (client.clone(), base.to_owned(), service_token.to_owned(), counts.clone());
+        let (client, http, base, token, counts) =
+            (client.clone(), http.clone(), base.to_owned(), service_token.to_owned(), counts.clone());
         tasks.push(tokio::spawn(async move {
-            let mut session = login(&client, &base, "soak", "soak password").await.ok();
+            let mut session = login(&client, "soak", "soak password").await.ok();
             let mut i = 0u64;
             while Instant::now() < stop {
                 i += 1;
                 let Some(s) = session.clone() else {
-                    session = login(&client, &base, "soak", "soak password").await.ok();
+                    session = login(&client, "soak", "soak password").await.ok();
                     record(&counts, None);
                     continue;
                 };
                 let status = if i.is_multiple_of(50) {
-                    let r = client
-                        .post(format!("{base}/v1/sessions/refresh"))
-                        .json(&json!({"refresh_token": s["refresh_token"]}))
-                        .send()
-                        .await;
-                    let status = r.as_ref().ok().map(|r| r.status().as_u16());
-                    if let Ok(r) = r
-                        && r.status() == 200
-                    {
-                        session = r.json().await.ok();
+                    match client.refresh(&s.refresh_token).await {
+                        Ok(rotated) => {
+                            session = Some(rotated);
+                            Some(200)
+                        }
+                        Err(Error::Problem(p)) => Some(p.status),
+                        Err(_) => None,
                     }
-                    status
                 } else if i.is_multiple_of(2) {
-                    client
-                        .post(format!("{base}/v1/ratelimit/check"))
+                    http.post(format!("{base}/v1/ratelimit/check"))
                         .bearer_auth(&token)
                         .json(&json!({"namespace": "bench", "key": format!("k{}", (i + u64::from(worker)) % 1000)}))
                         .send()
@@ -181,9 +128,8 @@ async fn soak(client: &reqwest::Client, base: &str, service_token: &str, seconds
                         .ok()
                         .map(|r| r.status().as_u16())
                 } else {
-                    client
-                        .get(format!("{base}/v1/sessions/current"))
-                        .bearer_auth(s["session_token"].as_str().unwrap_or(""))
+                    http.get(format!("{base}/v1/sessions/current"))
+                        .bearer_auth(&s.session_token)
                         .send()
                         .await
                         .ok()
@@ -192,7 +138,7 @@ async fn soak(client: &reqwest::Client, base: &str, service_token: &str, seconds
                 record(&counts, status);
                 // A fresh login now and then (each costs the client an Argon2id run).
                 if worker == 0 && i.is_multiple_of(500) {
-                    session = login(&client, &base, "soak", "soak password").await.ok().or(session);
+                    session = login(&client, "soak", "soak password").await.ok().or(session);
                 }
             }
         }));
@@ -229,6 +175,73 @@ async fn soak(client: &reqwest::Client, base: &str, service_token: &str, seconds
     );
     if c[5] > 0 || c[0] > 0 {
         return Err("server errors during the soak".into());
+    }
+    Ok(())
+}
+
+/// `clients` concurrent clients log in again and again for `seconds`, each
+/// as its own user registered with a cheap key stretching setting (the
+/// server never runs it, so its work per login is the same, and the load
+/// generator does not spend the cores on Argon2id). Prints logins/s and the
+/// p50/p99 of each step (login/start, login/finish) in ms.
+async fn logins(client: Client, clients: usize, seconds: u64) -> Res<()> {
+    let client = client.with_ksf(Argon2idKsf::cheap());
+    let password = "bench password, cheap KSF";
+    for i in 0..clients {
+        register(&client, &format!("login-bench-{i}"), password).await?;
+    }
+    let stop = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let username = format!("login-bench-{i}");
+            let device = DeviceInfo { fingerprint: Some("bench".into()), ..DeviceInfo::default() };
+            let (mut starts, mut finishes, mut errors) = (Vec::new(), Vec::new(), 0u64);
+            while Instant::now() < stop {
+                let t0 = Instant::now();
+                let pending = match client.login_start(&username, password, &device).await {
+                    Ok(pending) => pending,
+                    Err(_) => {
+                        errors += 1;
+                        continue;
+                    }
+                };
+                let t1 = Instant::now();
+                match pending.finish().await {
+                    Ok(LoginOutcome::Session(_)) => {
+                        starts.push(t1 - t0);
+                        finishes.push(t1.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (starts, finishes, errors)
+        }));
+    }
+    let started = Instant::now();
+    let (mut starts, mut finishes, mut errors) = (Vec::new(), Vec::new(), 0);
+    for task in tasks {
+        let (s, f, e) = task.await?;
+        starts.extend(s);
+        finishes.extend(f);
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let quantile = |v: &mut Vec<Duration>, q: f64| {
+        v.sort_unstable();
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let rate = finishes.len() as f64 / elapsed;
+    println!(
+        "{rate:.0} {:.2} {:.2} {:.2} {:.2} {errors}",
+        quantile(&mut starts, 0.5),
+        quantile(&mut starts, 0.99),
+        quantile(&mut finishes, 0.5),
+        quantile(&mut finishes, 0.99),
+    );
+    if errors > 0 {
+        return Err(format!("{errors} logins failed").into());
     }
     Ok(())
 }

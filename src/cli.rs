@@ -41,6 +41,45 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Client: register an account at a latchkey service.
+    Register {
+        username: String,
+        #[command(flatten)]
+        target: ClientTarget,
+    },
+    /// Client: log in (OPAQUE; asks for a TOTP code when needed) and keep
+    /// the session in the user's config directory.
+    Login {
+        username: String,
+        #[command(flatten)]
+        target: ClientTarget,
+    },
+    /// Client: the logged-in session (refreshed when its token expired).
+    Whoami,
+    /// Client: the logged-in user's sessions.
+    Sessions,
+    /// Client: log out and forget the session.
+    Logout,
+    /// Client: change the logged-in user's password (asks for the current
+    /// one first).
+    Passwd {
+        /// Read the current and the new password, one per line, from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// Where a client command talks to, and how it reads the password.
+#[derive(Debug, clap::Args)]
+pub struct ClientTarget {
+    /// The service's base URL (default: the last one used, else
+    /// $LATCHKEY_URL, else http://127.0.0.1:8080).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Read the password from the first line of stdin (then a TOTP code,
+    /// when asked, from the next) instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
 }
 
 #[derive(Debug, Subcommand)]

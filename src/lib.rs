@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod client_cli;
 pub mod config;
 pub mod domain;
 pub mod http;

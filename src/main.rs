@@ -8,6 +8,18 @@ use latchkey::{app, http, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The client commands talk to a service: they need none of its settings.
+    if let Some(command) = &cli.command
+        && let Some(result) = latchkey::client_cli::run(command).await
+    {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("latchkey: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (config, report) = match Config::load() {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -35,6 +47,12 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             let application = app::Application::build(config, migrate).await?;
             application.run_until_stopped().await?;
         }
+        Command::Register { .. }
+        | Command::Login { .. }
+        | Command::Whoami
+        | Command::Sessions
+        | Command::Logout
+        | Command::Passwd { .. } => return Err("client commands run before the service's settings load".into()),
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&http::openapi())?);
         }

@@ -403,6 +403,25 @@ impl Core {
         Ok(())
     }
 
+    /// Logout by refresh token, for a browser whose session token expired
+    /// (its refresh cookie still names the session). A spent, unknown or
+    /// malformed token ends nothing and is no error: the caller clears its
+    /// cookies either way.
+    #[tracing::instrument(skip_all)]
+    pub async fn logout_by_refresh(&self, refresh_token: &str, client: &ClientInfo, now: DateTime<Utc>) -> Result<()> {
+        let Some(hash) = tokens::verify_shape(TokenKind::Refresh, refresh_token) else { return Ok(()) };
+        let Some(refresh) = store::find_refresh(&self.db, &hash).await? else { return Ok(()) };
+        if refresh.rotated_at.is_some() {
+            return Ok(());
+        }
+        let Some(session) = store::find(&self.db, refresh.session_id).await? else { return Ok(()) };
+        if session.revoked_at.is_none() {
+            let scope = RevokeScope::One { user_id: session.user_id, session_id: session.id };
+            self.revoke(scope, "logout", Vec::new(), client, now).await?;
+        }
+        Ok(())
+    }
+
     /// Revokes one of the caller's sessions; `NotFound` if it is not theirs
     /// (or not active).
     #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]

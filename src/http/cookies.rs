@@ -5,13 +5,19 @@
 //! - `__Host-lk_session`: the session token; `Path=/`, `SameSite=Lax`, so a
 //!   top-level navigation from another site (a link to the protected app)
 //!   still carries it to forward-auth;
-//! - `__Secure-lk_refresh`: the refresh token, sent only to the refresh
-//!   route (`__Host-` cookies must have `Path=/`, so a cookie scoped to one
-//!   route takes the `__Secure-` prefix), `SameSite=Strict`;
+//! - `__Host-lk_refresh`: the refresh token, `SameSite=Strict`. It is not
+//!   scoped to the refresh route: a `__Host-` cookie must have `Path=/`, and
+//!   a route-scoped `__Secure-` cookie could be planted by any sibling
+//!   subdomain (`Domain=example.com`), logging the browser into the
+//!   planter's session at its next refresh; the prefix is the stronger
+//!   guarantee. Logout reads it too, to end a session whose token expired;
 //! - `__Host-lk_device`: the device credential (SPEC §4, "device cookies"),
 //!   read by login/start and login/finish when the body has none.
 //!
-//! All are `HttpOnly` and `Secure`. Browsers accept `Secure` cookies from
+//! All are `HttpOnly` and `Secure`. They are read by their exact, undecoded
+//! names (a `%5F_Host-…` cookie, which a sibling or a man in the middle can
+//! set, is another cookie), and a name sent twice is no session at all.
+//! Browsers accept `Secure` cookies from
 //! `http://localhost` (a secure context), so the pages work on loopback
 //! without TLS; anywhere else they need HTTPS.
 //!
@@ -33,10 +39,8 @@ use crate::domain::Error;
 use crate::domain::sessions::IssuedSession;
 
 pub const SESSION_COOKIE: &str = "__Host-lk_session";
-pub const REFRESH_COOKIE: &str = "__Secure-lk_refresh";
+pub const REFRESH_COOKIE: &str = "__Host-lk_refresh";
 pub const DEVICE_COOKIE: &str = "__Host-lk_device";
-/// The path the refresh cookie is sent to.
-pub const REFRESH_PATH: &str = "/v1/sessions/refresh";
 /// The header latchkey's pages send with every request.
 pub const CSRF_HEADER: &str = "x-latchkey-csrf";
 pub const CSRF_DETAIL: &str = "a request authenticated by cookie must come from latchkey's own pages: send \
@@ -45,9 +49,24 @@ pub const CSRF_DETAIL: &str = "a request authenticated by cookie must come from 
 /// browsers honour (400 days).
 const DEVICE_COOKIE_DAYS: i64 = 400;
 
-/// The value of a request cookie, if present and not empty.
-pub fn read(req: &HttpRequest, name: &str) -> Option<String> {
-    req.cookie(name).map(|c| c.value().to_owned()).filter(|v| !v.is_empty())
+/// The value of the request cookie named exactly `name` (not
+/// percent-decoded), if present and not empty; 401 when the name occurs
+/// more than once, which only a planted cookie explains.
+pub fn read(req: &HttpRequest, name: &str) -> Result<Option<String>, Error> {
+    let mut found = None;
+    for header in req.headers().get_all(header::COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for pair in text.split(';') {
+            let Some((key, value)) = pair.split_once('=') else { continue };
+            if key.trim() == name {
+                if found.is_some() {
+                    return Err(Error::Unauthorized);
+                }
+                found = Some(value.trim().trim_matches('"').to_owned());
+            }
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()))
 }
 
 fn cookie(name: &'static str, value: String, path: &'static str, same_site: SameSite) -> Cookie<'static> {
@@ -65,7 +84,7 @@ pub fn set_session(response: &mut HttpResponseBuilder, issued: &IssuedSession, n
     let max_age = max_age_until(issued.session_expires_at, now);
     let mut session = cookie(SESSION_COOKIE, issued.session_token.clone(), "/", SameSite::Lax);
     session.set_max_age(max_age);
-    let mut refresh = cookie(REFRESH_COOKIE, issued.refresh_token.clone(), REFRESH_PATH, SameSite::Strict);
+    let mut refresh = cookie(REFRESH_COOKIE, issued.refresh_token.clone(), "/", SameSite::Strict);
     refresh.set_max_age(max_age);
     response.cookie(session).cookie(refresh);
     if let Some(token) = &issued.device_token {
@@ -78,10 +97,8 @@ pub fn set_session(response: &mut HttpResponseBuilder, issued: &IssuedSession, n
 /// Removes the session and refresh cookies (logout). The device credential
 /// stays: it is what makes this browser a known device next time.
 pub fn clear_session(response: &mut HttpResponseBuilder) {
-    for (name, path, same_site) in
-        [(SESSION_COOKIE, "/", SameSite::Lax), (REFRESH_COOKIE, REFRESH_PATH, SameSite::Strict)]
-    {
-        let mut gone = cookie(name, String::new(), path, same_site);
+    for (name, same_site) in [(SESSION_COOKIE, SameSite::Lax), (REFRESH_COOKIE, SameSite::Strict)] {
+        let mut gone = cookie(name, String::new(), "/", same_site);
         gone.make_removal();
         response.cookie(gone);
     }
@@ -111,6 +128,23 @@ pub fn check_csrf(req: &HttpRequest) -> Result<(), Error> {
         },
     };
     if same_origin { Ok(()) } else { Err(Error::CsrfRejected) }
+}
+
+/// Forward-auth by cookie: a gateway that names the guarded request's method
+/// (`X-Forwarded-Method`, as Traefik sends and deploy/nginx.conf sets) gets
+/// a state-changing request through only when the browser says it comes
+/// from the same origin (`Sec-Fetch-Site`), so a cookie alone never
+/// authorizes a cross-site form post to a guarded app.
+pub fn check_forwarded(req: &HttpRequest) -> Result<(), Error> {
+    let headers = req.headers();
+    let Some(method) = headers.get("x-forwarded-method").and_then(|v| v.to_str().ok()) else { return Ok(()) };
+    if ["GET", "HEAD", "OPTIONS"].iter().any(|safe| method.eq_ignore_ascii_case(safe)) {
+        return Ok(());
+    }
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some("same-origin") => Ok(()),
+        _ => Err(Error::CsrfRejected),
+    }
 }
 
 #[cfg(test)]
@@ -144,5 +178,37 @@ mod tests {
         assert!(check_csrf(&lookalike.to_http_request()).is_err(), "look-alike Origin");
         let neither = post().insert_header((CSRF_HEADER, "1"));
         assert!(check_csrf(&neither.to_http_request()).is_err(), "no Fetch Metadata and no Origin");
+    }
+
+    #[test]
+    fn cookies_are_read_by_their_exact_name_once() {
+        let read_from = |header: &str| {
+            read(&TestRequest::get().insert_header(("cookie", header)).to_http_request(), SESSION_COOKIE)
+        };
+        assert_eq!(read_from("a=1; __Host-lk_session=lk_s_x; b=2").ok().flatten().as_deref(), Some("lk_s_x"));
+        assert_eq!(
+            read_from("%5F_Host-lk_session=lk_s_planted").ok().flatten(),
+            None,
+            "an encoded name is another cookie"
+        );
+        assert_eq!(read_from("__host-lk_session=lk_s_x").ok().flatten(), None, "names are case-sensitive");
+        assert!(read_from("__Host-lk_session=lk_s_a; __Host-lk_session=lk_s_b").is_err(), "twice: refused");
+        assert_eq!(read_from("__Host-lk_session=").ok().flatten(), None);
+    }
+
+    #[test]
+    fn forwarded_changes_need_the_same_origin() {
+        let get = |headers: &[(&str, &str)]| {
+            let mut req = TestRequest::get();
+            for h in headers {
+                req = req.insert_header(*h);
+            }
+            check_forwarded(&req.to_http_request())
+        };
+        assert!(get(&[]).is_ok(), "no gateway method: whoami itself");
+        assert!(get(&[("x-forwarded-method", "GET"), ("sec-fetch-site", "cross-site")]).is_ok(), "navigation");
+        assert!(get(&[("x-forwarded-method", "POST"), ("sec-fetch-site", "same-origin")]).is_ok());
+        assert!(get(&[("x-forwarded-method", "POST"), ("sec-fetch-site", "same-site")]).is_err());
+        assert!(get(&[("x-forwarded-method", "DELETE")]).is_err());
     }
 }

@@ -33,8 +33,8 @@ impl FromRequest for Authenticated {
         let token = match bearer(req) {
             Some(token) => Ok(Some(token.to_owned())),
             None => match cookies::read(req, cookies::SESSION_COOKIE) {
-                Some(token) => cookies::check_csrf(req).map(|()| Some(token)),
-                None => Ok(None),
+                Ok(Some(token)) => cookies::check_csrf(req).map(|()| Some(token)),
+                other => other,
             },
         };
         let client = Client::from_request(req, payload);

@@ -157,6 +157,7 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(v1::devices::list)
         .service(v1::devices::remove)
         .service(return_to::follow)
+        .service(return_to::signin)
         .service(ops::healthz)
         .service(ops::readyz)
         .service(ops::metrics)

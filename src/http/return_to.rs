@@ -3,7 +3,7 @@
 //! a place an attacker named (no open redirect).
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpRequest, HttpResponse, get, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -28,7 +28,9 @@ pub struct ReturnQuery {
 /// The address to send the browser to: `to` itself when it is a path on
 /// this origin or a URL on an allowed origin, else [`HOME`].
 pub fn target<'a>(to: &'a str, allowed_origins: &[String]) -> &'a str {
-    if to.is_empty() || to.len() > MAX_LEN || to.chars().any(|c| c.is_control() || c == '\\') {
+    // Browsers send addresses percent-encoded: raw non-ASCII is refused
+    // (it could not be a Location header either).
+    if to.is_empty() || to.len() > MAX_LEN || !to.is_ascii() || to.chars().any(|c| c.is_control() || c == '\\') {
         return HOME;
     }
     // `//host` and `/\host` are other hosts to a browser; backslashes are
@@ -56,6 +58,27 @@ pub async fn follow(state: web::Data<AppState>, query: web::Query<ReturnQuery>) 
     HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish()
 }
 
+/// A gateway's sign-in redirect: `/ui/signin` followed by the address the
+/// browser asked for (nginx: `return 302 /ui/signin$request_uri;`) goes to
+/// the sign-in page with that address, percent-encoded, as `return_to`: a
+/// gateway cannot encode it itself, and a raw address would lose its query.
+#[utoipa::path(
+    tag = "ui",
+    params(("tail" = String, Path, description = "The address asked for, path and query as the browser sent them")),
+    responses((status = 303, description = "To /ui/?return_to=<the address>",
+        headers(("Location" = String, description = "The sign-in page"))))
+)]
+#[get("/ui/signin/{tail:.*}")]
+pub async fn signin(req: HttpRequest) -> HttpResponse {
+    let path = req.path().strip_prefix("/ui/signin").filter(|p| p.starts_with('/')).unwrap_or("/");
+    let address = match req.query_string() {
+        "" => path.to_owned(),
+        query => format!("{path}?{query}"),
+    };
+    let encoded: String = url::form_urlencoded::byte_serialize(address.as_bytes()).collect();
+    HttpResponse::SeeOther().insert_header((header::LOCATION, format!("{HOME}?return_to={encoded}"))).finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +103,7 @@ mod tests {
             "data:text/html,hi",
             "app.example.com",
             "/app\n/",
+            "/caf\u{e9}",
             "",
         ] {
             assert_eq!(target(refused, &allowed), HOME, "{refused:?}");

@@ -106,3 +106,80 @@ async fn embedded_default_generates_a_master_password_file() {
         .expect("run");
     assert!(again.status.success(), "{}", text(&again.stderr));
 }
+
+/// The command-line client, as a shell user runs it: register, log in with
+/// `--password-stdin`, whoami, sessions, a refresh when the token expired,
+/// passwd, logout; the session file is the user's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_round_trip() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let app = crate::helpers::TestApp::spawn_with(DbKind::Sqlite, crate::helpers::CacheKind::Memory, |c| {
+        c.sessions.token_lifetime = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let home = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(args)
+            .env_clear()
+            .env("XDG_CONFIG_HOME", home.path())
+            .env("HOME", home.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run latchkey");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write");
+        let out = child.wait_with_output().expect("wait");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let url = app.address.clone();
+    let ok = |(success, text): (bool, String), what: &str| {
+        assert!(success, "{what}: {text}");
+        text
+    };
+
+    ok(run(&["register", "cleo", "--url", &url, "--password-stdin"], "first password 123\n"), "register");
+    let (success, text) = run(&["login", "cleo", "--password-stdin"], "wrong password\n");
+    assert!(!success && text.contains("invalid credentials"), "{text}");
+    let text = ok(run(&["login", "cleo", "--password-stdin"], "first password 123\n"), "login");
+    assert!(text.contains("logged in as cleo"), "{text}");
+
+    let file = home.path().join("latchkey").join("credentials.json");
+    let mode = std::fs::metadata(&file).expect("credentials file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the user reads the session");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+    let first_token = stored["session"]["session_token"].as_str().expect("token").to_owned();
+    assert!(
+        stored["devices"]
+            .as_object()
+            .is_some_and(|d| d.values().any(|v| v.as_str().unwrap_or("").starts_with("lk_d_")))
+    );
+
+    let text = ok(run(&["whoami"], ""), "whoami");
+    assert!(text.starts_with("cleo ("), "{text}");
+    assert!(ok(run(&["sessions"], ""), "sessions").contains("(this one)"));
+
+    // The token expires; the next command refreshes it and goes on.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(ok(run(&["whoami"], ""), "whoami after expiry").starts_with("cleo ("));
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
+    assert_ne!(stored["session"]["session_token"], first_token.as_str(), "refreshed and rewritten");
+
+    let text = ok(run(&["passwd", "--password-stdin"], "first password 123\nsecond password 456\n"), "passwd");
+    assert!(text.contains("password changed"), "{text}");
+    assert!(ok(run(&["whoami"], ""), "whoami after passwd").starts_with("cleo ("));
+    assert!(ok(run(&["logout"], ""), "logout").contains("logged out"));
+    let (success, text) = run(&["whoami"], "");
+    assert!(!success && text.contains("not logged in"), "{text}");
+    assert_eq!(app.whoami(&first_token).await.status(), 401);
+
+    let (success, _) = run(&["login", "cleo", "--password-stdin"], "first password 123\n");
+    assert!(!success, "the old password is gone");
+    ok(run(&["login", "cleo", "--password-stdin"], "second password 456\n"), "login with the new password");
+    let text = ok(run(&["logout"], ""), "logout");
+    assert!(text.contains("logged out"), "{text}");
+}

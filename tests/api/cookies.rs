@@ -13,7 +13,7 @@ use crate::helpers::{CacheKind, DbKind, TestApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 const SESSION: &str = "__Host-lk_session";
-const REFRESH: &str = "__Secure-lk_refresh";
+const REFRESH: &str = "__Host-lk_refresh";
 const DEVICE: &str = "__Host-lk_device";
 
 /// What latchkey's own pages send with a state-changing fetch.
@@ -53,14 +53,14 @@ impl Jar {
         }
     }
 
-    /// The Cookie header for a request to `path` (the refresh cookie only
-    /// on the refresh route, as its Path says).
-    pub fn header(&self, path: &str) -> String {
+    /// The Cookie header a browser sends (all are `Path=/`; `_path` keeps
+    /// the call sites saying where the request goes).
+    pub fn header(&self, _path: &str) -> String {
         let mut parts = Vec::new();
         if let Some(v) = &self.session {
             parts.push(format!("{SESSION}={v}"));
         }
-        if let (Some(v), true) = (&self.refresh, path == "/v1/sessions/refresh") {
+        if let Some(v) = &self.refresh {
             parts.push(format!("{REFRESH}={v}"));
         }
         if let Some(v) = &self.device {
@@ -134,7 +134,7 @@ async fn cookies_carry_the_session(db: DbKind, cache: CacheKind) {
 
     let refresh = find(&cookies, REFRESH).expect("refresh cookie");
     assert!(refresh.value().starts_with("lk_r_"));
-    assert_eq!(refresh.path(), Some("/v1/sessions/refresh"), "sent to the refresh route only");
+    assert_eq!((refresh.path(), refresh.domain()), (Some("/"), None), "a __Host- cookie no sibling can plant");
     assert_eq!((refresh.secure(), refresh.http_only()), (Some(true), Some(true)));
     assert_eq!(refresh.same_site(), Some(SameSite::Strict));
 
@@ -187,6 +187,8 @@ async fn cross_site_pages_get_nothing(db: DbKind, cache: CacheKind) {
         assert!(jar.session.is_none(), "no cookie set");
     }
     assert_eq!(browser_login(&app, &mut jar, "pia", &SAME_ORIGIN).await.status(), StatusCode::OK);
+    // A second session, so that a forged "revoke the others" would show.
+    let other = app.login("pia", PASSWORD, "phone").await;
 
     // What a cross-site form or fetch can send: the cookie (SameSite=Lax
     // lets top-level navigations carry it), but not the custom header
@@ -208,11 +210,21 @@ async fn cross_site_pages_get_nothing(db: DbKind, cache: CacheKind) {
         let refresh = send(&app, reqwest::Method::POST, "/v1/sessions/refresh", &jar, headers, Some(json!({}))).await;
         assert_eq!(refresh.status(), StatusCode::FORBIDDEN, "{headers:?}");
     }
-    // Nothing happened: the session lives, TOTP is not pending.
+    // Nothing happened: both sessions live, no revocation, no enrolment.
     let me = send(&app, reqwest::Method::GET, "/v1/sessions/current", &jar, &[], None).await;
     assert_eq!(me.status(), StatusCode::OK);
+    assert_eq!(app.whoami(&other.token).await.status(), StatusCode::OK);
     let events = app.audit_events().await;
-    assert!(!events.iter().any(|e| e.starts_with("totp.") || e == "session.logout"), "{events:?}");
+    assert!(!events.iter().any(|e| e == "session.revoke" || e == "session.refresh"), "{events:?}");
+    let confirm = app
+        .client
+        .post(app.url("/v1/totp/confirm"))
+        .bearer_auth(&other.token)
+        .json(&json!({"code": "123456"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(confirm.status(), StatusCode::BAD_REQUEST, "no TOTP enrolment is pending");
 
     // The same requests from the pages work.
     let enroll = send(&app, reqwest::Method::POST, "/v1/totp/enroll", &jar, &SAME_ORIGIN, None).await;
@@ -223,6 +235,7 @@ async fn cross_site_pages_get_nothing(db: DbKind, cache: CacheKind) {
     let old = [("x-latchkey-csrf", "1"), ("origin", origin.as_str())];
     let list = send(&app, reqwest::Method::DELETE, "/v1/sessions?scope=others", &jar, &old, None).await;
     assert_eq!(list.status(), StatusCode::OK);
+    assert_eq!(list.json::<Value>().await.expect("json")["revoked"], 1);
 }
 each_stack!(cross_site_pages_get_nothing, cross_site_pages_get_nothing);
 
@@ -246,7 +259,6 @@ async fn refresh_and_logout_by_cookie(db: DbKind, cache: CacheKind) {
     assert!(body.get("session_token").is_none() && body.get("refresh_token").is_none(), "{body}");
     assert_ne!(jar.session, before.session, "rotated session token");
     assert_ne!(jar.refresh, before.refresh, "rotated refresh token");
-    assert_eq!(find(&cookies, REFRESH).and_then(Cookie::path), Some("/v1/sessions/refresh"));
     let old = send(&app, reqwest::Method::GET, "/v1/sessions/current", &before, &[], None).await;
     assert_eq!(old.status(), StatusCode::UNAUTHORIZED, "the old cookie's token is dead");
     let now = send(&app, reqwest::Method::GET, "/v1/sessions/current", &jar, &[], None).await;
@@ -256,11 +268,12 @@ async fn refresh_and_logout_by_cookie(db: DbKind, cache: CacheKind) {
     let res = send(&app, reqwest::Method::DELETE, "/v1/sessions/current", &jar, &SAME_ORIGIN, None).await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let cleared = set_cookies(&res);
-    for (name, path) in [(SESSION, "/"), (REFRESH, "/v1/sessions/refresh")] {
+    for name in [SESSION, REFRESH] {
         let c = find(&cleared, name).unwrap_or_else(|| panic!("{name} cleared"));
         assert_eq!(c.value(), "", "{name}");
         assert_eq!(c.max_age().map(|a| a.whole_seconds()), Some(0), "{name}");
-        assert_eq!(c.path(), Some(path), "a removal must name the cookie's own path");
+        assert_eq!(c.path(), Some("/"), "a removal must name the cookie's own path");
+        assert_eq!(c.secure(), Some(true), "browsers ignore a __Host- removal without Secure");
     }
     assert!(find(&cleared, DEVICE).is_none(), "the device cookie stays");
     let after = send(&app, reqwest::Method::GET, "/v1/sessions/current", &jar, &[], None).await;
@@ -339,4 +352,81 @@ fn return_origins_must_be_origins() {
         ..Default::default()
     };
     assert!(config.validate().is_ok());
+}
+
+/// Cookie tossing: a sibling subdomain (or a man in the middle on plain
+/// http) can set cookies whose names only decode to latchkey's, or, without
+/// the `__Host-` prefix, duplicates. Neither is read as a session.
+async fn planted_cookies_are_no_session(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    assert_eq!(app.register("sven", PASSWORD).await.status(), StatusCode::CREATED);
+    let mut victim = Jar::default();
+    assert_eq!(browser_login(&app, &mut victim, "sven", &SAME_ORIGIN).await.status(), StatusCode::OK);
+    let attacker = app.register_and_login("mallory", PASSWORD).await;
+    let victim_session = victim.session.clone().expect("session cookie");
+
+    let who = |cookie: String| app.client.get(app.url("/v1/sessions/current")).header(COOKIE, cookie).send();
+    // An encoded name is another cookie: the victim stays the victim.
+    let res = who(format!("%5F_Host-lk_session={}; {SESSION}={victim_session}", attacker.token)).await.expect("req");
+    assert_eq!(res.json::<Value>().await.expect("json")["username"], "sven");
+    let res = who(format!("%5F_Host-lk_session={}", attacker.token)).await.expect("req");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "never the planted session");
+    // The same name twice: no session at all, rather than a guess.
+    let res = who(format!("{SESSION}={}; {SESSION}={victim_session}", attacker.token)).await.expect("req");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // A planted refresh cookie next to the victim's: no refresh.
+    let both = Jar { refresh: None, ..victim.clone() };
+    let cookie = format!(
+        "{}; {REFRESH}={}; {REFRESH}={}",
+        both.header("/"),
+        attacker.refresh,
+        victim.refresh.clone().expect("r")
+    );
+    let res = app
+        .client
+        .post(app.url("/v1/sessions/refresh"))
+        .header(COOKIE, cookie)
+        .header("x-latchkey-csrf", "1")
+        .header("sec-fetch-site", "same-origin")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookies(&res).is_empty(), "no session cookie set for anyone");
+}
+each_stack!(planted_cookies_are_no_session, planted_cookies_are_no_session);
+
+/// Logout after the session token expired (the page was left open): the
+/// refresh cookie names the session, which ends, and the cookies go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_after_the_token_expired() {
+    let app = TestApp::spawn_with(DbKind::Sqlite, CacheKind::Memory, |c| {
+        c.sessions.token_lifetime = std::time::Duration::from_secs(1);
+    })
+    .await;
+    assert_eq!(app.register("tess", PASSWORD).await.status(), StatusCode::CREATED);
+    let mut jar = Jar::default();
+    assert_eq!(browser_login(&app, &mut jar, "tess", &SAME_ORIGIN).await.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let me = send(&app, reqwest::Method::GET, "/v1/sessions/current", &jar, &[], None).await;
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED, "the token expired");
+
+    let forged =
+        send(&app, reqwest::Method::DELETE, "/v1/sessions/current", &jar, &[("sec-fetch-site", "cross-site")], None)
+            .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN, "a cross-site page cannot log the browser out either");
+    let res = send(&app, reqwest::Method::DELETE, "/v1/sessions/current", &jar, &SAME_ORIGIN, None).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let cleared = set_cookies(&res);
+    assert!(find(&cleared, SESSION).is_some_and(|c| c.value().is_empty()));
+    assert!(find(&cleared, REFRESH).is_some_and(|c| c.value().is_empty()));
+    let res = send(&app, reqwest::Method::POST, "/v1/sessions/refresh", &jar, &SAME_ORIGIN, Some(json!({}))).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "the session ended: the kept refresh cookie is dead");
+    let events = app.audit_events().await;
+    assert!(events.iter().any(|e| e == "session.revoke"), "{events:?}");
+
+    // Without any latchkey cookie and without a token: 401, as before.
+    let res = app.client.delete(app.url("/v1/sessions/current")).send().await.expect("req");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }

@@ -5,14 +5,11 @@
 //! loudly, when apache2 or the module is not installed (.ci/run installs
 //! them).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use serde_json::Value;
 
-use crate::helpers::{CacheKind, DbKind, TestApp};
+use crate::helpers::{CacheKind, DbKind, TestApp, Upstream};
 
 const PASSWORD: &str = "correct horse battery staple";
 const SERVICE_TOKEN: &str = "svc-apache-gateway-token-0123456789";
@@ -145,65 +142,6 @@ async fn apache_mod_auth_openidc_introspection() {
     assert_eq!(get("/app/reports", Some(&jwt)).await.status(), 401, "the logged-out session's JWT");
     assert_eq!(upstream.hits(), hits);
     assert_eq!(get("/app/admin/users", Some(&mfa.token)).await.status(), 200, "other sessions are untouched");
-}
-
-/// A stand-in for the protected service: answers every request 200 with a
-/// JSON echo of its request target and headers (names lowercased).
-struct Upstream {
-    address: String,
-    hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Upstream {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = format!("http://{}", listener.local_addr().expect("addr"));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let head = String::from_utf8_lossy(&head).into_owned();
-                    let mut lines = head.split("\r\n");
-                    let target = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or_default().to_owned();
-                    let headers: Map<String, Value> = lines
-                        .filter_map(|l| l.split_once(':'))
-                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), Value::from(v.trim())))
-                        .collect();
-                    let body = serde_json::json!({"target": target, "headers": headers}).to_string();
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                         Connection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = stream.write_all(answer.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
-            }
-        });
-        Self { address, hits, task }
-    }
-
-    fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// A private Apache in the foreground (`-X`, one process) serving

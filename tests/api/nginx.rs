@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::cookies::{Jar, SAME_ORIGIN, browser_login};
-use crate::helpers::{CacheKind, DbKind, TestApp, TestDb, redis_url, unique_prefix};
+use crate::helpers::{CacheKind, DbKind, TestApp, TestDb, Upstream, redis_url, unique_prefix};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -53,10 +53,13 @@ async fn nginx_auth_request_with_whoami() {
     assert_eq!(res.status(), 401);
 }
 
-/// A browser at a web app behind nginx: with latchkey's session cookie it
-/// gets through; without one (or after logout) it is sent to the sign-in
-/// page with the address it asked for, and the page's way back follows only
-/// paths on this host.
+/// A browser at a web app behind nginx (the config's /web/, its upstream
+/// here an echo of what it receives): with latchkey's session cookie it
+/// gets through, the app learns the user and never sees latchkey's
+/// cookies; a cross-site form post on the cookie is refused; the API
+/// locations (/app/) ignore cookies; a browser without a session is sent to
+/// the sign-in page with the whole address it asked for, and the way back
+/// follows only paths on this host.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_forward_auth_by_cookie() {
     let Some(nginx) = which("nginx") else {
@@ -67,38 +70,99 @@ async fn nginx_forward_auth_by_cookie() {
         c.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
     })
     .await;
-    let proxy = Nginx::start(&nginx, [&app, &app], |config| config).await;
+    let upstream = Upstream::start().await;
+    let web_app = upstream.address.clone();
+    let proxy = Nginx::start(&nginx, [&app, &app], move |config| {
+        let at = config.find("location /web/ {").expect("the /web/ location");
+        let (head, tail) = config.split_at(at);
+        let stand_in = "rewrite ^ /healthz break;\n        proxy_pass http://latchkey;";
+        assert!(tail.contains(stand_in), "the /web/ stand-in upstream");
+        format!("{head}{}", tail.replacen(stand_in, &format!("proxy_pass {web_app};"), 1))
+    })
+    .await;
     let base = &proxy.base;
     assert_eq!(app.register("nils", PASSWORD).await.status(), 201);
     let mut jar = Jar::default();
     let res = browser_login(&app, &mut jar, "nils", &SAME_ORIGIN).await;
     assert_eq!(res.status(), 200);
-    let user_id = res.json::<serde_json::Value>().await.expect("json")["user_id"].as_str().expect("id").to_owned();
+    let login: serde_json::Value = res.json().await.expect("json");
+    let user_id = login["user_id"].as_str().expect("id").to_owned();
+    let cookies = format!("theme=dark; {}", jar.header("/"));
 
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     let page = format!("{base}/web/reports?year=2026&q=a%20b");
+
+    // No session: to the sign-in page, with the whole address encoded.
     let res = client.get(&page).send().await.expect("req");
     assert_eq!(res.status(), 302, "a browser without a session goes to sign in");
-    assert_eq!(res.headers()["location"], format!("{base}/ui/?return_to=/web/reports?year=2026&q=a%20b").as_str());
+    let signin = res.headers()["location"].to_str().expect("ascii").to_owned();
+    assert_eq!(signin, format!("{base}/ui/signin/web/reports?year=2026&q=a%20b"));
+    let res = client.get(&signin).send().await.expect("req");
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/ui/?return_to=%2Fweb%2Freports%3Fyear%3D2026%26q%3Da%2520b");
+    assert_eq!(upstream.hits(), 0);
 
-    let res = client.get(&page).header("cookie", jar.header("/web/")).send().await.expect("req");
+    // With the cookie: through, and the app learns who, from latchkey only.
+    let res = client
+        .get(&page)
+        .header("cookie", &cookies)
+        .header("x-auth-time", "4102444800")
+        .header("x-user-id", "someone-else")
+        .send()
+        .await
+        .expect("req");
     assert_eq!(res.status(), 200, "the session cookie lets the browser through");
-    assert_eq!(res.headers()["x-user-id"], user_id.as_str());
+    let seen: serde_json::Value = res.json().await.expect("echo");
+    let headers = &seen["headers"];
+    assert_eq!(seen["target"], "/web/reports?year=2026&q=a%20b");
+    assert_eq!(headers["x-user-id"], user_id.as_str());
+    assert_eq!(headers["x-session-id"], login["session_id"]);
+    let auth_time =
+        chrono::DateTime::parse_from_rfc3339(login["auth_time"].as_str().expect("auth_time")).expect("time");
+    assert_eq!(headers["x-auth-time"], auth_time.timestamp().to_string().as_str(), "not the client's claim");
+    let cookie = headers["cookie"].as_str().unwrap_or_default();
+    assert!(cookie.starts_with("theme=dark"), "the app's own cookies pass: {cookie}");
+    assert!(!cookie.contains("lk_"), "latchkey's cookies never reach the app: {cookie}");
+
+    // A state change on the cookie needs the browser's word that it comes
+    // from this origin: a cross-site (or sibling-site) form post is refused.
+    for site in ["cross-site", "same-site"] {
+        let res = client
+            .post(format!("{base}/web/transfer"))
+            .header("cookie", &cookies)
+            .header("sec-fetch-site", site)
+            .form(&[("to", "mallory")])
+            .send()
+            .await
+            .expect("req");
+        assert_eq!(res.status(), 403, "{site}");
+    }
+    let res = client
+        .post(format!("{base}/web/transfer"))
+        .header("cookie", &cookies)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("to", "friend")])
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(res.status(), 200, "the app's own form");
+
+    // The API locations take bearer tokens only.
+    let res = client.get(format!("{base}/app/dashboard")).header("cookie", &cookies).send().await.expect("req");
+    assert_eq!(res.status(), 401, "a cookie does not authorize /app/");
 
     // The sign-in page's way back, through the proxy.
     let back = |to: &str| client.get(format!("{base}/ui/return")).query(&[("to", to)]).send();
     let res = back("/web/reports?year=2026").await.expect("req");
-    assert_eq!(
-        (res.status().as_u16(), &res.headers()["location"]),
-        (303, &"/web/reports?year=2026".parse().expect("v"))
-    );
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/web/reports?year=2026");
     let res = back("https://evil.example/phish").await.expect("req");
     assert_eq!(res.headers()["location"], "/ui/", "no open redirect");
 
     // Logout through the proxy clears the cookie; a kept copy is dead too.
     let res = client
         .delete(format!("{base}/v1/sessions/current"))
-        .header("cookie", jar.header("/"))
+        .header("cookie", &cookies)
         .header("x-latchkey-csrf", "1")
         .header("sec-fetch-site", "same-origin")
         .send()
@@ -106,7 +170,7 @@ async fn nginx_forward_auth_by_cookie() {
         .expect("req");
     assert_eq!(res.status(), 204);
     assert!(crate::cookies::set_cookies(&res).iter().any(|c| c.name() == "__Host-lk_session" && c.value().is_empty()));
-    let res = client.get(&page).header("cookie", jar.header("/web/")).send().await.expect("req");
+    let res = client.get(&page).header("cookie", &cookies).send().await.expect("req");
     assert_eq!(res.status(), 302);
 }
 

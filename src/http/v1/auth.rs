@@ -120,7 +120,7 @@ pub struct SessionAnswer {
     #[schema(example = "lk_s_Q2hhbmdlIG1lIQ…")]
     pub session_token: Option<String>,
     /// Single-use; exchange at /v1/sessions/refresh. Absent for a cookie
-    /// session, whose refresh token is in the `__Secure-lk_refresh` cookie.
+    /// session, whose refresh token is in the `__Host-lk_refresh` cookie.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "lk_r_U2luZ2xlIHVzZQ…")]
     pub refresh_token: Option<String>,
@@ -219,7 +219,7 @@ pub fn session_response(issued: IssuedSession, cookie: bool) -> HttpResponse {
 
 /// The device credential of the body, else of the browser's device cookie.
 fn device_token(req: &HttpRequest, body: Option<String>) -> Option<String> {
-    body.or_else(|| cookies::read(req, cookies::DEVICE_COOKIE))
+    body.or_else(|| cookies::read(req, cookies::DEVICE_COOKIE).ok().flatten())
 }
 
 /// Start an OPAQUE registration.

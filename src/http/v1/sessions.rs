@@ -100,9 +100,13 @@ impl From<CurrentSession> for WhoAmI {
 #[get("/v1/sessions/current")]
 pub async fn current(
     state: web::Data<AppState>,
+    req: HttpRequest,
     Authenticated(session): Authenticated,
     freshness: web::Query<Freshness>,
 ) -> Result<HttpResponse, Error> {
+    if crate::http::extractors::bearer(&req).is_none() {
+        cookies::check_forwarded(&req)?;
+    }
     let max_age = freshness.max_age.map(std::time::Duration::from_secs);
     state.core.check_freshness(&session, max_age, freshness.aal, Utc::now())?;
     let mut response = HttpResponse::Ok();
@@ -177,7 +181,7 @@ pub async fn list(state: web::Data<AppState>, Authenticated(session): Authentica
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    /// Absent for a browser session: the `__Secure-lk_refresh` cookie is
+    /// Absent for a browser session: the `__Host-lk_refresh` cookie is
     /// used (with `X-Latchkey-CSRF: 1`) and the answer sets new cookies.
     #[schema(example = "lk_r_U2luZ2xlIHVzZQ…")]
     #[serde(default)]
@@ -210,7 +214,7 @@ pub async fn refresh(
     let (token, cookie) = match body.into_inner().refresh_token {
         Some(token) => (token, false),
         None => {
-            let token = cookies::read(&req, cookies::REFRESH_COOKIE).ok_or(Error::Unauthorized)?;
+            let token = cookies::read(&req, cookies::REFRESH_COOKIE)?.ok_or(Error::Unauthorized)?;
             cookies::check_csrf(&req)?;
             (token, true)
         }
@@ -220,7 +224,8 @@ pub async fn refresh(
 }
 
 /// Log out: revoke the current session, and clear a browser's session
-/// cookies.
+/// cookies. A browser whose session token expired is logged out by its
+/// refresh cookie (which names the session).
 #[utoipa::path(
     tag = "sessions",
     security(("bearer" = []), ("session_cookie" = [])),
@@ -230,10 +235,26 @@ pub async fn refresh(
 #[delete("/v1/sessions/current")]
 pub async fn logout(
     state: web::Data<AppState>,
-    Authenticated(session): Authenticated,
+    req: HttpRequest,
+    session: Result<Authenticated, Error>,
     Client(client): Client,
 ) -> Result<HttpResponse, Error> {
-    state.core.logout(&session, &client, Utc::now()).await?;
+    let now = Utc::now();
+    match session {
+        Ok(Authenticated(session)) => state.core.logout(&session, &client, now).await?,
+        Err(Error::Unauthorized) if crate::http::extractors::bearer(&req).is_none() => {
+            let refresh_token = cookies::read(&req, cookies::REFRESH_COOKIE).ok().flatten();
+            let session_token = cookies::read(&req, cookies::SESSION_COOKIE).ok().flatten();
+            if refresh_token.is_none() && session_token.is_none() {
+                return Err(Error::Unauthorized);
+            }
+            cookies::check_csrf(&req)?;
+            if let Some(token) = refresh_token {
+                state.core.logout_by_refresh(&token, &client, now).await?;
+            }
+        }
+        Err(e) => return Err(e),
+    }
     let mut response = HttpResponse::NoContent();
     cookies::clear_session(&mut response);
     Ok(response.finish())
