@@ -23,7 +23,7 @@ struct Route {
 }
 
 static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
-    super::openapi()
+    super::route_document()
         .paths
         .paths
         .iter()
@@ -122,6 +122,7 @@ mod tests {
         assert_eq!(allowed("/healthz"), Some(vec![Method::GET, Method::HEAD]));
         assert_eq!(allowed("/v1/sessions/current"), Some(vec![Method::GET, Method::HEAD, Method::DELETE]));
         assert_eq!(allowed("/v1/sessions/refresh"), Some(vec![Method::POST]), "not a session id");
+        assert_eq!(allowed("/v1/sessions/not-a-uuid"), None, "not a session id either");
         assert_eq!(allowed("/v1/sessions/0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e"), Some(vec![Method::DELETE]));
         assert_eq!(allowed("/v1/sessions"), Some(vec![Method::GET, Method::HEAD, Method::DELETE]));
         assert_eq!(allowed("/v1/login/start"), Some(vec![Method::POST]));

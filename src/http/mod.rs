@@ -166,10 +166,17 @@ fn routes(cfg: &mut ServiceConfig) {
 
 /// The OpenAPI 3.1 document of all routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) = App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut doc = route_document();
     let paths = std::mem::take(&mut doc.paths.paths);
     doc.paths.paths = paths.into_iter().map(|(path, item)| (template(&path), item)).collect();
+    doc
+}
+
+/// The document with the paths as actix patterns (regexes kept): the
+/// route table that [`methods`] reads.
+fn route_document() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }
 

@@ -66,7 +66,8 @@ pub async fn follow(state: web::Data<AppState>, query: web::Query<ReturnQuery>) 
     tag = "ui",
     params(("tail" = String, Path, description = "The address asked for, path and query as the browser sent them")),
     responses((status = 303, description = "To /ui/?return_to=<the address>",
-        headers(("Location" = String, description = "The sign-in page"))))
+        headers(("Location" = String, description = "The sign-in page"))),
+        (status = 400, response = problem::TokenInQuery))
 )]
 #[get("/ui/signin/{tail:.*}")]
 pub async fn signin(req: HttpRequest) -> HttpResponse {
