@@ -165,9 +165,11 @@ pub struct EventsQuery {
 pub struct EventItem {
     #[schema(example = "login.success")]
     pub event: String,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub at: DateTime<Utc>,
     #[schema(example = "203.0.113.7")]
     pub ip: Option<String>,
+    #[schema(example = "dv_3q2b7x9k")]
     pub device_id: Option<String>,
     #[schema(example = "success")]
     pub outcome: String,
@@ -177,6 +179,7 @@ pub struct EventItem {
 pub struct EventPage {
     pub events: Vec<EventItem>,
     /// Pass as `cursor` for the next page; absent on the last page.
+    #[schema(example = 1041)]
     pub next_cursor: Option<i64>,
 }
 
