@@ -185,13 +185,16 @@ pub struct EventPage {
 
 #[derive(Serialize, ToSchema)]
 pub struct Profile {
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub user_id: uuid::Uuid,
     #[schema(example = "alice")]
     pub username: String,
     #[schema(example = json!(["admin"]))]
     pub roles: Vec<String>,
     /// TOTP is on (logins need a second factor).
+    #[schema(example = false)]
     pub totp_enabled: bool,
+    #[schema(example = "2026-12-01T09:30:00Z")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -199,7 +202,11 @@ pub struct Profile {
 #[utoipa::path(
     tag = "account",
     security(("bearer" = []), ("session_cookie" = [])),
-    responses((status = 200, body = Profile), (status = 401, response = problem::Unauthorized))
+    responses(
+        (status = 200, body = Profile),
+        (status = 400, response = problem::TokenInQuery),
+        (status = 401, response = problem::Unauthorized),
+    )
 )]
 #[get("/v1/account")]
 pub async fn profile(state: web::Data<AppState>, Authenticated(session): Authenticated) -> Result<HttpResponse, Error> {
