@@ -72,8 +72,8 @@ pub enum Command {
 /// Where a client command talks to, and how it reads the password.
 #[derive(Debug, clap::Args)]
 pub struct ClientTarget {
-    /// The service's base URL (default: the last one used, else
-    /// $LATCHKEY_URL, else http://127.0.0.1:8080).
+    /// The service's base URL (default: $LATCHKEY_URL, else the last one
+    /// used, else http://127.0.0.1:8080). Plain http only to loopback.
     #[arg(long)]
     pub url: Option<String>,
     /// Read the password from the first line of stdin (then a TOTP code,

@@ -21,9 +21,15 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
-/// What the client keeps between commands.
+/// What the client keeps between commands. Loading it takes an exclusive
+/// lock on the user's `credentials.lock`, held until the value is dropped:
+/// two commands never refresh with the same token (a second use of a
+/// refresh token is a reuse, which ends the session) or write the file at
+/// once.
 #[derive(Default, Serialize, Deserialize)]
 struct Credentials {
+    #[serde(skip)]
+    lock: Option<std::fs::File>,
     /// The logged-in session, if any.
     session: Option<Stored>,
     /// Device credentials (`lk_d_`) by "URL USERNAME": a later login from
@@ -53,20 +59,32 @@ impl Credentials {
     }
 
     fn load() -> Result<Self> {
-        match std::fs::read(Self::path()?) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Writes the file (0600) through a temporary file and a rename, so a
-    /// crash never leaves half a file.
-    fn save(&self) -> Result<()> {
-        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
         let path = Self::path()?;
         let dir = path.parent().ok_or("no config directory")?;
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join("credentials.lock"))?;
+        lock.lock()?;
+        let mut credentials = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => return Err(e.into()),
+        };
+        credentials.lock = Some(lock);
+        Ok(credentials)
+    }
+
+    /// Writes the file (0600) through a temporary file and a rename, so a
+    /// crash never leaves half a file (the lock keeps other commands out).
+    fn save(&self) -> Result<()> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let path = Self::path()?;
+        let dir = path.parent().ok_or("no config directory")?;
         let tmp = dir.join(".credentials.json.tmp");
         let _ = std::fs::remove_file(&tmp);
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
@@ -128,8 +146,8 @@ fn url_for(target: &ClientTarget, credentials: &Credentials) -> String {
     target
         .url
         .clone()
-        .or_else(|| credentials.url.clone())
         .or_else(|| std::env::var("LATCHKEY_URL").ok())
+        .or_else(|| credentials.url.clone())
         .unwrap_or_else(|| DEFAULT_URL.to_owned())
 }
 
@@ -287,7 +305,10 @@ async fn passwd(password_stdin: bool) -> Result<()> {
         let _ = client.logout(&session.session_token).await;
         return Err("the passwords do not match".into());
     }
-    client.change_password(&session.session_token, &new_password).await?;
+    if let Err(e) = client.change_password(&session.session_token, &new_password).await {
+        let _ = client.logout(&session.session_token).await;
+        return Err(e.into());
+    }
     // Every other session of the user was revoked; keep the new one.
     credentials.keep(&url, &username, &session);
     credentials.save()?;

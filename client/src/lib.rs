@@ -27,6 +27,12 @@
 pub mod suite;
 mod types;
 
+/// The Rust blocks of the repository's README, compiled as doctests so the
+/// documented example cannot drift from the crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use opaque_ke::{
@@ -75,6 +81,32 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Refuses a base URL that would send tokens in clear: `https://`, or
+/// `http://` to a loopback address only. OPAQUE keeps the password from an
+/// eavesdropper, but not the session, refresh, MFA and reset tokens, the
+/// TOTP codes, nor a registration record, which a man in the middle could
+/// replace with one for a password of their own.
+pub fn check_url(base_url: &str) -> Result<()> {
+    let rest = match base_url.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => return Ok(()),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        _ => return Err(protocol(format!("not an http(s) URL: {base_url}"))),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(protocol(format!("refusing plain http to {host}: use https (http is for loopback only)")))
+    }
+}
+
 fn protocol(what: impl std::fmt::Display) -> Error {
     Error::Protocol(what.to_string())
 }
@@ -88,14 +120,25 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the service at `base_url` (`https://auth.example.com`).
+    /// A client for the service at `base_url` (`https://auth.example.com`;
+    /// plain `http://` only to a loopback address, see [`check_url`]). It
+    /// follows no redirects (the API makes none, and a redirect would carry
+    /// a token-bearing body elsewhere) and gives up on a silent server.
     pub fn new(base_url: impl Into<String>) -> Result<Self> {
-        let http =
-            reqwest::Client::builder().user_agent(concat!("latchkey-client/", env!("CARGO_PKG_VERSION"))).build()?;
+        let base_url = base_url.into();
+        check_url(&base_url)?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("latchkey-client/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()?;
         Ok(Self::with_http_client(base_url, http))
     }
 
-    /// The same with a configured `reqwest::Client` (timeouts, roots, proxy).
+    /// The same with a configured `reqwest::Client` (timeouts, roots,
+    /// proxy), used as it is: the caller answers for its redirect policy and
+    /// for the URL's scheme.
     pub fn with_http_client(base_url: impl Into<String>, http: reqwest::Client) -> Self {
         let base = base_url.into().trim_end_matches('/').to_owned();
         Self { http, base, ksf: Argon2idKsf::default() }
@@ -340,5 +383,51 @@ fn default_code(status: StatusCode) -> &'static str {
         429 => "rate_limited",
         500..=599 => "unavailable",
         _ => "invalid_request",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "https://auth.example",
+            "http://127.0.0.1:8080",
+            "http://localhost/",
+            "http://[::1]:80",
+            "HTTP://127.8.9.1",
+        ] {
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://auth.example",
+            "http://192.168.1.10:8080",
+            "http://127.0.0.1.evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1@evil.example/",
+            "ftp://127.0.0.1",
+            "127.0.0.1:8080",
+        ] {
+            assert!(check_url(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let device =
+            DeviceInfo { device_token: Some("lk_d_SECRET".into()), fingerprint: None, name: Some("laptop".into()) };
+        let step = MfaStep { mfa_token: "lk_m_SECRET".into(), mfa_expires_at: chrono::Utc::now() };
+        let shown = format!(
+            "{device:?} {step:?} {:?} {:?} {:?}",
+            LoginOutcome::MfaRequired(step.clone()),
+            SecondFactor::Code("123456".into()),
+            SecondFactor::RecoveryCode("abcde-fghij".into())
+        );
+        for secret in ["SECRET", "123456", "abcde-fghij"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("laptop"), "{shown}");
     }
 }

@@ -28,7 +28,7 @@ impl std::fmt::Display for Problem {
 }
 
 /// What a login may tell about the device it comes from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct DeviceInfo {
     /// The device credential (`lk_d_`) from an earlier session of this
     /// account on this device, if any.
@@ -36,6 +36,16 @@ pub struct DeviceInfo {
     /// Descriptive only (at most 256 characters).
     pub fingerprint: Option<String>,
     pub name: Option<String>,
+}
+
+impl std::fmt::Debug for DeviceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceInfo")
+            .field("device_token", &self.device_token.as_ref().map(|_| "<redacted>"))
+            .field("fingerprint", &self.fingerprint)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// A login's result.
@@ -46,19 +56,34 @@ pub enum LoginOutcome {
     MfaRequired(MfaStep),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct MfaStep {
     pub mfa_token: String,
     pub mfa_expires_at: DateTime<Utc>,
 }
 
+impl std::fmt::Debug for MfaStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfaStep").field("mfa_expires_at", &self.mfa_expires_at).finish_non_exhaustive()
+    }
+}
+
 /// The second factor of a login.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum SecondFactor {
     /// The current 6-digit TOTP code.
     Code(String),
     /// One of the recovery codes (each works once).
     RecoveryCode(String),
+}
+
+impl std::fmt::Debug for SecondFactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SecondFactor::Code(_) => "Code(<redacted>)",
+            SecondFactor::RecoveryCode(_) => "RecoveryCode(<redacted>)",
+        })
+    }
 }
 
 /// A session's tokens and facts (serializable, to be kept between runs).

@@ -66,7 +66,9 @@ pub async fn prefilter(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
-    if prefiltered(req.path())
+    // The decoded path, as the router matches it: `/v1/%6Cogin/start` is
+    // login/start too.
+    if prefiltered(req.match_info().as_str())
         && let Some(state) = req.app_data::<actix_web::web::Data<super::AppState>>()
     {
         let ip =
@@ -103,8 +105,8 @@ pub async fn refuse_tokens_in_query(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
-    let carries_token = req.query_string().split('&').any(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    // Decoded, as a handler would read them: `?%74oken=` is `?token=`.
+    let carries_token = url::form_urlencoded::parse(req.query_string().as_bytes()).any(|(name, value)| {
         TOKEN_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p))
             || ["lk_s_", "lk_r_", "lk_m_", "lk_d_", "lk_t_"].iter().any(|prefix| value.starts_with(prefix))
     });

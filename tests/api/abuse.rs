@@ -145,6 +145,12 @@ async fn prefilter_refuses_floods_per_address() {
     }
     assert_eq!(&statuses[..3], &[200, 200, 200]);
     assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    // A percent-encoded path is the same route to the router, and to the
+    // pre-filter.
+    for path in ["/v1/%6Cogin/start", "/v1/%72egistration/start", "/v1/sessions/%72efresh"] {
+        let res = app.post_json(path, &json!({})).await;
+        assert_eq!(res.status(), 429, "{path}");
+    }
     // Authenticated and operational routes are not pre-filtered.
     assert_eq!(app.get("/healthz").await.status(), 200);
     let metrics = app.get("/metrics").await.text().await.expect("text");

@@ -169,6 +169,24 @@ async fn client_commands_round_trip() {
     let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("json");
     assert_ne!(stored["session"]["session_token"], first_token.as_str(), "refreshed and rewritten");
 
+    // Two commands meet the expired token at once: they take turns (a lock
+    // on the credentials file), so one refreshes and the other uses the
+    // new token; a second use of the refresh token would end the session.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| run(&["whoami"], ""));
+        let b = scope.spawn(|| run(&["whoami"], ""));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    assert!(a.0 && b.0, "both succeed: {} / {}", a.1, b.1);
+    let events = app.audit_events().await;
+    assert!(!events.iter().any(|e| e == "refresh_token.reuse"), "{events:?}");
+
+    // Plain http is for loopback only: the password's messages would be
+    // safe, the tokens and a new registration record would not.
+    let (success, text) = run(&["login", "cleo", "--url", "http://192.0.2.1:8080", "--password-stdin"], "x\n");
+    assert!(!success && text.contains("refusing plain http"), "{text}");
+
     let text = ok(run(&["passwd", "--password-stdin"], "first password 123\nsecond password 456\n"), "passwd");
     assert!(text.contains("password changed"), "{text}");
     assert!(ok(run(&["whoami"], ""), "whoami after passwd").starts_with("cleo ("));

@@ -122,7 +122,14 @@ async fn unauthorized_and_query_tokens(db: DbKind, cache: CacheKind) {
             app.client.get(app.url("/v1/sessions/current")).header("authorization", header).send().await.expect("req");
         assert_eq!(res.status(), 401, "{header}");
     }
-    for query in [format!("?token={}", s.token), format!("?access_token={}", s.token), format!("?x={}", s.token)] {
+    let encoded = s.token.replacen("lk_s_", "lk%5Fs_", 1);
+    for query in [
+        format!("?token={}", s.token),
+        format!("?access_token={}", s.token),
+        format!("?x={}", s.token),
+        format!("?%74oken={}", s.token),
+        format!("?x={encoded}"),
+    ] {
         let res = app.get(&format!("/v1/sessions/current{query}")).await;
         assert_eq!(res.status(), 400, "{query}");
         assert_eq!(res.json::<Value>().await.expect("json")["code"], "invalid_request");
