@@ -9,6 +9,7 @@ export {
   type JwtAnswer,
   type LoginOptions,
   type LoginResult,
+  type Outcome,
   type Registered,
   type SecondFactor,
   type SessionAnswer,
