@@ -81,8 +81,23 @@ impl Core {
         Ok(store::set_role(&self.db, user.id, ADMIN_ROLE, grant, &[event]).await?)
     }
 
-    pub async fn admin_list_users(&self, after: Option<Uuid>, limit: u64) -> Result<Vec<UserSummary>> {
-        Ok(store::users_page(&self.db, after, limit.clamp(1, MAX_PAGE)).await?)
+    /// A page of users; `prefix` (a username prefix, normalized like
+    /// usernames) narrows it.
+    pub async fn admin_list_users(
+        &self,
+        after: Option<Uuid>,
+        limit: u64,
+        prefix: Option<&str>,
+    ) -> Result<Vec<UserSummary>> {
+        let prefix = prefix.filter(|p| !p.is_empty()).map(Username::parse).transpose()?;
+        let prefix = prefix.as_ref().map(Username::as_str);
+        Ok(store::users_page(&self.db, after, limit.clamp(1, MAX_PAGE), prefix).await?)
+    }
+
+    /// The caller's own account: name, roles, second factor.
+    pub async fn account_profile(&self, current: &CurrentSession) -> Result<UserSummary> {
+        let user = users::find(&self.db, current.user_id).await?.ok_or(Error::Unauthorized)?;
+        store::summarize(&self.db, vec![user]).await?.pop().ok_or(Error::Unauthorized)
     }
 
     pub async fn admin_get_user(&self, user_id: Uuid, now: DateTime<Utc>) -> Result<UserDetail> {

@@ -17,6 +17,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 const TOO_LARGE: &str = "request body is larger than 64 KiB";
 const NOT_JSON: &str = "Content-Type must be application/json";
+pub(crate) const TOKENS_IN_QUERY: &str = "tokens are not accepted in query strings; use the Authorization header";
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
@@ -156,10 +157,6 @@ pub fn payload_too_large() -> HttpResponse {
     Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", Some(TOO_LARGE.into())).response()
 }
 
-pub async fn not_found() -> HttpResponse {
-    Problem::new(StatusCode::NOT_FOUND, "not_found", None).response()
-}
-
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` (seconds, rounded up) and
 /// `-Policy` (`<limit>;w=<window seconds>`).
 pub fn rate_limit_headers(
@@ -190,7 +187,7 @@ pub mod problem {
     use utoipa::openapi::example::ExampleBuilder;
     use utoipa::openapi::{ContentBuilder, HeaderBuilder, Object, Ref, RefOr, Response, ResponseBuilder, Type};
 
-    use super::{NOT_JSON, PROBLEM_JSON, Problem, TOO_LARGE};
+    use super::{NOT_JSON, PROBLEM_JSON, Problem, TOKENS_IN_QUERY, TOO_LARGE};
 
     /// One `application/problem+json` response: the [`Problem`] schema, an
     /// example per code it can carry, and the headers it sets.
@@ -256,9 +253,13 @@ pub mod problem {
 
     problem_responses! {
         /// The request is malformed (`invalid_request`): unreadable JSON, an
-        /// unknown or missing field, or a value that is not valid; `detail`
-        /// says which.
+        /// unknown or missing field, a value that is not valid, or a token in
+        /// the query string; `detail` says which.
         BadRequest [(BAD_REQUEST, "invalid_request", Some("Json deserialize error: missing field `username` at line 1 column 2"))];
+
+        /// A token in the query string (`invalid_request`): tokens go in the
+        /// `Authorization` header, never in a URL. Any route answers this.
+        TokenInQuery [(BAD_REQUEST, "invalid_request", Some(TOKENS_IN_QUERY))];
 
         /// A malformed registration record, or no registration was started
         /// for this username, or it expired (`invalid_request`).
@@ -349,6 +350,14 @@ pub mod problem {
 
         /// TOTP is already on; turn it off first (`conflict`).
         TotpAlreadyOn [(CONFLICT, "conflict", Some("the resource already exists"))];
+
+        /// The path exists but does not serve this method
+        /// (`method_not_allowed`); `Allow` lists the methods it does serve
+        /// (RFC 9110 §15.5.6). Any path of this document answers it for a
+        /// method it does not list; HEAD is served wherever GET is.
+        MethodNotAllowed [(METHOD_NOT_ALLOWED, "method_not_allowed", Some("PUT is not served at this path; it serves GET, HEAD, DELETE"))] headers [
+            ("Allow", Type::String, "The methods this path serves, e.g. `GET, HEAD, DELETE`"),
+        ];
 
         /// The request body is larger than 64 KiB (`invalid_request`).
         PayloadTooLarge [(PAYLOAD_TOO_LARGE, "invalid_request", Some(TOO_LARGE))];

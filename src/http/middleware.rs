@@ -109,11 +109,8 @@ pub async fn refuse_tokens_in_query(
             || ["lk_s_", "lk_r_", "lk_m_", "lk_d_", "lk_t_"].iter().any(|prefix| value.starts_with(prefix))
     });
     if carries_token {
-        let problem = Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            Some("tokens are not accepted in query strings; use the Authorization header".into()),
-        );
+        let problem =
+            Problem::new(StatusCode::BAD_REQUEST, "invalid_request", Some(super::error::TOKENS_IN_QUERY.into()));
         return Ok(req.into_response(problem.response()).map_into_right_body());
     }
     Ok(next.call(req).await?.map_into_left_body())

@@ -4,6 +4,7 @@
 pub mod cookies;
 pub mod error;
 pub mod extractors;
+pub mod methods;
 pub mod middleware;
 pub mod ops;
 pub mod return_to;
@@ -150,6 +151,7 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(v1::account::reset_start)
         .service(v1::account::reset_finish)
         .service(v1::account::events)
+        .service(v1::account::profile)
         .service(v1::tokens::jwt)
         .service(v1::tokens::jwks)
         .service(v1::tokens::introspect)
@@ -168,9 +170,47 @@ fn routes(cfg: &mut ServiceConfig) {
 
 /// The OpenAPI 3.1 document of all routes.
 pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = route_document();
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths.into_iter().map(|(path, item)| (template(&path), item)).collect();
+    doc
+}
+
+/// The document with the paths as actix patterns (regexes kept): the
+/// route table that [`methods`] reads.
+fn route_document() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
+}
+
+/// An actix path pattern as an OpenAPI path template: `{id:regex}` becomes
+/// `{id}` (the regex narrows what the route matches; the parameter's schema
+/// says what it takes).
+fn template(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let (mut depth, mut in_regex) = (0usize, false);
+    for c in pattern.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                if depth == 1 {
+                    out.push(c);
+                }
+            }
+            '}' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    in_regex = false;
+                    out.push(c);
+                }
+            }
+            ':' if depth == 1 => in_regex = true,
+            _ if depth == 0 || !in_regex => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// JSON bodies: at most [`BODY_LIMIT`], errors as problems. Request types
@@ -200,10 +240,11 @@ pub fn app(
         .app_data(web::PathConfig::default().error_handler(error::path_error))
         .into_utoipa_app()
         .configure(routes)
-        .default_service(web::to(error::not_found))
+        .default_service(web::to(methods::unmatched))
         .into_app()
         // Innermost first: metrics see the final status; the request id is
         // set by TracingLogger (outermost) before anything logs.
+        .wrap(from_fn(methods::head_as_get))
         .wrap(from_fn(middleware::prefilter))
         .wrap(from_fn(middleware::refuse_tokens_in_query))
         .wrap(from_fn(middleware::metrics))

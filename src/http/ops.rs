@@ -16,17 +16,23 @@ pub struct Health {
 }
 
 /// Liveness: the process is up and serving HTTP.
-#[utoipa::path(tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(tag = "operations", responses((status = 200, body = Health), (status = 400, response = problem::TokenInQuery)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
+// utoipa drops a property example beside `value_type = Object`: the whole
+// answer's example carries `checks`.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "status": "ready",
+    "checks": {"database": {"backend": "postgres", "ok": true}, "cache": {"backend": "redis", "ok": true}},
+}))]
 pub struct Ready {
     #[schema(example = "ready")]
     status: &'static str,
-    #[schema(value_type = Object, example = json!({"database": {"backend": "postgres", "ok": true}, "cache": {"backend": "redis", "ok": true}}))]
+    #[schema(value_type = Object)]
     checks: health::Readiness,
 }
 
@@ -36,6 +42,7 @@ pub struct Ready {
     tag = "operations",
     responses(
         (status = 200, body = Ready),
+        (status = 400, response = problem::TokenInQuery),
         (status = 503, response = problem::NotReady)
     )
 )]
@@ -59,14 +66,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus metrics in the text exposition format.
-#[utoipa::path(tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(tag = "operations", responses((status = 200, content_type = "text/plain", body = String, example = "# TYPE latchkey_http_requests_total counter\nlatchkey_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1\n"), (status = 400, response = problem::TokenInQuery)))]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 
 /// This document: OpenAPI 3.1 of every route.
-#[utoipa::path(tag = "operations", responses((status = 200, content_type = "application/json", body = Object)))]
+#[utoipa::path(tag = "operations", responses((status = 200, content_type = "application/json", body = Object, example = json!({"openapi": "3.1.0", "info": {"title": "latchkey", "version": "0.1.0"}, "paths": {}})), (status = 400, response = problem::TokenInQuery)))]
 #[get("/openapi.json")]
 pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(state.openapi_json.clone())

@@ -9,6 +9,7 @@ use utoipa::IntoParams;
 
 use crate::config::web_origin;
 use crate::http::AppState;
+use crate::http::error::problem;
 
 /// Where a refused return address goes instead.
 pub const HOME: &str = "/ui/";
@@ -49,7 +50,7 @@ pub fn target<'a>(to: &'a str, allowed_origins: &[String]) -> &'a str {
     tag = "ui",
     params(ReturnQuery),
     responses((status = 303, description = "To the return address, or to /ui/ when it is not allowed",
-        headers(("Location" = String, description = "Where to go"))))
+        headers(("Location" = String, description = "Where to go"))), (status = 400, response = problem::TokenInQuery))
 )]
 #[get("/ui/return")]
 pub async fn follow(state: web::Data<AppState>, query: web::Query<ReturnQuery>) -> HttpResponse {
@@ -65,7 +66,8 @@ pub async fn follow(state: web::Data<AppState>, query: web::Query<ReturnQuery>) 
     tag = "ui",
     params(("tail" = String, Path, description = "The address asked for, path and query as the browser sent them")),
     responses((status = 303, description = "To /ui/?return_to=<the address>",
-        headers(("Location" = String, description = "The sign-in page"))))
+        headers(("Location" = String, description = "The sign-in page"))),
+        (status = 400, response = problem::TokenInQuery))
 )]
 #[get("/ui/signin/{tail:.*}")]
 pub async fn signin(req: HttpRequest) -> HttpResponse {

@@ -23,11 +23,22 @@ pub struct UserSummary {
     pub totp_enabled: bool,
 }
 
-/// A page of users in id order (ids are time-ordered), after `after`.
-pub async fn users_page(db: &Db, after: Option<Uuid>, limit: u64) -> Result<Vec<UserSummary>> {
+/// A page of users in id order (ids are time-ordered), after `after`; with
+/// `prefix`, only usernames (normalized) that start with it.
+pub async fn users_page(db: &Db, after: Option<Uuid>, limit: u64, prefix: Option<&str>) -> Result<Vec<UserSummary>> {
     let mut query = users::Entity::find().order_by_asc(users::Column::Id).limit(limit);
     if let Some(after) = after {
         query = query.filter(users::Column::Id.gt(after));
+    }
+    if let Some(prefix) = prefix {
+        // LIKE with the wildcards of the prefix escaped: `a_b` finds "a_b…"
+        // only.
+        let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let pattern = sea_orm::sea_query::LikeExpr::new(format!("{escaped}%")).escape('\\');
+        query = query.filter(sea_orm::sea_query::ExprTrait::like(
+            sea_orm::sea_query::Expr::col(users::Column::Username),
+            pattern,
+        ));
     }
     let page: Vec<UserRecord> = query.all(db.conn()).await?.into_iter().map(Into::into).collect();
     summarize(db, page).await

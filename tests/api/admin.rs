@@ -223,6 +223,54 @@ async fn admin_endpoints(db: DbKind, cache: CacheKind) {
 }
 each_stack!(admin_endpoints_on, admin_endpoints);
 
+/// The admin's user search (a username prefix, normalized like usernames,
+/// wildcards literal) and everyone's own profile.
+async fn user_search_and_profile(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn(db, cache).await;
+    let admin = app.register_and_login("root", PASSWORD).await;
+    app.make_admin("root").await;
+    for name in ["alma", "alba", "bert", "al_x", "alpxy"] {
+        assert_eq!(app.register(name, PASSWORD).await.status(), 201);
+    }
+    let names = |body: &Value| -> Vec<String> {
+        let mut v: Vec<String> = body["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .map(|u| u["username"].as_str().expect("name").into())
+            .collect();
+        v.sort();
+        v
+    };
+    let (status, body) = app.admin_get("/v1/admin/users?q=AL", &admin.token).await;
+    assert_eq!(status, 200);
+    assert_eq!(names(&body), ["al_x", "alba", "alma", "alpxy"], "case-folded prefix");
+    let (_, body) = app.admin_get("/v1/admin/users?q=al_", &admin.token).await;
+    assert_eq!(names(&body), ["al_x"], "an underscore is a character, not a wildcard");
+    let (_, body) = app.admin_get("/v1/admin/users?q=al%25", &admin.token).await;
+    assert_eq!(names(&body), Vec::<String>::new(), "nor is a percent sign");
+    let (_, body) = app.admin_get("/v1/admin/users?q=al&limit=2", &admin.token).await;
+    let first = names(&body);
+    let cursor = body["next_cursor"].as_str().expect("a next page").to_owned();
+    let (_, body) = app.admin_get(&format!("/v1/admin/users?q=al&limit=2&cursor={cursor}"), &admin.token).await;
+    assert_eq!(first.len() + names(&body).len(), 4, "pages of a search");
+    assert_eq!(app.admin_get("/v1/admin/users?q=%20", &admin.token).await.0, 400, "not a username");
+
+    let (status, me) = app.admin_get("/v1/account", &admin.token).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (me["username"].as_str(), me["roles"].clone(), me["totp_enabled"].as_bool()),
+        (Some("root"), json!(["admin"]), Some(false))
+    );
+    assert_eq!(me["user_id"], admin.body["user_id"]);
+    let bert = app.login("bert", PASSWORD, "laptop").await;
+    app.enable_totp(&bert.token).await;
+    let (_, me) = app.admin_get("/v1/account", &bert.token).await;
+    assert_eq!((me["roles"].clone(), me["totp_enabled"].as_bool()), (json!([]), Some(true)));
+    assert_eq!(app.get("/v1/account").await.status(), 401);
+}
+each_stack!(user_search_and_profile_on, user_search_and_profile);
+
 async fn admin_with_totp_needs_aal2(db: DbKind, cache: CacheKind) {
     let app = TestApp::spawn(db, cache).await;
     let first = app.register_and_login("boss", PASSWORD).await;

@@ -154,6 +154,170 @@ async fn openapi_problem_responses_are_shared_and_resolve() {
     }
     assert!(problem_rows >= 50, "only {problem_rows} problem rows: is the walk still finding the routes?");
     for name in doc["components"]["responses"].as_object().expect("shared responses").keys() {
+        // 405 is the answer of the methods an operation is not: no
+        // operation lists it.
+        if name == "MethodNotAllowed" {
+            continue;
+        }
         assert!(used.contains(&format!("#/components/responses/{name}")), "{name} is not used by any route");
+    }
+}
+
+/// The shared response an operation documents for `status`, resolved.
+fn documented<'a>(
+    doc: &'a serde_json::Value,
+    operation: &'a serde_json::Value,
+    status: u16,
+) -> Option<&'a serde_json::Value> {
+    let response = operation["responses"].get(status.to_string())?;
+    match response["$ref"].as_str() {
+        Some(reference) => resolve(doc, reference),
+        None => Some(response),
+    }
+}
+
+/// The codes of a problem response's examples.
+fn example_codes(response: &serde_json::Value) -> Vec<String> {
+    let media = &response["content"]["application/problem+json"];
+    let examples: Vec<&serde_json::Value> = match media.get("examples").and_then(|e| e.as_object()) {
+        Some(named) => named.values().map(|e| &e["value"]).collect(),
+        None => media.get("example").into_iter().collect(),
+    };
+    examples.iter().filter_map(|e| e["code"].as_str().map(str::to_owned)).collect()
+}
+
+/// Whether a body's schema shows an example: its own, or one on every
+/// property (through `$ref`s, arrays, `allOf`s and `oneOf`s).
+fn has_example(doc: &serde_json::Value, schema: &serde_json::Value, seen: &mut Vec<String>) -> bool {
+    if schema.get("example").is_some() || schema.get("examples").is_some() || schema.get("enum").is_some() {
+        return true;
+    }
+    if let Some(reference) = schema["$ref"].as_str() {
+        if seen.iter().any(|s| s == reference) {
+            return true;
+        }
+        seen.push(reference.to_owned());
+        return resolve(doc, reference).is_some_and(|target| has_example(doc, target, seen));
+    }
+    if let Some(variants) = schema["oneOf"].as_array().or(schema["allOf"].as_array()) {
+        return variants.iter().all(|v| v["type"] == "null" || has_example(doc, v, seen));
+    }
+    if let Some(items) = schema.get("items") {
+        return has_example(doc, items, seen);
+    }
+    match schema["properties"].as_object() {
+        Some(properties) => properties.values().all(|p| has_example(doc, p, seen)),
+        None => false,
+    }
+}
+
+/// What a generator needs of every operation: each status the service can
+/// answer, with the problem schema, and an example of every body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_every_answer_and_example() {
+    let app = TestApp::spawn(DbKind::Sqlite, CacheKind::Memory).await;
+    let doc: serde_json::Value = app.get("/openapi.json").await.json().await.expect("json");
+
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            operations += 1;
+            let row = format!("{} {path}", method.to_uppercase());
+            let needs = |status: u16, why: &str| {
+                assert!(documented(&doc, operation, status).is_some(), "{row}: documents no {status} ({why})");
+            };
+            needs(400, "a token in the query string is refused on every route");
+            if let Some(body) = operation.get("requestBody") {
+                needs(400, "a body that does not parse");
+                needs(413, "a body over 64 KiB");
+                needs(415, "a body of another media type");
+                for (media_type, media) in body["content"].as_object().expect("request content") {
+                    let example = media.get("example").is_some() || media.get("examples").is_some();
+                    assert!(
+                        example || has_example(&doc, &media["schema"], &mut Vec::new()),
+                        "{row}: {media_type} request has no example"
+                    );
+                }
+            }
+            let schemes: Vec<&str> = operation["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|requirement| requirement.as_object())
+                .flat_map(|requirement| requirement.keys().map(String::as_str))
+                .collect();
+            if !schemes.is_empty() {
+                needs(401, "no valid credential");
+            }
+            if schemes.contains(&"session_cookie") && method != "get" {
+                let forbidden = documented(&doc, operation, 403).unwrap_or_else(|| panic!("{row}: no 403 (CSRF)"));
+                assert!(
+                    example_codes(forbidden).iter().any(|c| c == "csrf_rejected"),
+                    "{row}: 403 shows no csrf_rejected"
+                );
+            }
+            if path.starts_with("/v1/login/") || path.starts_with("/v1/registration/") || path == "/v1/sessions/refresh"
+            {
+                needs(429, "the per-IP pre-filter");
+            }
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                if !status.starts_with('2') {
+                    continue;
+                }
+                for (media_type, media) in response["content"].as_object().into_iter().flatten() {
+                    let example = media.get("example").is_some() || media.get("examples").is_some();
+                    assert!(
+                        example || has_example(&doc, &media["schema"], &mut Vec::new()),
+                        "{row} {status}: {media_type} answer has no example"
+                    );
+                }
+            }
+        }
+    }
+    assert!(operations >= 40, "only {operations} operations: is the walk still finding the routes?");
+
+    let method_not_allowed = &doc["components"]["responses"]["MethodNotAllowed"];
+    assert!(method_not_allowed["headers"].get("Allow").is_some(), "405 documents Allow");
+    assert_eq!(example_codes(method_not_allowed), ["method_not_allowed"]);
+}
+
+/// A known path with another method is 405 with `Allow` (RFC 9110
+/// §15.5.6), HEAD is served wherever GET is, and unknown paths stay 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_is_405_with_allow() {
+    let app = TestApp::spawn(DbKind::Sqlite, CacheKind::Memory).await;
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/v1/sessions/current", "GET, HEAD, DELETE"),
+        (reqwest::Method::POST, "/healthz", "GET, HEAD"),
+        (reqwest::Method::GET, "/v1/login/start", "POST"),
+        (reqwest::Method::DELETE, "/v1/sessions/refresh", "POST"),
+        (reqwest::Method::PATCH, "/v1/admin/users/0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e", "GET, HEAD, DELETE"),
+        (reqwest::Method::OPTIONS, "/v1/sessions", "GET, HEAD, DELETE"),
+    ] {
+        let row = format!("{method} {path}");
+        let res = app.client.request(method, app.url(path)).send().await.expect("request");
+        assert_eq!(res.status(), 405, "{row}");
+        assert_eq!(res.headers()["allow"], allow, "{row}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json", "{row}");
+        let body: serde_json::Value = res.json().await.expect("json");
+        assert_eq!(body["code"], "method_not_allowed", "{row}");
+        assert_eq!(body["status"], 405, "{row}");
+    }
+
+    let head = app.client.head(app.url("/healthz")).send().await.expect("request");
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "application/json");
+    assert!(head.bytes().await.expect("body").is_empty(), "HEAD has no body");
+    let head = app.client.head(app.url("/v1/sessions")).send().await.expect("request");
+    assert_eq!(head.status(), 401, "HEAD runs the GET route, authentication included");
+
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/nothing-here"),
+        (reqwest::Method::DELETE, "/v1/sessions/not-a-session-id"),
+        (reqwest::Method::POST, "/v1/login/start/more"),
+    ] {
+        let res = app.client.request(method.clone(), app.url(path)).send().await.expect("request");
+        assert_eq!(res.status(), 404, "{method} {path}");
+        assert!(res.headers().get("allow").is_none(), "{method} {path}");
     }
 }

@@ -165,9 +165,11 @@ pub struct EventsQuery {
 pub struct EventItem {
     #[schema(example = "login.success")]
     pub event: String,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub at: DateTime<Utc>,
     #[schema(example = "203.0.113.7")]
     pub ip: Option<String>,
+    #[schema(example = "dv_3q2b7x9k")]
     pub device_id: Option<String>,
     #[schema(example = "success")]
     pub outcome: String,
@@ -177,7 +179,45 @@ pub struct EventItem {
 pub struct EventPage {
     pub events: Vec<EventItem>,
     /// Pass as `cursor` for the next page; absent on the last page.
+    #[schema(example = 1041)]
     pub next_cursor: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Profile {
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
+    pub user_id: uuid::Uuid,
+    #[schema(example = "alice")]
+    pub username: String,
+    #[schema(example = json!(["admin"]))]
+    pub roles: Vec<String>,
+    /// TOTP is on (logins need a second factor).
+    #[schema(example = false)]
+    pub totp_enabled: bool,
+    #[schema(example = "2026-12-01T09:30:00Z")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// The caller's own account: name, roles, whether TOTP is on.
+#[utoipa::path(
+    tag = "account",
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, body = Profile),
+        (status = 400, response = problem::TokenInQuery),
+        (status = 401, response = problem::Unauthorized),
+    )
+)]
+#[get("/v1/account")]
+pub async fn profile(state: web::Data<AppState>, Authenticated(session): Authenticated) -> Result<HttpResponse, Error> {
+    let summary = state.core.account_profile(&session).await?;
+    Ok(HttpResponse::Ok().json(Profile {
+        user_id: summary.user.id,
+        username: summary.user.username,
+        roles: summary.roles,
+        totp_enabled: summary.totp_enabled,
+        created_at: summary.user.created_at,
+    }))
 }
 
 /// The caller's own security timeline, newest first: logins and failures,

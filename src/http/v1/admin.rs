@@ -46,13 +46,19 @@ impl FromRequest for Admin {
 
 #[derive(Serialize, ToSchema)]
 pub struct AdminUser {
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub user_id: Uuid,
     #[schema(example = "alice")]
     pub username: String,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub created_at: DateTime<Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub locked_until: Option<DateTime<Utc>>,
+    #[schema(example = "suspected account takeover")]
     pub lock_reason: Option<String>,
+    #[schema(example = 0)]
     pub failed_attempts: i32,
+    #[schema(example = false)]
     pub totp_enabled: bool,
     #[schema(example = json!(["admin"]))]
     pub roles: Vec<String>,
@@ -77,16 +83,21 @@ impl From<UserSummary> for AdminUser {
 pub struct UserPage {
     pub users: Vec<AdminUser>,
     /// Pass as `cursor` for the next page; absent on the last page.
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub next_cursor: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct PageQuery {
+pub struct UserQuery {
     /// From `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1 to 200 (default 50).
     pub limit: Option<u64>,
+    /// Only usernames that start with this (normalized like usernames:
+    /// `Al` finds "alice").
+    #[param(example = "al")]
+    pub q: Option<String>,
 }
 
 fn page_limit(limit: Option<u64>) -> Result<u64, Error> {
@@ -97,7 +108,7 @@ fn page_limit(limit: Option<u64>) -> Result<u64, Error> {
 }
 
 /// Users, in creation order, a page at a time.
-#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(PageQuery), responses(
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(UserQuery), responses(
     (status = 200, body = UserPage),
     (status = 400, response = problem::BadRequest),
     (status = 401, response = problem::Unauthorized),
@@ -107,14 +118,14 @@ fn page_limit(limit: Option<u64>) -> Result<u64, Error> {
 pub async fn list_users(
     state: web::Data<AppState>,
     _admin: Admin,
-    query: web::Query<PageQuery>,
+    query: web::Query<UserQuery>,
 ) -> Result<HttpResponse, Error> {
     let limit = page_limit(query.limit)?;
     let after = match &query.cursor {
         Some(c) => Some(c.parse::<Uuid>().map_err(|_| Error::InvalidRequest("cursor is not valid".into()))?),
         None => None,
     };
-    let users = state.core.admin_list_users(after, limit).await?;
+    let users = state.core.admin_list_users(after, limit, query.q.as_deref()).await?;
     let next_cursor = (users.len() as u64 == limit).then(|| users.last().map(|u| u.user.id.to_string())).flatten();
     Ok(HttpResponse::Ok().json(UserPage { users: users.into_iter().map(Into::into).collect(), next_cursor }))
 }
@@ -123,7 +134,9 @@ pub async fn list_users(
 pub struct AdminUserDetail {
     #[serde(flatten)]
     pub user: AdminUser,
+    #[schema(example = 2)]
     pub active_sessions: u64,
+    #[schema(example = 1)]
     pub devices: u64,
 }
 
@@ -136,6 +149,7 @@ impl From<UserDetail> for AdminUserDetail {
 /// One user, with counts of sessions and devices.
 #[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminUserDetail),
+    (status = 400, response = problem::TokenInQuery),
     (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
@@ -148,13 +162,19 @@ pub async fn get_user(state: web::Data<AppState>, _admin: Admin, id: web::Path<U
 
 #[derive(Serialize, ToSchema)]
 pub struct AdminSession {
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub session_id: Uuid,
     pub aal: Aal,
     pub device: Option<DeviceRef>,
+    #[schema(example = "203.0.113.7")]
     pub ip: Option<String>,
+    #[schema(example = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0")]
     pub user_agent: Option<String>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub created_at: DateTime<Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub last_seen_at: DateTime<Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub session_expires_at: DateTime<Utc>,
 }
 
@@ -181,6 +201,7 @@ pub struct AdminSessionList {
 /// A user's active sessions.
 #[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminSessionList),
+    (status = 400, response = problem::TokenInQuery),
     (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
@@ -197,12 +218,14 @@ pub async fn user_sessions(
 
 #[derive(Serialize, ToSchema)]
 pub struct Revoked {
+    #[schema(example = 3)]
     pub revoked: u64,
 }
 
 /// Revoke every session of a user.
 #[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = Revoked),
+    (status = 400, response = problem::TokenInQuery),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
@@ -226,6 +249,7 @@ pub struct AdminDeviceList {
 /// A user's devices, with trust and last seen.
 #[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 200, body = AdminDeviceList),
+    (status = 400, response = problem::TokenInQuery),
     (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
@@ -275,6 +299,7 @@ pub struct LockBody {
     #[schema(example = "suspected account takeover")]
     pub reason: String,
     /// Until when; absent: until an admin unlocks.
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -303,6 +328,7 @@ pub async fn lock(
 /// Lift any lock and reset the failure count.
 #[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
+    (status = 400, response = problem::TokenInQuery),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
@@ -321,6 +347,7 @@ pub async fn unlock(
 /// Delete a user and all their data (audit rows keep a pseudonymous id).
 #[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
+    (status = 400, response = problem::TokenInQuery),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
@@ -342,6 +369,7 @@ pub struct ResetIssued {
     /// Single use; hand it to the user out of band.
     #[schema(example = "lk_t_UmVzZXQgbWUgcGxlYXNl…")]
     pub reset_token: String,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -349,6 +377,7 @@ pub struct ResetIssued {
 /// password (no email involved: hand the token over out of band).
 #[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 201, body = ResetIssued),
+    (status = 400, response = problem::TokenInQuery),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
@@ -367,6 +396,7 @@ pub async fn issue_reset(
 /// Remove a user's lost second factor (TOTP and its recovery codes).
 #[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
     (status = 204),
+    (status = 400, response = problem::TokenInQuery),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::AdminRequired),
     (status = 404, response = problem::NotFound),
@@ -395,16 +425,35 @@ pub struct AuditQuery {
     pub limit: Option<u64>,
 }
 
+// utoipa drops a property example beside `value_type = Object`: the whole
+// item's example carries `details`.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "id": 1042,
+    "occurred_at": "2026-05-01T12:00:00Z",
+    "event": "login.failure",
+    "user_ref": "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e",
+    "session_id": null,
+    "device_id": "dv_3q2b7x9k",
+    "ip": "203.0.113.7",
+    "outcome": "failure",
+    "details": {"reason": "wrong password"},
+}))]
 pub struct AuditItem {
+    #[schema(example = 1042)]
     pub id: i64,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub occurred_at: DateTime<Utc>,
     #[schema(example = "login.success")]
     pub event: String,
     /// The user's pseudonymous id.
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub user_ref: Option<Uuid>,
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub session_id: Option<Uuid>,
+    #[schema(example = "dv_3q2b7x9k")]
     pub device_id: Option<String>,
+    #[schema(example = "203.0.113.7")]
     pub ip: Option<String>,
     #[schema(example = "success")]
     pub outcome: String,
@@ -431,6 +480,7 @@ impl From<AuditEntry> for AuditItem {
 #[derive(Serialize, ToSchema)]
 pub struct AuditPage {
     pub events: Vec<AuditItem>,
+    #[schema(example = 1041)]
     pub next_cursor: Option<i64>,
 }
 
@@ -458,7 +508,12 @@ pub async fn audit(
 /// Keyring status: active key, age, use count, rows per key; and the JWT
 /// signing keys (`signing_keys`: kid, state, created_at, retired_at).
 #[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), responses(
-    (status = 200, body = Object),
+    (status = 200, body = Object, example = json!({
+        "active_key_id": "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e",
+        "keys": [{"id": "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e", "state": "active", "created_at": "2026-05-01T12:00:00Z", "uses": 42, "rows": 17}],
+        "signing_keys": [{"kid": "k_2026_05", "state": "active", "created_at": "2026-05-01T12:00:00Z", "retired_at": null}],
+    })),
+    (status = 400, response = problem::TokenInQuery),
     (status = 401, response = problem::Unauthorized),
     (status = 403, response = problem::AdminRequired),
 ))]
@@ -473,6 +528,7 @@ pub async fn keys(state: web::Data<AppState>, _admin: Admin) -> Result<HttpRespo
 
 #[derive(Serialize, ToSchema)]
 pub struct Rotated {
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub active_key_id: Uuid,
 }
 
@@ -513,6 +569,7 @@ pub async fn rotate_keys(
 /// Delete the caller's own account and all its data (aal2 when TOTP is on).
 #[utoipa::path(tag = "account", security(("bearer" = []), ("session_cookie" = [])), responses(
     (status = 204),
+    (status = 400, response = problem::TokenInQuery),
     (status = 401, response = problem::UnauthorizedOrStepUp),
     (status = 403, response = problem::Aal2Required),
 ))]

@@ -89,6 +89,7 @@ pub struct Device {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginFinish {
+    #[schema(example = "q1w2e3r4t5y6u7i8o9p0aa")]
     pub login_id: String,
     /// OPAQUE CredentialFinalization (KE3), base64url (64 bytes).
     #[schema(example = "base64url…")]
@@ -111,6 +112,7 @@ pub struct LoginFinish {
 /// A new session.
 #[derive(Serialize, ToSchema)]
 pub struct SessionAnswer {
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub session_id: Uuid,
     /// Bearer token for authenticated calls; absent for a cookie session
     /// (`session_cookie`), whose token is in the `__Host-lk_session` cookie.
@@ -122,15 +124,21 @@ pub struct SessionAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "lk_r_U2luZ2xlIHVzZQ…")]
     pub refresh_token: Option<String>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub token_expires_at: chrono::DateTime<chrono::Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub session_expires_at: chrono::DateTime<chrono::Utc>,
     /// `aal1` (password) or `aal2` (password and second factor).
     pub aal: Aal,
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub user_id: Uuid,
     /// When the user last proved the password (this login).
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub auth_time: chrono::DateTime<chrono::Utc>,
+    #[schema(example = "dv_3q2b7x9k")]
     pub device_id: Option<String>,
     /// True the first time this device logs in to this account.
+    #[schema(example = false)]
     pub new_device: bool,
     /// Only when a device credential was issued with this session: keep it
     /// and send it as `device_token` in later logins. A cookie session gets
@@ -166,12 +174,24 @@ pub struct MfaRequired {
     /// Accepted only by /v1/login/totp; 5 minutes; burned after 5 wrong codes.
     #[schema(example = "lk_m_T25lIG1vcmUgc3RlcA…")]
     pub mfa_token: String,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub mfa_expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What login/finish answers: a session, or, with TOTP on, the MFA step.
+// Only the document uses this type; the handler writes either answer.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum LoginFinishAnswer {
+    Session(SessionAnswer),
+    MfaRequired(MfaRequired),
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginTotp {
+    #[schema(example = "lk_m_T25lIG1vcmUgc3RlcA…")]
     pub mfa_token: String,
     /// The current 6-digit code; or give `recovery_code` instead.
     #[schema(example = "123456")]
@@ -284,7 +304,7 @@ pub async fn login_start(
     tag = "login",
     request_body = LoginFinish,
     responses(
-        (status = 200, description = "A session, or `mfa_required` when TOTP is on", body = SessionAnswer),
+        (status = 200, description = "A session, or `mfa_required` when TOTP is on", body = LoginFinishAnswer),
         (status = 400, response = problem::BadRequest),
         (status = 401, response = problem::InvalidCredentials),
         (status = 403, response = problem::DeviceBlocked),

@@ -14,14 +14,18 @@ use crate::http::extractors::{Authenticated, Client};
 
 #[derive(Serialize, ToSchema)]
 pub struct DeviceItem {
+    #[schema(example = "dv_3q2b7x9k")]
     pub device_id: String,
     #[schema(example = "Alice's iPhone")]
     pub name: Option<String>,
     pub trust: Trust,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub first_seen_at: DateTime<Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub last_seen_at: DateTime<Utc>,
     #[schema(example = "203.0.113.7")]
     pub last_ip: Option<String>,
+    #[schema(example = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0")]
     pub user_agent: Option<String>,
 }
 
@@ -49,7 +53,7 @@ pub struct DeviceList {
     operation_id = "list_devices",
     tag = "devices",
     security(("bearer" = []), ("session_cookie" = [])),
-    responses((status = 200, body = DeviceList), (status = 401, response = problem::Unauthorized))
+    responses((status = 200, body = DeviceList), (status = 400, response = problem::TokenInQuery), (status = 401, response = problem::Unauthorized))
 )]
 #[get("/v1/devices")]
 pub async fn list(state: web::Data<AppState>, Authenticated(session): Authenticated) -> Result<HttpResponse, Error> {
@@ -64,6 +68,7 @@ pub async fn list(state: web::Data<AppState>, Authenticated(session): Authentica
     params(("id" = String, Path, description = "Device id")),
     responses(
         (status = 204),
+        (status = 400, response = problem::TokenInQuery),
         (status = 401, response = problem::UnauthorizedOrStepUp),
         (status = 403, response = problem::CsrfRejected),
         (status = 404, response = problem::NotFound),

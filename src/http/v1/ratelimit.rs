@@ -32,6 +32,7 @@ fn one() -> u64 {
 
 #[derive(Serialize, ToSchema)]
 pub struct Decision {
+    #[schema(example = true)]
     pub allowed: bool,
     #[schema(example = 100)]
     pub limit: u64,

@@ -18,6 +18,7 @@ use crate::http::extractors::{Authenticated, Client};
 
 #[derive(Serialize, ToSchema)]
 pub struct DeviceRef {
+    #[schema(example = "dv_3q2b7x9k")]
     pub device_id: String,
     #[schema(example = "Alice's iPhone")]
     pub name: Option<String>,
@@ -25,15 +26,21 @@ pub struct DeviceRef {
 
 #[derive(Serialize, ToSchema)]
 pub struct WhoAmI {
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub session_id: Uuid,
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub user_id: Uuid,
     #[schema(example = "alice")]
     pub username: String,
     pub aal: Aal,
     /// The last primary authentication (an OPAQUE login); a refresh keeps it.
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub auth_time: DateTime<Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub created_at: DateTime<Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub last_seen_at: DateTime<Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub session_expires_at: DateTime<Utc>,
     pub device: Option<DeviceRef>,
 }
@@ -118,16 +125,22 @@ pub async fn current(
 
 #[derive(Serialize, ToSchema)]
 pub struct SessionItem {
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub session_id: Uuid,
     pub aal: Aal,
     pub device: Option<DeviceRef>,
     #[schema(example = "203.0.113.7")]
     pub ip: Option<String>,
+    #[schema(example = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0")]
     pub user_agent: Option<String>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub created_at: DateTime<Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub last_seen_at: DateTime<Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub session_expires_at: DateTime<Utc>,
     /// This is the session making the request.
+    #[schema(example = true)]
     pub current: bool,
 }
 
@@ -158,7 +171,7 @@ pub struct SessionList {
     operation_id = "list_sessions",
     tag = "sessions",
     security(("bearer" = []), ("session_cookie" = [])),
-    responses((status = 200, body = SessionList), (status = 401, response = problem::Unauthorized))
+    responses((status = 200, body = SessionList), (status = 400, response = problem::TokenInQuery), (status = 401, response = problem::Unauthorized))
 )]
 #[get("/v1/sessions")]
 pub async fn list(state: web::Data<AppState>, Authenticated(session): Authenticated) -> Result<HttpResponse, Error> {
@@ -217,7 +230,7 @@ pub async fn refresh(
 #[utoipa::path(
     tag = "sessions",
     security(("bearer" = []), ("session_cookie" = [])),
-    responses((status = 204), (status = 401, response = problem::Unauthorized),
+    responses((status = 204), (status = 400, response = problem::TokenInQuery), (status = 401, response = problem::Unauthorized),
         (status = 403, response = problem::CsrfRejected),)
 )]
 #[delete("/v1/sessions/current")]
@@ -255,12 +268,15 @@ pub async fn logout(
     params(("id" = Uuid, Path, description = "Session id")),
     responses(
         (status = 204),
+        (status = 400, response = problem::TokenInQuery),
         (status = 401, response = problem::Unauthorized),
         (status = 403, response = problem::CsrfRejected),
         (status = 404, response = problem::NotFound),
     )
 )]
-#[delete("/v1/sessions/{id}")]
+// Only a UUID is a session id: `/v1/sessions/refresh` and `current` are
+// other routes, and other methods there are 405, not this one.
+#[delete("/v1/sessions/{id:[0-9a-fA-F-]{36}}")]
 pub async fn revoke_one(
     state: web::Data<AppState>,
     Authenticated(session): Authenticated,
@@ -281,6 +297,7 @@ pub struct RevokeQuery {
 
 #[derive(Serialize, ToSchema)]
 pub struct Revoked {
+    #[schema(example = 3)]
     pub revoked: u64,
 }
 

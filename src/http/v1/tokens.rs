@@ -13,7 +13,7 @@ use crate::domain::Error;
 use crate::domain::signing::Introspection;
 use crate::domain::states::Aal;
 use crate::http::AppState;
-use crate::http::error::{Problem, problem};
+use crate::http::error::{Problem, payload_too_large, problem};
 use crate::http::extractors::Authenticated;
 
 #[derive(Serialize, ToSchema)]
@@ -22,6 +22,7 @@ pub struct JwtAnswer {
     /// `aal`, `auth_time`, `iat`, `exp`, `jti`.
     #[schema(example = "eyJhbGciOiJFZERTQSIsImtpZCI6Ii4uLiJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl")]
     pub token: String,
+    #[schema(example = "2026-05-01T12:00:00Z")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -32,6 +33,7 @@ pub struct JwtAnswer {
     security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, body = JwtAnswer),
+        (status = 400, response = problem::TokenInQuery),
         (status = 401, response = problem::Unauthorized),
         (status = 403, response = problem::CsrfRejected),
         (status = 429, response = problem::RateLimited),
@@ -51,7 +53,9 @@ pub struct Jwk {
     #[schema(example = "Ed25519")]
     pub crv: &'static str,
     /// The public key, base64url.
+    #[schema(example = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")]
     pub x: String,
+    #[schema(example = "k_2026_05")]
     pub kid: String,
     #[schema(example = "EdDSA")]
     pub alg: &'static str,
@@ -73,7 +77,7 @@ const JWKS_MAX_AGE_SECS: u32 = 300;
 /// whose tokens may still be live. Cacheable for five minutes.
 #[utoipa::path(
     tag = "tokens",
-    responses((status = 200, body = JwkSet, headers(("Cache-Control" = String, description = "public, max-age=300"))))
+    responses((status = 200, body = JwkSet, headers(("Cache-Control" = String, description = "public, max-age=300"))), (status = 400, response = problem::TokenInQuery))
 )]
 #[get("/.well-known/jwks.json")]
 pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
@@ -93,28 +97,36 @@ pub async fn jwks(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
 #[serde(deny_unknown_fields)]
 pub struct IntrospectRequest {
     /// A session token (`lk_s_`) or a latchkey JWT.
+    #[schema(example = "lk_s_Q2hhbmdlIG1lIQ…")]
     pub token: String,
     /// Accepted and ignored (RFC 7662 §2.1).
     #[serde(default)]
+    #[schema(example = "access_token")]
     pub token_type_hint: Option<String>,
 }
 
 /// RFC 7662 answer: `active`, and when active the token's subject and facts.
 #[derive(Serialize, ToSchema)]
 pub struct IntrospectAnswer {
+    #[schema(example = true)]
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub sub: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
     pub sid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aal: Option<Aal>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 1777640400)]
     pub exp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = 1777639500)]
     pub iat: Option<i64>,
     /// `session_token` or `jwt`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "session_token")]
     pub token_type: Option<&'static str>,
 }
 
@@ -164,10 +176,23 @@ fn basic_service(state: &AppState, req: &HttpRequest) -> bool {
     )
 )]
 #[post("/v1/tokens/introspect")]
-pub async fn introspect(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, Error> {
+pub async fn introspect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, Error> {
     if !is_service(&state, &req) && !basic_service(&state, &req) {
         return Err(Error::Unauthorized);
     }
+    // A body over the limit (or cut short) is a problem like any other, not
+    // actix's plain-text answer.
+    let body = match body {
+        Ok(body) => body,
+        Err(e) if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Ok(payload_too_large());
+        }
+        Err(_) => return Err(Error::InvalidRequest("unreadable request body".into())),
+    };
     // The media type without parameters, case-insensitively (RFC 9110).
     let content_type = req
         .headers()

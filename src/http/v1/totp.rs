@@ -18,6 +18,7 @@ pub struct Enrollment {
     #[schema(example = "otpauth://totp/latchkey:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=latchkey")]
     pub otpauth_uri: String,
     /// The otpauth URI as a QR code: a PNG, base64.
+    #[schema(example = "iVBORw0KGgoAAAANSUhEUgAA…")]
     pub qr_png: String,
 }
 
@@ -28,6 +29,7 @@ pub struct Enrollment {
     security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, body = Enrollment),
+        (status = 400, response = problem::TokenInQuery),
         (status = 401, response = problem::UnauthorizedOrStepUp),
         (status = 403, response = problem::CsrfRejected),
         (status = 409, response = problem::TotpAlreadyOn),
@@ -91,6 +93,7 @@ pub struct DisableBody {
     pub code: String,
     /// Also end every other session.
     #[serde(default)]
+    #[schema(example = false)]
     pub revoke_other_sessions: bool,
 }
 
