@@ -15,19 +15,13 @@ export type Aal = Schemas["Aal"];
 export type JwtAnswer = Schemas["JwtAnswer"];
 export type Registered = Schemas["Registered"];
 export type Enrollment = Schemas["Enrollment"];
+export type Account = Schemas["Profile"];
 
 /** The typed openapi-fetch client over the generated `paths`. */
 export type Api = FetchClient<paths>;
 
-/**
- * login/finish's 200 when TOTP is on. The OpenAPI document names only
- * `SessionAnswer` for that 200, so this one shape is written by hand.
- */
-interface MfaAnswer {
-  mfa_required: true;
-  mfa_token: string;
-  mfa_expires_at: string;
-}
+/** login/finish's 200 when TOTP is on: finish at /v1/login/totp. */
+type MfaAnswer = Schemas["MfaRequired"];
 
 /** A login's outcome: a session, or the TOTP step (`loginTotp`) still due. */
 export type LoginResult =
@@ -221,6 +215,11 @@ export class LatchkeyClient {
   whoami(require: { maxAge?: number; aal?: Aal } = {}): Promise<WhoAmI> {
     const query = { max_age: require.maxAge, aal: require.aal };
     return this.authed((headers) => this.api.GET("/v1/sessions/current", { headers, params: { query } }));
+  }
+
+  /** The caller's own account (`GET /v1/account`): username, roles (`admin`), whether TOTP is on, when it was made. */
+  account(): Promise<Account> {
+    return this.authed((headers) => this.api.GET("/v1/account", { headers }));
   }
 
   /** The user's active sessions (`current` marks this one). */

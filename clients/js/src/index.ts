@@ -1,6 +1,7 @@
 export {
   createClient,
   LatchkeyClient,
+  type Account,
   type Aal,
   type Api,
   type ClientOptions,
