@@ -58,6 +58,7 @@ const status = byId("status");
 let me: WhoAmI | null = null;
 let users: AdminUser[] = [];
 let usersCursor: string | null = null;
+let usersAsked = 0;
 let selected: AdminUserDetail | null = null;
 let auditCursor: number | null = null;
 
@@ -101,7 +102,10 @@ function utc(local: string): string | undefined {
 
 async function loadUsers(more: boolean): Promise<void> {
   const cursor = more && usersCursor ? usersCursor : undefined;
-  const page = await lk.request((api) => api.GET("/v1/admin/users", { params: { query: { limit: PAGE, cursor } } }));
+  const q = byId<HTMLInputElement>("users-query").value.trim() || undefined;
+  const asked = ++usersAsked;
+  const page = await lk.request((api) => api.GET("/v1/admin/users", { params: { query: { limit: PAGE, cursor, q } } }));
+  if (asked !== usersAsked) return; // a later search has been sent
   users = more ? users.concat(page.users) : page.users;
   usersCursor = page.next_cursor ?? null;
   renderUsers();
@@ -115,9 +119,7 @@ function lockText(u: AdminUser): string {
 }
 
 function renderUsers(): void {
-  const q = byId<HTMLInputElement>("users-query").value.trim().toLowerCase();
-  const shown = users.filter((u) => !q || u.username.toLowerCase().includes(q) || u.user_id.startsWith(q));
-  const rows = shown.map((u) => {
+  const rows = users.map((u) => {
     const open = el("button", { type: "button", class: "link", "aria-label": `Open ${u.username}` }, u.username);
     open.addEventListener("click", () => void openUser(u.user_id));
     return [open, time(u.created_at), u.totp_enabled ? "on" : "off", u.roles.join(", ") || "—", lockText(u), String(u.failed_attempts)];
@@ -126,11 +128,20 @@ function renderUsers(): void {
   clear(holder);
   holder.append(table("Users", ["Username", "Created", "TOTP", "Roles", "Locked", "Failed attempts"], rows));
   show(byId("users-more"), usersCursor !== null);
-  byId("users-count").textContent = `${shown.length} shown of ${users.length} loaded${usersCursor ? " (more to load)" : ""}.`;
+  const q = byId<HTMLInputElement>("users-query").value.trim();
+  byId("users-count").textContent =
+    `${users.length} ${q ? "found" : "loaded"}${usersCursor ? " (more to load)" : ""}.`;
 }
 
 byId<HTMLFormElement>("users-filter").addEventListener("submit", (e) => e.preventDefault());
-byId("users-query").addEventListener("input", renderUsers);
+// The server searches by username prefix (normalized as usernames are).
+let searchTimer: ReturnType<typeof setTimeout> | undefined;
+byId("users-query").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => {
+    loadUsers(false).catch((err: unknown) => say(status, message(err), "error"));
+  }, 200);
+});
 byId<HTMLButtonElement>("users-more").addEventListener("click", (e) => {
   void busy(e.currentTarget as HTMLButtonElement, status, () => loadUsers(true));
 });

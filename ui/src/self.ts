@@ -49,36 +49,15 @@ async function refreshView(known?: WhoAmI | null): Promise<void> {
   byId("me-auth-time").append(time(me.auth_time));
   clear(byId("me-expires"));
   byId("me-expires").append(time(me.session_expires_at));
-  await Promise.all([loadSessions(), loadDevices(), loadTotpState(me), probeAdmin()]);
+  await Promise.all([loadSessions(), loadDevices(), loadAccount()]);
 }
 
-/**
- * Whether TOTP is on: the newest TOTP change in the user's own security
- * timeline (whoami does not say; an aal2 session stays aal2 after TOTP is
- * turned off), else the session's level.
- */
-async function loadTotpState(who: WhoAmI): Promise<void> {
-  let on = who.aal === "aal2";
-  try {
-    const { events } = await lk.request((api) => api.GET("/v1/account/events", { params: { query: { limit: 100 } } }));
-    const last = events.find(
-      (e) => e.outcome === "success" && ["totp.enroll", "totp.disable", "totp.removed_by_admin"].includes(e.event),
-    );
-    if (last) on = last.event === "totp.enroll";
-  } catch {
-    // keep the guess from the session's level
-  }
-  show(byId("totp-on"), on);
-  show(byId("totp-off"), !on);
-}
-
-async function probeAdmin(): Promise<void> {
-  try {
-    await lk.request((api) => api.GET("/v1/admin/users", { params: { query: { limit: 1 } } }));
-    show(byId("admin-link"), true);
-  } catch {
-    show(byId("admin-link"), false);
-  }
+/** Whether TOTP is on and whether to offer the admin console: the caller's account. */
+async function loadAccount(): Promise<void> {
+  const account = await lk.account();
+  show(byId("totp-on"), account.totp_enabled);
+  show(byId("totp-off"), !account.totp_enabled);
+  show(byId("admin-link"), account.roles.includes("admin"));
 }
 
 /** Runs a sensitive operation, asking for the password again when the server wants a recent login. */
