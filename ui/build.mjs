@@ -11,6 +11,25 @@ import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const src = path.join(here, "src");
+// The pages use the TypeScript client from its sources in this repository
+// (clients/js/src, imported as @latchkey/client; tsconfig.json maps the name
+// the same way). Its own imports (@serenity-kit/opaque, openapi-fetch) come
+// from ui/node_modules, at the versions ui/package-lock.json pins, whether
+// or not clients/js has its own node_modules: the bundle depends on this
+// folder's `npm ci` alone.
+const client = path.resolve(here, "../clients/js/src");
+
+/** Resolves the client's sources and its package imports from here. */
+const clientFromSource = {
+  name: "latchkey-client-source",
+  setup(b) {
+    b.onResolve({ filter: /^@latchkey\/client$/ }, () => ({ path: path.join(client, "index.ts") }));
+    b.onResolve({ filter: /^[^./]/ }, (args) => {
+      if (!args.importer.startsWith(client + path.sep) || args.pluginData === "from-ui") return undefined;
+      return b.resolve(args.path, { kind: args.kind, resolveDir: here, pluginData: "from-ui" });
+    });
+  },
+};
 const STATIC = ["index.html", "admin.html", "style.css"];
 const ENTRIES = { self: "self.ts", admin: "admin.ts" };
 
@@ -30,6 +49,7 @@ async function buildInto(out) {
     legalComments: "none",
     charset: "utf8",
     logLevel: "warning",
+    plugins: [clientFromSource],
   });
   for (const file of STATIC) await copyFile(path.join(src, file), path.join(out, file));
 }

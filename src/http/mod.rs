@@ -172,8 +172,46 @@ fn routes(cfg: &mut ServiceConfig) {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = route_document();
     let paths = std::mem::take(&mut doc.paths.paths);
-    doc.paths.paths = paths.into_iter().map(|(path, item)| (template(&path), item)).collect();
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(path, mut item)| {
+            let path = template(&path);
+            only_template_parameters(&path, &mut item);
+            (path, item)
+        })
+        .collect();
     doc
+}
+
+/// Drops path parameters the template does not name: the route macros read
+/// a regex's repetition (`{36}` in `{id:[0-9a-fA-F-]{36}}`) as one more.
+fn only_template_parameters(path: &str, item: &mut utoipa::openapi::PathItem) {
+    use utoipa::openapi::{
+        RefOr,
+        path::{Parameter, ParameterIn},
+    };
+    let keep = |p: &RefOr<Parameter>| match p {
+        RefOr::T(p) => !matches!(p.parameter_in, ParameterIn::Path) || path.contains(&format!("{{{}}}", p.name)),
+        RefOr::Ref(_) => true,
+    };
+    let operations = [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ];
+    for operation in operations.into_iter().flatten() {
+        if let Some(parameters) = operation.parameters.as_mut() {
+            parameters.retain(keep);
+        }
+    }
+    if let Some(parameters) = item.parameters.as_mut() {
+        parameters.retain(keep);
+    }
 }
 
 /// The document with the paths as actix patterns (regexes kept): the
@@ -308,5 +346,23 @@ mod tests {
         assert_eq!(res.status(), 415);
         let body: serde_json::Value = test::read_body_json(res).await;
         assert_eq!(body["code"], "invalid_request");
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    #[test]
+    fn every_path_parameter_is_named_by_its_template() {
+        let doc = serde_json::to_value(super::openapi()).unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    if parameter["in"] == "path" {
+                        let name = parameter["name"].as_str().unwrap();
+                        assert!(path.contains(&format!("{{{name}}}")), "{method} {path}: path parameter {name}");
+                    }
+                }
+            }
+        }
     }
 }

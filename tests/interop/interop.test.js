@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it, test } from "node:test";
 
+import { createClient, LatchkeyError } from "@latchkey/client";
 import opaque from "@serenity-kit/opaque";
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
 import * as OTPAuth from "otpauth";
@@ -25,11 +26,14 @@ import {
   SIZES,
   b64urlBytes,
   checkResetToken,
+  checkSessionAnswer,
+  deviceStoreOf,
   expectProblem,
   expectStatus,
   hex,
   madeUpDeviceToken,
   madeUpResetToken,
+  recordingFetch,
   retryAfterSeconds,
   strayRegistrationRecord,
 } from "./support/client.js";
@@ -217,26 +221,35 @@ for (const backend of [
       assert.equal(laptop.tokenFor(username), token, "the client keeps its credential");
     });
 
-    it("refreshes (old session token refused, new one works), then logs out", async () => {
+    it("refreshes (old session token refused, new one works), then logs out (through @latchkey/client)", async () => {
       assert.ok(userId, "the user was registered");
-      const session = await login();
+      const fetch = recordingFetch();
+      const lk = createClient({ baseUrl: server.baseUrl, fetch, deviceStore: deviceStoreOf(laptop, server.baseUrl) });
+      const result = await lk.login(username, password, { deviceName: laptop.name, fingerprint: laptop.fingerprint });
+      assert.equal(result.kind, "session");
+      const session = result.session;
+      checkSessionAnswer(session, "login/finish");
+      assert.equal(session.device_id, laptopDeviceId, "the client presented the laptop's credential");
 
-      const refreshed = await call("POST", "/v1/sessions/refresh", { body: { refresh_token: session.refresh_token } });
-      expectStatus(refreshed, 200, "refresh");
-      assert.ok(refreshed.json.session_token.startsWith("lk_s_"));
-      assert.ok(refreshed.json.refresh_token.startsWith("lk_r_"));
-      assert.notEqual(refreshed.json.session_token, session.session_token);
-      assert.notEqual(refreshed.json.refresh_token, session.refresh_token);
+      const refreshed = await lk.refresh();
+      expectStatus(fetch.to("POST", "/v1/sessions/refresh")[0], 200, "refresh");
+      assert.ok(refreshed.session_token.startsWith("lk_s_"));
+      assert.ok(refreshed.refresh_token.startsWith("lk_r_"));
+      assert.notEqual(refreshed.session_token, session.session_token);
+      assert.notEqual(refreshed.refresh_token, session.refresh_token);
+      assert.deepEqual(lk.getTokens(), { sessionToken: refreshed.session_token, refreshToken: refreshed.refresh_token });
 
       expectProblem(await whoami(session.session_token), 401, "unauthorized", "whoami with the old token");
-      const me = await whoami(refreshed.json.session_token);
+      const me = await whoami(refreshed.session_token);
       expectStatus(me, 200, "whoami with the new token");
       assert.equal(me.headers.get("x-user-id"), userId);
       assert.equal(me.json.session_id, session.session_id, "same session");
+      assert.equal((await lk.whoami()).session_id, session.session_id, "the client's whoami: same session");
 
-      const out = await call("DELETE", "/v1/sessions/current", { token: refreshed.json.session_token });
-      expectStatus(out, 204, "logout");
-      expectProblem(await whoami(refreshed.json.session_token), 401, "unauthorized", "whoami after logout");
+      await lk.logout();
+      expectStatus(fetch.to("DELETE", "/v1/sessions/current")[0], 204, "logout");
+      assert.equal(lk.getTokens(), undefined, "the client forgot the tokens");
+      expectProblem(await whoami(refreshed.session_token), 401, "unauthorized", "whoami after logout");
     });
 
     it("reusing a rotated refresh token revokes the whole session", async () => {
@@ -777,29 +790,33 @@ for (const backend of [
       const { laptop, phone, sessions } = await twoSessions(user);
       const [here, there] = sessions;
 
+      // The change through @latchkey/client, holding the laptop's session.
+      const fetch = recordingFetch();
+      const lk = createClient({ baseUrl: server.baseUrl, fetch });
+      lk.setTokens({ sessionToken: here.session_token, refreshToken: here.refresh_token });
       const newPw = newPassword("changed");
-      const { start, finish } = await api.changePassword(here.session_token, newPw);
-      expectStatus(start, 200, "password/start");
+      await lk.changePassword(newPw);
+      expectStatus(fetch.to("POST", "/v1/account/password/start")[0], 200, "password/start");
+      const [finish] = fetch.to("POST", "/v1/account/password/finish");
       expectStatus(finish, 204, "password/finish");
       assert.equal(finish.text, "", "password/finish has no body");
 
       // The calling session stays, and is the only one left.
-      const me = await api.whoami(here.session_token);
-      expectStatus(me, 200, "whoami of the calling session");
-      assert.equal(me.json.session_id, here.session_id);
-      assert.equal(me.json.user_id, user.userId);
-      const listed = await api.call("GET", "/v1/sessions", { token: here.session_token });
-      expectStatus(listed, 200, "session list after the change");
+      const me = await lk.whoami();
+      assert.equal(me.session_id, here.session_id);
+      assert.equal(me.user_id, user.userId);
+      const listed = await lk.sessions();
       assert.deepEqual(
-        listed.json.sessions.map((s) => [s.session_id, s.current]),
+        listed.map((s) => [s.session_id, s.current]),
         [[here.session_id, true]],
-        `only the calling session is left: ${listed.text}`,
+        `only the calling session is left: ${JSON.stringify(listed)}`,
       );
       await expectRevoked(there, "the other session");
 
       await expectPasswordReplaced(user, newPw, phone, "after the change (phone)");
       await expectPasswordReplaced(user, newPw, laptop, "after the change (laptop)");
-      expectStatus(await api.whoami(here.session_token), 200, "the calling session after the new logins");
+      assert.equal((await lk.whoami()).session_id, here.session_id, "the calling session after the new logins");
+      assert.deepEqual(fetch.to("POST", "/v1/sessions/refresh"), [], "no refresh was needed");
     });
 
     it("resets with a token from `latchkey admin reset`: every session revoked, old password refused, new one works, the token spent", async () => {
@@ -864,6 +881,13 @@ for (const backend of [
       assert.ok(Math.abs(Number(header) - authTime / 1000) < 1.001, `X-Auth-Time ${header} is auth_time`);
 
       expectProblem(await api.whoami(token, { aal: "aal2" }), 401, "mfa_required", "whoami?aal=aal2, aal1 session");
+      // The same questions through @latchkey/client.
+      const lk = createClient({ baseUrl: server.baseUrl });
+      lk.setTokens({ sessionToken: token, refreshToken: session.refresh_token });
+      const refusal = await lk.whoami({ aal: "aal2" }).catch((e) => e);
+      assert.ok(refusal instanceof LatchkeyError, `the client refuses: ${refusal}`);
+      assert.deepEqual([refusal.status, refusal.code], [401, "mfa_required"], "the client's whoami({ aal: 'aal2' })");
+      assert.equal((await lk.whoami({ maxAge: 3600 })).session_id, session.session_id, "the client's whoami({ maxAge })");
       const recent = await api.whoami(token, { max_age: 3600 });
       expectStatus(recent, 200, "whoami?max_age=3600");
       assert.equal(recent.headers.get("x-session-id"), session.session_id);

@@ -3,60 +3,22 @@
 // action is a call to the admin API (/v1/admin/...); state-changing ones
 // need a recent login, asked for in the step-up dialog.
 
-import { ApiError, api, type DeviceItem, type SessionItem, type Trust, type WhoAmI } from "./api";
+import { type components, LatchkeyError, lk, type Trust, type WhoAmI } from "./api";
 import { busy, byId, clear, el, field, message, say, show, table, time } from "./dom";
 import { Cancelled, withStepUp } from "./stepup";
 
-interface AdminUser {
-  user_id: string;
-  username: string;
-  created_at: string;
-  locked_until: string | null;
-  lock_reason: string | null;
-  failed_attempts: number;
-  totp_enabled: boolean;
-  roles: string[];
-}
+type AdminUser = components["schemas"]["AdminUser"];
+type AdminUserDetail = components["schemas"]["AdminUserDetail"];
+type AuditItem = components["schemas"]["AuditItem"];
 
-interface AdminUserDetail extends AdminUser {
-  active_sessions: number;
-  devices: number;
-}
-
-interface AuditItem {
-  id: number;
-  occurred_at: string;
-  event: string;
-  user_ref: string | null;
-  session_id: string | null;
-  device_id: string | null;
-  ip: string | null;
-  outcome: string;
-  details: unknown;
-}
-
-interface KeyStatus {
-  key_id: string;
-  state: string;
-  created_at: string;
-  age_days: number;
-  use_count: number;
-  rows: number;
-}
-
-interface SigningKeyStatus {
-  kid: string;
-  state: string;
-  created_at: string;
-  retired_at: string | null;
-}
-
+// GET /v1/admin/keys: the OpenAPI document gives its answer no schema, so
+// the fields the console shows are written here.
 interface Keyring {
   active_key_id: string | null;
   kdf: string;
   kdf_iterations: number;
-  keys: KeyStatus[];
-  signing_keys: SigningKeyStatus[];
+  keys: { key_id: string; state: string; created_at: string; age_days: number; use_count: number; rows: number }[];
+  signing_keys: { kid: string; state: string; created_at: string; retired_at: string | null }[];
 }
 
 const EVENTS = [
@@ -96,6 +58,7 @@ const status = byId("status");
 let me: WhoAmI | null = null;
 let users: AdminUser[] = [];
 let usersCursor: string | null = null;
+let usersAsked = 0;
 let selected: AdminUserDetail | null = null;
 let auditCursor: number | null = null;
 
@@ -103,7 +66,7 @@ function stepUp<T>(work: () => Promise<T>): Promise<T> {
   if (me === null) return work();
   const username = me.username;
   return withStepUp(username, me.session_id, work).finally(async () => {
-    me = await api<WhoAmI>("GET", "/v1/sessions/current").catch(() => me);
+    me = await lk.whoami().catch(() => me);
   });
 }
 
@@ -138,9 +101,11 @@ function utc(local: string): string | undefined {
 // Users.
 
 async function loadUsers(more: boolean): Promise<void> {
-  const query = new URLSearchParams({ limit: String(PAGE) });
-  if (more && usersCursor) query.set("cursor", usersCursor);
-  const page = await api<{ users: AdminUser[]; next_cursor: string | null }>("GET", `/v1/admin/users?${query}`);
+  const cursor = more && usersCursor ? usersCursor : undefined;
+  const q = byId<HTMLInputElement>("users-query").value.trim() || undefined;
+  const asked = ++usersAsked;
+  const page = await lk.request((api) => api.GET("/v1/admin/users", { params: { query: { limit: PAGE, cursor, q } } }));
+  if (asked !== usersAsked) return; // a later search has been sent
   users = more ? users.concat(page.users) : page.users;
   usersCursor = page.next_cursor ?? null;
   renderUsers();
@@ -154,9 +119,7 @@ function lockText(u: AdminUser): string {
 }
 
 function renderUsers(): void {
-  const q = byId<HTMLInputElement>("users-query").value.trim().toLowerCase();
-  const shown = users.filter((u) => !q || u.username.toLowerCase().includes(q) || u.user_id.startsWith(q));
-  const rows = shown.map((u) => {
+  const rows = users.map((u) => {
     const open = el("button", { type: "button", class: "link", "aria-label": `Open ${u.username}` }, u.username);
     open.addEventListener("click", () => void openUser(u.user_id));
     return [open, time(u.created_at), u.totp_enabled ? "on" : "off", u.roles.join(", ") || "—", lockText(u), String(u.failed_attempts)];
@@ -165,11 +128,20 @@ function renderUsers(): void {
   clear(holder);
   holder.append(table("Users", ["Username", "Created", "TOTP", "Roles", "Locked", "Failed attempts"], rows));
   show(byId("users-more"), usersCursor !== null);
-  byId("users-count").textContent = `${shown.length} shown of ${users.length} loaded${usersCursor ? " (more to load)" : ""}.`;
+  const q = byId<HTMLInputElement>("users-query").value.trim();
+  byId("users-count").textContent =
+    `${users.length} ${q ? "found" : "loaded"}${usersCursor ? " (more to load)" : ""}.`;
 }
 
 byId<HTMLFormElement>("users-filter").addEventListener("submit", (e) => e.preventDefault());
-byId("users-query").addEventListener("input", renderUsers);
+// The server searches by username prefix (normalized as usernames are).
+let searchTimer: ReturnType<typeof setTimeout> | undefined;
+byId("users-query").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => {
+    loadUsers(false).catch((err: unknown) => say(status, message(err), "error"));
+  }, 200);
+});
 byId<HTMLButtonElement>("users-more").addEventListener("click", (e) => {
   void busy(e.currentTarget as HTMLButtonElement, status, () => loadUsers(true));
 });
@@ -178,7 +150,7 @@ byId<HTMLButtonElement>("users-more").addEventListener("click", (e) => {
 
 async function openUser(id: string, focus = true): Promise<void> {
   try {
-    selected = await api<AdminUserDetail>("GET", `/v1/admin/users/${encodeURIComponent(id)}`);
+    selected = await lk.request((api) => api.GET("/v1/admin/users/{id}", { params: { path: { id } } }));
   } catch (err) {
     say(status, message(err), "error");
     return;
@@ -204,7 +176,7 @@ async function openUser(id: string, focus = true): Promise<void> {
 }
 
 async function loadUserSessions(id: string): Promise<void> {
-  const { sessions } = await api<{ sessions: SessionItem[] }>("GET", `/v1/admin/users/${encodeURIComponent(id)}/sessions`);
+  const { sessions } = await lk.request((api) => api.GET("/v1/admin/users/{id}/sessions", { params: { path: { id } } }));
   const rows = sessions.map((s) => [
     s.device?.name || s.user_agent || "—",
     s.ip ?? "—",
@@ -222,7 +194,7 @@ async function loadUserSessions(id: string): Promise<void> {
 }
 
 async function loadUserDevices(id: string): Promise<void> {
-  const { devices } = await api<{ devices: DeviceItem[] }>("GET", `/v1/admin/users/${encodeURIComponent(id)}/devices`);
+  const { devices } = await lk.request((api) => api.GET("/v1/admin/users/{id}/devices", { params: { path: { id } } }));
   const rows = devices.map((d) => {
     const label = d.name || d.user_agent || d.device_id;
     const select = el(
@@ -234,7 +206,9 @@ async function loadUserDevices(id: string): Promise<void> {
     apply.addEventListener("click", () => {
       const trust = select.value as Trust;
       void act(apply, async () => {
-        await api("PUT", `/v1/admin/devices/${encodeURIComponent(d.device_id)}/trust`, { body: { trust } });
+        await lk.request((api) =>
+          api.PUT("/v1/admin/devices/{id}/trust", { params: { path: { id: d.device_id } }, body: { trust } }),
+        );
         await afterChange(`${label} is now ${trust}.`);
       });
     });
@@ -276,7 +250,7 @@ byId<HTMLFormElement>("lock-form").addEventListener("submit", (e) => {
     const body: { reason: string; until?: string } = { reason: field(form, "reason") };
     const until = utc(field(form, "until"));
     if (until) body.until = until;
-    await api("POST", `/v1/admin/users/${encodeURIComponent(id)}/lock`, { body });
+    await lk.request((api) => api.POST("/v1/admin/users/{id}/lock", { params: { path: { id } }, body }));
     form.reset();
     await afterChange(`${name} is locked.`);
   });
@@ -286,7 +260,7 @@ byId<HTMLButtonElement>("unlock").addEventListener("click", (e) => {
   if (!selected) return;
   const { user_id: id, username: name } = selected;
   void act(e.currentTarget as HTMLButtonElement, async () => {
-    await api("POST", `/v1/admin/users/${encodeURIComponent(id)}/unlock`);
+    await lk.request((api) => api.POST("/v1/admin/users/{id}/unlock", { params: { path: { id } } }));
     await afterChange(`${name} is unlocked.`);
   });
 });
@@ -295,10 +269,7 @@ byId<HTMLButtonElement>("issue-reset").addEventListener("click", (e) => {
   if (!selected) return;
   const { user_id: id, username: name } = selected;
   void act(e.currentTarget as HTMLButtonElement, async () => {
-    const issued = await api<{ reset_token: string; expires_at: string }>(
-      "POST",
-      `/v1/admin/users/${encodeURIComponent(id)}/reset`,
-    );
+    const issued = await lk.request((api) => api.POST("/v1/admin/users/{id}/reset", { params: { path: { id } } }));
     byId("reset-token").textContent = issued.reset_token;
     const expires = byId("reset-token-expires");
     clear(expires);
@@ -313,7 +284,7 @@ byId<HTMLButtonElement>("remove-totp").addEventListener("click", (e) => {
   const { user_id: id, username: name } = selected;
   if (!confirm(`Remove the second factor of ${name}? They can then sign in with the password alone.`)) return;
   void act(e.currentTarget as HTMLButtonElement, async () => {
-    await api("DELETE", `/v1/admin/users/${encodeURIComponent(id)}/totp`);
+    await lk.request((api) => api.DELETE("/v1/admin/users/{id}/totp", { params: { path: { id } } }));
     await afterChange(`The second factor of ${name} was removed.`);
   });
 });
@@ -322,7 +293,9 @@ byId<HTMLButtonElement>("revoke-user-sessions").addEventListener("click", (e) =>
   if (!selected) return;
   const { user_id: id, username: name } = selected;
   void act(e.currentTarget as HTMLButtonElement, async () => {
-    const { revoked } = await api<{ revoked: number }>("DELETE", `/v1/admin/users/${encodeURIComponent(id)}/sessions`);
+    const { revoked } = await lk.request((api) =>
+      api.DELETE("/v1/admin/users/{id}/sessions", { params: { path: { id } } }),
+    );
     await afterChange(`${revoked} session${revoked === 1 ? "" : "s"} of ${name} ended.`);
   });
 });
@@ -332,7 +305,7 @@ byId<HTMLButtonElement>("delete-user").addEventListener("click", (e) => {
   const { user_id: id, username: name } = selected;
   if (!confirm(`Delete ${name} and all their data? This cannot be undone.`)) return;
   void act(e.currentTarget as HTMLButtonElement, async () => {
-    await api("DELETE", `/v1/admin/users/${encodeURIComponent(id)}`);
+    await lk.request((api) => api.DELETE("/v1/admin/users/{id}", { params: { path: { id } } }));
     selected = null;
     show(byId("user"), false);
     say(status, `${name} was deleted.`, "ok");
@@ -342,26 +315,22 @@ byId<HTMLButtonElement>("delete-user").addEventListener("click", (e) => {
 
 // Audit log.
 
-function auditQuery(): URLSearchParams {
+function auditQuery() {
   const form = byId<HTMLFormElement>("audit-filter");
-  const query = new URLSearchParams({ limit: String(PAGE) });
-  const user = field(form, "user_id").trim();
-  const event = field(form, "event").trim();
-  const since = utc(field(form, "since"));
-  const until = utc(field(form, "until"));
-  if (user) query.set("user_id", user);
-  if (event) query.set("event", event);
-  if (since) query.set("since", since);
-  if (until) query.set("until", until);
-  return query;
+  return {
+    limit: PAGE,
+    user_id: field(form, "user_id").trim() || undefined,
+    event: field(form, "event").trim() || undefined,
+    since: utc(field(form, "since")),
+    until: utc(field(form, "until")),
+  };
 }
 
 let auditRows: AuditItem[] = [];
 
 async function loadAudit(more: boolean): Promise<void> {
-  const query = auditQuery();
-  if (more && auditCursor !== null) query.set("cursor", String(auditCursor));
-  const page = await api<{ events: AuditItem[]; next_cursor: number | null }>("GET", `/v1/admin/audit?${query}`);
+  const query = { ...auditQuery(), cursor: more && auditCursor !== null ? auditCursor : undefined };
+  const page = await lk.request((api) => api.GET("/v1/admin/audit", { params: { query } }));
   auditRows = more ? auditRows.concat(page.events) : page.events;
   auditCursor = page.next_cursor ?? null;
   const rows = auditRows.map((a) => [
@@ -397,7 +366,7 @@ byId<HTMLButtonElement>("audit-more").addEventListener("click", (e) => {
 // Keyring.
 
 async function loadKeys(): Promise<void> {
-  const k = await api<Keyring>("GET", "/v1/admin/keys");
+  const k = (await lk.request((api) => api.GET("/v1/admin/keys"))) as unknown as Keyring;
   const holder = byId("keys");
   clear(holder);
   holder.append(
@@ -431,7 +400,7 @@ for (const [id, kind, what] of [
   byId<HTMLButtonElement>(id).addEventListener("click", (e) => {
     if (!confirm(`Make a new ${what}?`)) return;
     void act(e.currentTarget as HTMLButtonElement, async () => {
-      await api("POST", `/v1/admin/keys/rotate?kind=${kind}`);
+      await lk.request((api) => api.POST("/v1/admin/keys/rotate", { params: { query: { kind } } }));
       say(status, `A new ${what} is active.`, "ok");
       await loadKeys();
     });
@@ -451,9 +420,9 @@ async function start(): Promise<void> {
   const events = byId("audit-events");
   for (const name of EVENTS) events.append(el("option", { value: name }));
   try {
-    me = await api<WhoAmI>("GET", "/v1/sessions/current");
+    me = await lk.whoami();
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) {
+    if (err instanceof LatchkeyError && err.status === 401) {
       deny("Sign in with an administrator account to use the admin console.", true);
     } else {
       deny(message(err), false);
@@ -463,7 +432,7 @@ async function start(): Promise<void> {
   try {
     await loadUsers(false);
   } catch (err) {
-    if (err instanceof ApiError && err.status === 403) {
+    if (err instanceof LatchkeyError && err.status === 403) {
       deny(
         `You are signed in as ${me.username}, which does not have the admin role here${me.aal === "aal1" ? " (or an admin with two-factor authentication must sign in with it)" : ""}. An administrator grants it with "latchkey admin grant ${me.username}".`,
         false,

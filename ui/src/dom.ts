@@ -1,5 +1,7 @@
 // Small DOM helpers shared by the pages: no framework, no innerHTML.
 
+import { describeError, LatchkeyError } from "./api";
+
 /** The element with this id (throws if the page lacks it). */
 export function byId<T extends HTMLElement = HTMLElement>(id: string): T {
   const found = document.getElementById(id);
@@ -53,8 +55,11 @@ export function say(region: HTMLElement, message: string, kind: "info" | "error"
   region.hidden = message === "";
 }
 
-/** The message of anything thrown. */
+/** The message of anything thrown: latchkey's refusals as people read them. */
 export function message(err: unknown): string {
+  if (err instanceof LatchkeyError) return describeError(err);
+  // fetch rejects with a TypeError when the service cannot be reached.
+  if (err instanceof TypeError && /fetch|network/i.test(err.message)) return "The service could not be reached.";
   return err instanceof Error ? err.message : String(err);
 }
 

@@ -2,8 +2,8 @@
 // factor when on), and, signed in, the account: sessions, devices, TOTP,
 // password change, sign out.
 
-import { ApiError, api, type DeviceItem, type SessionItem, type WhoAmI } from "./api";
-import { login, register, reregister, secondFactor } from "./auth";
+import { LatchkeyError, lk, refused, type WhoAmI } from "./api";
+import { login } from "./auth";
 import { busy, byId, clear, el, field, message, say, show, table, time } from "./dom";
 import { qrCanvas } from "./qr";
 import { Cancelled, factorOf, withStepUp } from "./stepup";
@@ -27,9 +27,9 @@ function leaveIfAsked(): boolean {
 
 async function whoami(): Promise<WhoAmI | null> {
   try {
-    return await api<WhoAmI>("GET", "/v1/sessions/current");
+    return await lk.whoami();
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) return null;
+    if (err instanceof LatchkeyError && err.status === 401) return null;
     throw err;
   }
 }
@@ -49,39 +49,15 @@ async function refreshView(known?: WhoAmI | null): Promise<void> {
   byId("me-auth-time").append(time(me.auth_time));
   clear(byId("me-expires"));
   byId("me-expires").append(time(me.session_expires_at));
-  await Promise.all([loadSessions(), loadDevices(), loadTotpState(me), probeAdmin()]);
+  await Promise.all([loadSessions(), loadDevices(), loadAccount()]);
 }
 
-/**
- * Whether TOTP is on: the newest TOTP change in the user's own security
- * timeline (whoami does not say; an aal2 session stays aal2 after TOTP is
- * turned off), else the session's level.
- */
-async function loadTotpState(who: WhoAmI): Promise<void> {
-  let on = who.aal === "aal2";
-  try {
-    const { events } = await api<{ events: { event: string; outcome: string }[] }>(
-      "GET",
-      "/v1/account/events?limit=100",
-    );
-    const last = events.find(
-      (e) => e.outcome === "success" && ["totp.enroll", "totp.disable", "totp.removed_by_admin"].includes(e.event),
-    );
-    if (last) on = last.event === "totp.enroll";
-  } catch {
-    // keep the guess from the session's level
-  }
-  show(byId("totp-on"), on);
-  show(byId("totp-off"), !on);
-}
-
-async function probeAdmin(): Promise<void> {
-  try {
-    await api("GET", "/v1/admin/users?limit=1");
-    show(byId("admin-link"), true);
-  } catch {
-    show(byId("admin-link"), false);
-  }
+/** Whether TOTP is on and whether to offer the admin console: the caller's account. */
+async function loadAccount(): Promise<void> {
+  const account = await lk.account();
+  show(byId("totp-on"), account.totp_enabled);
+  show(byId("totp-off"), !account.totp_enabled);
+  show(byId("admin-link"), account.roles.includes("admin"));
 }
 
 /** Runs a sensitive operation, asking for the password again when the server wants a recent login. */
@@ -136,9 +112,9 @@ byId<HTMLFormElement>("totp-form").addEventListener("submit", (event) => {
   const token = mfaToken;
   void busy(form, status, async () => {
     try {
-      await secondFactor(token, factorOf(field(form, "code")));
+      await lk.loginTotp(token, factorOf(field(form, "code")));
     } catch (err) {
-      if (err instanceof ApiError && err.status === 401) {
+      if (err instanceof LatchkeyError && err.status === 401) {
         (form.elements.namedItem("code") as HTMLInputElement).select();
       }
       throw err;
@@ -169,7 +145,7 @@ byId<HTMLFormElement>("register-form").addEventListener("submit", (event) => {
     passwordsMatch(form);
     const username = field(form, "username");
     say(status, "Creating the account…");
-    await register(username, field(form, "password"));
+    await lk.register(username, field(form, "password"));
     form.reset();
     (byId<HTMLInputElement>("sign-in-username")).value = username;
     say(status, `Account ${username} created. Sign in now.`, "ok");
@@ -183,9 +159,7 @@ byId<HTMLFormElement>("reset-form").addEventListener("submit", (event) => {
   void busy(form, status, async () => {
     passwordsMatch(form);
     say(status, "Setting the new password…");
-    await reregister("/v1/account/reset/start", "/v1/account/reset/finish", field(form, "password"), {
-      reset_token: field(form, "token").trim(),
-    });
+    await lk.reset(field(form, "token").trim(), field(form, "password"));
     form.reset();
     say(status, "Your password is set. Sign in with it now.", "ok");
     byId("sign-in-username").focus();
@@ -196,23 +170,21 @@ byId<HTMLFormElement>("reset-form").addEventListener("submit", (event) => {
 
 byId<HTMLButtonElement>("sign-out").addEventListener("click", (event) => {
   void busy(event.currentTarget as HTMLButtonElement, status, async () => {
-    // Not noRefresh: with an expired session token, the refresh cookie would
-    // otherwise outlive the sign-out.
-    await api("DELETE", "/v1/sessions/current").catch((err: unknown) => {
-      if (!(err instanceof ApiError && err.status === 401)) throw err;
-    });
+    // With an expired session token the client renews it first, so that
+    // the refresh cookie does not outlive the sign-out.
+    await lk.logout();
     await refreshView();
     say(status, "Signed out.", "ok");
     byId("sign-in-username").focus();
   });
 });
 
-function describeDevice(device: { name: string | null } | null, userAgent: string | null): string {
+function describeDevice(device: { name?: string | null } | null | undefined, userAgent: string | null | undefined): string {
   return device?.name || userAgent || "Unknown device";
 }
 
 async function loadSessions(): Promise<void> {
-  const { sessions } = await api<{ sessions: SessionItem[] }>("GET", "/v1/sessions");
+  const sessions = await lk.sessions();
   const rows = sessions.map((s) => {
     const label = describeDevice(s.device, s.user_agent);
     const action = s.current
@@ -230,7 +202,7 @@ async function loadSessions(): Promise<void> {
     if (action instanceof HTMLButtonElement) {
       action.addEventListener("click", () => {
         void busy(action, status, async () => {
-          await api("DELETE", `/v1/sessions/${encodeURIComponent(s.session_id)}`);
+          await lk.revoke(s.session_id);
           say(status, "The session has ended.", "ok");
           await loadSessions();
         });
@@ -251,14 +223,14 @@ async function loadSessions(): Promise<void> {
 
 byId<HTMLButtonElement>("revoke-others").addEventListener("click", (event) => {
   void busy(event.currentTarget as HTMLButtonElement, status, async () => {
-    const { revoked } = await api<{ revoked: number }>("DELETE", "/v1/sessions?scope=others");
+    const revoked = await lk.revokeOthers();
     say(status, `${revoked} other session${revoked === 1 ? "" : "s"} ended.`, "ok");
     await loadSessions();
   });
 });
 
 async function loadDevices(): Promise<void> {
-  const { devices } = await api<{ devices: DeviceItem[] }>("GET", "/v1/devices");
+  const devices = await lk.devices();
   const here = me?.device?.device_id;
   const rows = devices.map((d) => {
     const label = describeDevice(d, d.user_agent);
@@ -273,9 +245,7 @@ async function loadDevices(): Promise<void> {
       toggle.addEventListener("click", () => {
         void busy(toggle, status, async () => {
           try {
-            await stepUp(() =>
-              api("PUT", `/v1/devices/${encodeURIComponent(d.device_id)}/trust`, { body: { trust: next } }),
-            );
+            await stepUp(() => lk.trustDevice(d.device_id, next));
           } catch (err) {
             report(err);
             return;
@@ -290,7 +260,7 @@ async function loadDevices(): Promise<void> {
     remove.addEventListener("click", () => {
       void busy(remove, status, async () => {
         try {
-          await stepUp(() => api("DELETE", `/v1/devices/${encodeURIComponent(d.device_id)}`));
+          await stepUp(() => lk.removeDevice(d.device_id));
         } catch (err) {
           report(err);
           return;
@@ -315,9 +285,9 @@ byId<HTMLButtonElement>("totp-enroll").addEventListener("click", (event) => {
   void busy(event.currentTarget as HTMLButtonElement, status, async () => {
     let enrolment: { secret: string; otpauth_uri: string };
     try {
-      enrolment = await stepUp(() => api<{ secret: string; otpauth_uri: string }>("POST", "/v1/totp/enroll"));
+      enrolment = await stepUp(() => lk.enrollTotp());
     } catch (err) {
-      if (err instanceof ApiError && err.code === "conflict") await refreshView();
+      if (refused(err, "conflict")) await refreshView();
       report(err);
       return;
     }
@@ -338,11 +308,8 @@ byId<HTMLFormElement>("totp-confirm-form").addEventListener("submit", (event) =>
   void busy(form, status, async () => {
     let codes: string[];
     try {
-      ({ recovery_codes: codes } = await stepUp(() =>
-        api<{ recovery_codes: string[] }>("POST", "/v1/totp/confirm", {
-          body: { code: field(form, "code").replace(/\s+/g, "") },
-        }),
-      ));
+      const code = field(form, "code").replace(/\s+/g, "");
+      codes = await stepUp(() => lk.confirmTotp(code));
     } catch (err) {
       report(err);
       return;
@@ -373,9 +340,8 @@ byId<HTMLFormElement>("totp-disable-form").addEventListener("submit", (event) =>
   const form = event.currentTarget as HTMLFormElement;
   void busy(form, status, async () => {
     try {
-      await stepUp(() =>
-        api("DELETE", "/v1/totp", { body: { code: field(form, "code").replace(/\s+/g, "") } }),
-      );
+      const code = field(form, "code").replace(/\s+/g, "");
+      await stepUp(() => lk.disableTotp(code));
     } catch (err) {
       report(err);
       return;
@@ -395,7 +361,7 @@ byId<HTMLFormElement>("password-form").addEventListener("submit", (event) => {
     passwordsMatch(form);
     const password = field(form, "password");
     try {
-      await stepUp(() => reregister("/v1/account/password/start", "/v1/account/password/finish", password));
+      await stepUp(() => lk.changePassword(password));
     } catch (err) {
       report(err);
       return;

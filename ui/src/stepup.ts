@@ -3,15 +3,11 @@
 // (and the second factor when on) in a modal dialog, signs in anew (a new
 // cookie session), ends the session it replaces, and retries the operation.
 
-import { ApiError, api } from "./api";
-import { login, secondFactor } from "./auth";
+import { lk, refused } from "./api";
+import { factorOf, login } from "./auth";
 import { el, message, say } from "./dom";
 
-/** The second-factor field's value as the body of /v1/login/totp wants it. */
-export function factorOf(value: string): { code: string } | { recovery_code: string } {
-  const trimmed = value.replace(/\s+/g, "");
-  return /^[0-9]{6}$/.test(trimmed) ? { code: trimmed } : { recovery_code: value.trim() };
-}
+export { factorOf };
 
 export class Cancelled extends Error {
   constructor() {
@@ -109,11 +105,11 @@ export function reauthenticate(username: string): Promise<void> {
             return;
           }
         } else {
-          await secondFactor(mfaToken, factorOf(code.value));
+          await lk.loginTotp(mfaToken, factorOf(code.value));
         }
         finish(true);
       } catch (err) {
-        if (err instanceof ApiError && err.code === "unauthorized" && mfaToken !== null) {
+        if (refused(err, "unauthorized") && mfaToken !== null) {
           // The MFA token was burnt: start over with the password.
           mfaToken = null;
           password.disabled = false;
@@ -139,13 +135,13 @@ export async function withStepUp<T>(username: string, oldSessionId: string | und
   try {
     return await work();
   } catch (err) {
-    if (!(err instanceof ApiError && err.code === "reauthentication_required")) throw err;
+    if (!refused(err, "reauthentication_required")) throw err;
   }
   await reauthenticate(username);
   if (oldSessionId !== undefined) {
     // The new sign-in replaced the session cookie; the old session would
     // otherwise linger until it expires.
-    await api("DELETE", `/v1/sessions/${encodeURIComponent(oldSessionId)}`).catch(() => undefined);
+    await lk.revoke(oldSessionId).catch(() => undefined);
   }
   return work();
 }

@@ -15,19 +15,13 @@ export type Aal = Schemas["Aal"];
 export type JwtAnswer = Schemas["JwtAnswer"];
 export type Registered = Schemas["Registered"];
 export type Enrollment = Schemas["Enrollment"];
+export type Account = Schemas["Profile"];
 
 /** The typed openapi-fetch client over the generated `paths`. */
 export type Api = FetchClient<paths>;
 
-/**
- * login/finish's 200 when TOTP is on. The OpenAPI document names only
- * `SessionAnswer` for that 200, so this one shape is written by hand.
- */
-interface MfaAnswer {
-  mfa_required: true;
-  mfa_token: string;
-  mfa_expires_at: string;
-}
+/** login/finish's 200 when TOTP is on: finish at /v1/login/totp. */
+type MfaAnswer = Schemas["MfaRequired"];
 
 /** A login's outcome: a session, or the TOTP step (`loginTotp`) still due. */
 export type LoginResult =
@@ -67,7 +61,8 @@ export interface LoginOptions {
 }
 
 type Headers_ = Record<string, string>;
-type Outcome<T> = { data?: T; error?: unknown; response: Response };
+/** What an openapi-fetch call resolves to. */
+export type Outcome<T> = { data?: T; error?: unknown; response: Response };
 
 /** Resolves to the answer's data, or throws its LatchkeyError. */
 async function expect<T>(call: Promise<Outcome<T>>): Promise<T> {
@@ -103,6 +98,7 @@ export class LatchkeyClient {
   private readonly deviceStore: DeviceStore;
   private tokens: Tokens | undefined;
   private refreshing: Promise<SessionAnswer> | undefined;
+  private renewing: Promise<void> | undefined;
   /** The username behind each pending MFA token, to file a device credential issued at login/totp. */
   private readonly pendingMfa = new Map<string, string>();
 
@@ -221,6 +217,11 @@ export class LatchkeyClient {
     return this.authed((headers) => this.api.GET("/v1/sessions/current", { headers, params: { query } }));
   }
 
+  /** The caller's own account (`GET /v1/account`): username, roles (`admin`), whether TOTP is on, when it was made. */
+  account(): Promise<Account> {
+    return this.authed((headers) => this.api.GET("/v1/account", { headers }));
+  }
+
   /** The user's active sessions (`current` marks this one). */
   async sessions(): Promise<SessionItem[]> {
     return (await this.authed((headers) => this.api.GET("/v1/sessions", { headers }))).sessions;
@@ -317,6 +318,21 @@ export class LatchkeyClient {
     await this.authed((headers) => this.api.DELETE("/v1/totp", { headers, body: { code } }));
   }
 
+  /**
+   * An authenticated call through `api`, for routes this class does not
+   * wrap (the admin API, say): `call` gets the typed client and the headers
+   * to send (the bearer token in bearer mode; cookie mode's CSRF header is
+   * already on `api`). An expired session is renewed and the call tried
+   * once more, as for the wrapped routes. Resolves to the answer's data, or
+   * throws its LatchkeyError.
+   *
+   *     const page = await lk.request((api, headers) =>
+   *       api.GET("/v1/admin/users", { headers, params: { query: { limit: 50 } } }));
+   */
+  request<T>(call: (api: Api, headers: Record<string, string>) => Promise<Outcome<T>>): Promise<T> {
+    return this.authed((headers) => call(this.api, headers));
+  }
+
   // --- internals ---
 
   /** The client half of OPAQUE registration; `start` sends the request and returns the server's answer. */
@@ -382,7 +398,7 @@ export class LatchkeyClient {
     if (isUnauthorized(outcome) && (this.mode === "cookie" || this.tokens !== undefined)) {
       if (this.mode === "cookie" || this.tokens === sent) {
         try {
-          await this.refresh();
+          await (this.mode === "cookie" ? this.renewCookie() : this.refresh());
         } catch (err) {
           if (err instanceof LatchkeyError && err.status === 401) return expect(Promise.resolve(outcome));
           throw err;
@@ -391,6 +407,32 @@ export class LatchkeyClient {
       outcome = await call(this.authHeaders());
     }
     return expect(Promise.resolve(outcome));
+  }
+
+  /**
+   * Cookie mode, after a 401 `unauthorized`: gets a working session cookie.
+   * Single-flight within this client, and tabs take turns through the Web
+   * Lock; whoever gets the lock asks whoami first, since another tab may
+   * have rotated the shared refresh cookie meanwhile (then there is nothing
+   * to do, and one refresh serves every tab).
+   */
+  private renewCookie(): Promise<void> {
+    const renew = async () => {
+      const probe = await this.api.GET("/v1/sessions/current", {});
+      if (probe.response.ok) return;
+      await expect(this.api.POST("/v1/sessions/refresh", { body: {} }));
+    };
+    const locks = globalThis.navigator?.locks;
+    const run = async (): Promise<void> => {
+      try {
+        if (locks === undefined) await renew();
+        else await locks.request("latchkey-refresh", renew);
+      } finally {
+        this.renewing = undefined;
+      }
+    };
+    this.renewing ??= run();
+    return this.renewing;
   }
 
   private authHeaders(): Headers_ {

@@ -1,6 +1,7 @@
 export {
   createClient,
   LatchkeyClient,
+  type Account,
   type Aal,
   type Api,
   type ClientOptions,
@@ -9,6 +10,7 @@ export {
   type JwtAnswer,
   type LoginOptions,
   type LoginResult,
+  type Outcome,
   type Registered,
   type SecondFactor,
   type SessionAnswer,

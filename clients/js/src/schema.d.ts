@@ -135,7 +135,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** The caller's own account: name, roles, whether TOTP is on. */
+        get: operations["profile"];
         put?: never;
         post?: never;
         /** Delete the caller's own account and all its data (aal2 when TOTP is on). */
@@ -783,68 +784,130 @@ export interface components {
         };
         AdminSession: {
             aal: components["schemas"]["Aal"];
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             created_at: string;
             device?: components["schemas"]["DeviceRef"] | null;
+            /** @example 203.0.113.7 */
             ip?: string | null;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             last_seen_at: string;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             session_expires_at: string;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
             session_id: string;
+            /** @example Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0 */
             user_agent?: string | null;
         };
         AdminSessionList: {
             sessions: components["schemas"]["AdminSession"][];
         };
         AdminUser: {
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             created_at: string;
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @example 0
+             */
             failed_attempts: number;
+            /** @example suspected account takeover */
             lock_reason?: string | null;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             locked_until?: string | null;
             /** @example [
              *       "admin"
              *     ] */
             roles: string[];
+            /** @example false */
             totp_enabled: boolean;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
             user_id: string;
             /** @example alice */
             username: string;
         };
         AdminUserDetail: components["schemas"]["AdminUser"] & {
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @example 2
+             */
             active_sessions: number;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @example 1
+             */
             devices: number;
         };
+        /** @example {
+         *       "details": {
+         *         "reason": "wrong password"
+         *       },
+         *       "device_id": "dv_3q2b7x9k",
+         *       "event": "login.failure",
+         *       "id": 1042,
+         *       "ip": "203.0.113.7",
+         *       "occurred_at": "2026-05-01T12:00:00Z",
+         *       "outcome": "failure",
+         *       "session_id": null,
+         *       "user_ref": "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e"
+         *     } */
         AuditItem: {
             details?: Record<string, never> | null;
+            /** @example dv_3q2b7x9k */
             device_id?: string | null;
             /** @example login.success */
             event: string;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @example 1042
+             */
             id: number;
+            /** @example 203.0.113.7 */
             ip?: string | null;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             occurred_at: string;
             /** @example success */
             outcome: string;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
             session_id?: string | null;
             /**
              * Format: uuid
              * @description The user's pseudonymous id.
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
              */
             user_ref?: string | null;
         };
         AuditPage: {
             events: components["schemas"]["AuditItem"][];
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @example 1041
+             */
             next_cursor?: number | null;
         };
         CheckRequest: {
@@ -870,6 +933,7 @@ export interface components {
             code: string;
         };
         Decision: {
+            /** @example true */
             allowed: boolean;
             /**
              * Format: int64
@@ -906,22 +970,31 @@ export interface components {
             name?: string | null;
         };
         DeviceItem: {
+            /** @example dv_3q2b7x9k */
             device_id: string;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             first_seen_at: string;
             /** @example 203.0.113.7 */
             last_ip?: string | null;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             last_seen_at: string;
             /** @example Alice's iPhone */
             name?: string | null;
             trust: components["schemas"]["Trust"];
+            /** @example Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0 */
             user_agent?: string | null;
         };
         DeviceList: {
             devices: components["schemas"]["DeviceItem"][];
         };
         DeviceRef: {
+            /** @example dv_3q2b7x9k */
             device_id: string;
             /** @example Alice's iPhone */
             name?: string | null;
@@ -929,13 +1002,19 @@ export interface components {
         DisableBody: {
             /** @example 123456 */
             code: string;
-            /** @description Also end every other session. */
+            /**
+             * @description Also end every other session.
+             * @example false
+             */
             revoke_other_sessions?: boolean;
         };
         Enrollment: {
             /** @example otpauth://totp/latchkey:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=latchkey */
             otpauth_uri: string;
-            /** @description The otpauth URI as a QR code: a PNG, base64. */
+            /**
+             * @description The otpauth URI as a QR code: a PNG, base64.
+             * @example iVBORw0KGgoAAAANSUhEUgAA…
+             */
             qr_png: string;
             /**
              * @description The secret, base32, for manual entry.
@@ -944,8 +1023,12 @@ export interface components {
             secret: string;
         };
         EventItem: {
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             at: string;
+            /** @example dv_3q2b7x9k */
             device_id?: string | null;
             /** @example login.success */
             event: string;
@@ -959,6 +1042,7 @@ export interface components {
             /**
              * Format: int64
              * @description Pass as `cursor` for the next page; absent on the last page.
+             * @example 1041
              */
             next_cursor?: number | null;
         };
@@ -969,20 +1053,38 @@ export interface components {
         /** @description RFC 7662 answer: `active`, and when active the token's subject and facts. */
         IntrospectAnswer: {
             aal?: components["schemas"]["Aal"] | null;
+            /** @example true */
             active: boolean;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @example 1777640400
+             */
             exp?: number | null;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @example 1777639500
+             */
             iat?: number | null;
+            /** @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e */
             sid?: string | null;
+            /** @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e */
             sub?: string | null;
-            /** @description `session_token` or `jwt`. */
+            /**
+             * @description `session_token` or `jwt`.
+             * @example session_token
+             */
             token_type?: string | null;
         };
         IntrospectRequest: {
-            /** @description A session token (`lk_s_`) or a latchkey JWT. */
+            /**
+             * @description A session token (`lk_s_`) or a latchkey JWT.
+             * @example lk_s_Q2hhbmdlIG1lIQ…
+             */
             token: string;
-            /** @description Accepted and ignored (RFC 7662 §2.1). */
+            /**
+             * @description Accepted and ignored (RFC 7662 §2.1).
+             * @example access_token
+             */
             token_type_hint?: string | null;
         };
         Jwk: {
@@ -990,19 +1092,26 @@ export interface components {
             alg: string;
             /** @example Ed25519 */
             crv: string;
+            /** @example k_2026_05 */
             kid: string;
             /** @example OKP */
             kty: string;
             /** @example sig */
             use: string;
-            /** @description The public key, base64url. */
+            /**
+             * @description The public key, base64url.
+             * @example 11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo
+             */
             x: string;
         };
         JwkSet: {
             keys: components["schemas"]["Jwk"][];
         };
         JwtAnswer: {
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             expires_at: string;
             /**
              * @description Compact JWS, `alg` EdDSA with `kid`; claims `iss`, `aud`, `sub`, `sid`,
@@ -1017,6 +1126,7 @@ export interface components {
             /**
              * Format: date-time
              * @description Until when; absent: until an admin unlocks.
+             * @example 2026-05-01T12:00:00Z
              */
             until?: string | null;
         };
@@ -1032,6 +1142,7 @@ export interface components {
              * @example lk_d_RGV2aWNlIGNyZWRlbnRpYWw…
              */
             device_token?: string | null;
+            /** @example q1w2e3r4t5y6u7i8o9p0aa */
             login_id: string;
             /**
              * @description A browser session: the tokens go into `HttpOnly` cookies instead of
@@ -1042,6 +1153,8 @@ export interface components {
              */
             session_cookie?: boolean;
         };
+        /** @description What login/finish answers: a session, or, with TOTP on, the MFA step. */
+        LoginFinishAnswer: components["schemas"]["SessionAnswer"] | components["schemas"]["MfaRequired"];
         LoginStart: {
             /**
              * @description OPAQUE CredentialRequest (KE1), base64url (96 bytes).
@@ -1076,6 +1189,7 @@ export interface components {
              * @example 123456
              */
             code?: string | null;
+            /** @example lk_m_T25lIG1vcmUgc3RlcA… */
             mfa_token: string;
             /** @example abcde-fghij */
             recovery_code?: string | null;
@@ -1084,6 +1198,21 @@ export interface components {
              * @example false
              */
             session_cookie?: boolean;
+        };
+        /** @description The password was right and TOTP is on: finish at /v1/login/totp. */
+        MfaRequired: {
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
+            mfa_expires_at: string;
+            /** @example true */
+            mfa_required: boolean;
+            /**
+             * @description Accepted only by /v1/login/totp; 5 minutes; burned after 5 wrong codes.
+             * @example lk_m_T25lIG1vcmUgc3RlcA…
+             */
+            mfa_token: string;
         };
         PasswordFinish: {
             /**
@@ -1121,6 +1250,42 @@ export interface components {
              */
             type: string;
         };
+        Profile: {
+            /**
+             * Format: date-time
+             * @example 2026-12-01T09:30:00Z
+             */
+            created_at: string;
+            /** @example [
+             *       "admin"
+             *     ] */
+            roles: string[];
+            /**
+             * @description TOTP is on (logins need a second factor).
+             * @example false
+             */
+            totp_enabled: boolean;
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
+            user_id: string;
+            /** @example alice */
+            username: string;
+        };
+        /** @example {
+         *       "checks": {
+         *         "cache": {
+         *           "backend": "redis",
+         *           "ok": true
+         *         },
+         *         "database": {
+         *           "backend": "postgres",
+         *           "ok": true
+         *         }
+         *       },
+         *       "status": "ready"
+         *     } */
         Ready: {
             checks: Record<string, never>;
             /** @example ready */
@@ -1184,7 +1349,10 @@ export interface components {
         };
         /** @description A password-reset token for the user to redeem at /v1/account/reset. */
         ResetIssued: {
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             expires_at: string;
             /**
              * @description Single use; hand it to the user out of band.
@@ -1202,11 +1370,17 @@ export interface components {
             reset_token: string;
         };
         Revoked: {
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @example 3
+             */
             revoked: number;
         };
         Rotated: {
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
             active_key_id: string;
         };
         /** @description A new session. */
@@ -1216,8 +1390,10 @@ export interface components {
             /**
              * Format: date-time
              * @description When the user last proved the password (this login).
+             * @example 2026-05-01T12:00:00Z
              */
             auth_time: string;
+            /** @example dv_3q2b7x9k */
             device_id?: string | null;
             /**
              * @description Only when a device credential was issued with this session: keep it
@@ -1226,7 +1402,10 @@ export interface components {
              * @example lk_d_RGV2aWNlIGNyZWRlbnRpYWw…
              */
             device_token?: string | null;
-            /** @description True the first time this device logs in to this account. */
+            /**
+             * @description True the first time this device logs in to this account.
+             * @example false
+             */
             new_device: boolean;
             /**
              * @description Single-use; exchange at /v1/sessions/refresh. Absent for a cookie
@@ -1234,9 +1413,15 @@ export interface components {
              * @example lk_r_U2luZ2xlIHVzZQ…
              */
             refresh_token?: string | null;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             session_expires_at: string;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
             session_id: string;
             /**
              * @description Bearer token for authenticated calls; absent for a cookie session
@@ -1244,26 +1429,48 @@ export interface components {
              * @example lk_s_Q2hhbmdlIG1lIQ…
              */
             session_token?: string | null;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             token_expires_at: string;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
             user_id: string;
         };
         SessionItem: {
             aal: components["schemas"]["Aal"];
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             created_at: string;
-            /** @description This is the session making the request. */
+            /**
+             * @description This is the session making the request.
+             * @example true
+             */
             current: boolean;
             device?: components["schemas"]["DeviceRef"] | null;
             /** @example 203.0.113.7 */
             ip?: string | null;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             last_seen_at: string;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             session_expires_at: string;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
             session_id: string;
+            /** @example Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0 */
             user_agent?: string | null;
         };
         SessionList: {
@@ -1280,7 +1487,10 @@ export interface components {
             trust: components["schemas"]["Trust"];
         };
         UserPage: {
-            /** @description Pass as `cursor` for the next page; absent on the last page. */
+            /**
+             * @description Pass as `cursor` for the next page; absent on the last page.
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
             next_cursor?: string | null;
             users: components["schemas"]["AdminUser"][];
         };
@@ -1289,18 +1499,34 @@ export interface components {
             /**
              * Format: date-time
              * @description The last primary authentication (an OPAQUE login); a refresh keeps it.
+             * @example 2026-05-01T12:00:00Z
              */
             auth_time: string;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             created_at: string;
             device?: components["schemas"]["DeviceRef"] | null;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             last_seen_at: string;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
             session_expires_at: string;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
             session_id: string;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
             user_id: string;
             /** @example alice */
             username: string;
@@ -1342,7 +1568,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The request is malformed (`invalid_request`): unreadable JSON, an unknown or missing field, or a value that is not valid; `detail` says which. */
+        /** @description The request is malformed (`invalid_request`): unreadable JSON, an unknown or missing field, a value that is not valid, or a token in the query string; `detail` says which. */
         BadRequest: {
             headers: {
                 [name: string]: unknown;
@@ -1486,6 +1712,24 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description The path exists but does not serve this method (`method_not_allowed`); `Allow` lists the methods it does serve (RFC 9110 §15.5.6). Any path of this document answers it for a method it does not list; HEAD is served wherever GET is. */
+        MethodNotAllowed: {
+            headers: {
+                /** @description The methods this path serves, e.g. `GET, HEAD, DELETE` */
+                Allow?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                /** @example {
+                 *       "code": "method_not_allowed",
+                 *       "detail": "PUT is not served at this path; it serves GET, HEAD, DELETE",
+                 *       "status": 405,
+                 *       "title": "Method Not Allowed",
+                 *       "type": "urn:latchkey:problem:method_not_allowed"
+                 *     } */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description Nothing by this id that the caller can see: unknown, someone else's, or gone (`not_found`). */
         NotFound: {
             headers: {
@@ -1586,6 +1830,22 @@ export interface components {
                 [name: string]: unknown;
             };
             content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description A token in the query string (`invalid_request`): tokens go in the `Authorization` header, never in a URL. Any route answers this. */
+        TokenInQuery: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                /** @example {
+                 *       "code": "invalid_request",
+                 *       "detail": "tokens are not accepted in query strings; use the Authorization header",
+                 *       "status": 400,
+                 *       "title": "Bad Request",
+                 *       "type": "urn:latchkey:problem:invalid_request"
+                 *     } */
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
@@ -1703,6 +1963,7 @@ export interface operations {
                     "application/json": components["schemas"]["JwkSet"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
         };
     };
     healthz: {
@@ -1722,6 +1983,7 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
         };
     };
     metrics: {
@@ -1738,9 +2000,13 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /** @example # TYPE latchkey_http_requests_total counter
+                     *     latchkey_http_requests_total{method="GET",route="/healthz",status="200"} 1
+                     *      */
                     "text/plain": string;
                 };
             };
+            400: components["responses"]["TokenInQuery"];
         };
     };
     openapi: {
@@ -1757,9 +2023,18 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /** @example {
+                     *       "info": {
+                     *         "title": "latchkey",
+                     *         "version": "0.1.0"
+                     *       },
+                     *       "openapi": "3.1.0",
+                     *       "paths": {}
+                     *     } */
                     "application/json": Record<string, never>;
                 };
             };
+            400: components["responses"]["TokenInQuery"];
         };
     };
     readyz: {
@@ -1779,6 +2054,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ready"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             503: components["responses"]["NotReady"];
         };
     };
@@ -1807,6 +2083,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["TokenInQuery"];
         };
     };
     signin: {
@@ -1830,6 +2107,28 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["TokenInQuery"];
+        };
+    };
+    profile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Profile"];
+                };
+            };
+            400: components["responses"]["TokenInQuery"];
+            401: components["responses"]["Unauthorized"];
         };
     };
     delete_account: {
@@ -1847,6 +2146,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["UnauthorizedOrStepUp"];
             403: components["responses"]["Aal2Required"];
         };
@@ -2060,9 +2360,30 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /** @example {
+                     *       "active_key_id": "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e",
+                     *       "keys": [
+                     *         {
+                     *           "created_at": "2026-05-01T12:00:00Z",
+                     *           "id": "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e",
+                     *           "rows": 17,
+                     *           "state": "active",
+                     *           "uses": 42
+                     *         }
+                     *       ],
+                     *       "signing_keys": [
+                     *         {
+                     *           "created_at": "2026-05-01T12:00:00Z",
+                     *           "kid": "k_2026_05",
+                     *           "retired_at": null,
+                     *           "state": "active"
+                     *         }
+                     *       ]
+                     *     } */
                     "application/json": Record<string, never>;
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["AdminRequired"];
         };
@@ -2103,6 +2424,12 @@ export interface operations {
                 cursor?: string | null;
                 /** @description 1 to 200 (default 50). */
                 limit?: number | null;
+                /**
+                 * @description Only usernames that start with this (normalized like usernames:
+                 *     `Al` finds "alice").
+                 * @example al
+                 */
+                q?: string | null;
             };
             header?: never;
             path?: never;
@@ -2142,6 +2469,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminUserDetail"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["AdminRequired"];
             404: components["responses"]["NotFound"];
@@ -2164,6 +2492,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["UnauthorizedOrStepUp"];
             403: components["responses"]["AdminRequired"];
             404: components["responses"]["NotFound"];
@@ -2188,6 +2517,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminDeviceList"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["AdminRequired"];
             404: components["responses"]["NotFound"];
@@ -2241,6 +2571,7 @@ export interface operations {
                     "application/json": components["schemas"]["ResetIssued"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["UnauthorizedOrStepUp"];
             403: components["responses"]["AdminRequired"];
             404: components["responses"]["NotFound"];
@@ -2265,6 +2596,7 @@ export interface operations {
                     "application/json": components["schemas"]["AdminSessionList"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["AdminRequired"];
             404: components["responses"]["NotFound"];
@@ -2289,6 +2621,7 @@ export interface operations {
                     "application/json": components["schemas"]["Revoked"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["UnauthorizedOrStepUp"];
             403: components["responses"]["AdminRequired"];
             404: components["responses"]["NotFound"];
@@ -2311,6 +2644,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["UnauthorizedOrStepUp"];
             403: components["responses"]["AdminRequired"];
             404: components["responses"]["NotFound"];
@@ -2333,6 +2667,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["UnauthorizedOrStepUp"];
             403: components["responses"]["AdminRequired"];
             404: components["responses"]["NotFound"];
@@ -2355,6 +2690,7 @@ export interface operations {
                     "application/json": components["schemas"]["DeviceList"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["Unauthorized"];
         };
     };
@@ -2376,6 +2712,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["UnauthorizedOrStepUp"];
             403: components["responses"]["CsrfRejected"];
             404: components["responses"]["NotFound"];
@@ -2430,7 +2767,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["SessionAnswer"];
+                    "application/json": components["schemas"]["LoginFinishAnswer"];
                 };
             };
             400: components["responses"]["BadRequest"];
@@ -2601,6 +2938,7 @@ export interface operations {
                     "application/json": components["schemas"]["SessionList"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["Unauthorized"];
         };
     };
@@ -2686,6 +3024,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["CsrfRejected"];
         };
@@ -2737,6 +3076,7 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["CsrfRejected"];
             404: components["responses"]["NotFound"];
@@ -2786,6 +3126,7 @@ export interface operations {
                     "application/json": components["schemas"]["JwtAnswer"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["CsrfRejected"];
             429: components["responses"]["RateLimited"];
@@ -2864,6 +3205,7 @@ export interface operations {
                     "application/json": components["schemas"]["Enrollment"];
                 };
             };
+            400: components["responses"]["TokenInQuery"];
             401: components["responses"]["UnauthorizedOrStepUp"];
             403: components["responses"]["CsrfRejected"];
             409: components["responses"]["TotpAlreadyOn"];

@@ -106,6 +106,26 @@ describe("sessions", () => {
     assert.equal((await lk.whoami({ maxAge: 3600 })).session_id, session.session_id);
   });
 
+  test("account: name, roles and TOTP state; request() reaches the admin API once the role is granted", async () => {
+    const { username, userId, lk } = await loggedIn("Account");
+    const account = await lk.account();
+    assert.equal(account.user_id, userId);
+    assert.equal(account.username, username.toLowerCase(), "the normalized name");
+    assert.deepEqual(account.roles, []);
+    assert.equal(account.totp_enabled, false);
+    assert.ok(!Number.isNaN(Date.parse(account.created_at)), `created_at: ${account.created_at}`);
+    const users = (api, headers) =>
+      api.GET("/v1/admin/users", { headers, params: { query: { q: username.toUpperCase().slice(0, 10), limit: 200 } } });
+    await refused(lk.request(users), 403, "forbidden");
+
+    await server.cli(["admin", "grant", username]);
+    assert.deepEqual((await lk.account()).roles, ["admin"]);
+    const page = await lk.request(users);
+    assert.ok(page.users.some((u) => u.user_id === userId), "the prefix search (in another case) finds the user");
+    assert.ok(page.users.every((u) => u.username.startsWith(username.toLowerCase().slice(0, 10))));
+    await refused(client().account(), 401, "unauthorized");
+  });
+
   test("refresh is single-flight: concurrent callers share one rotation", async () => {
     const { lk, session } = await loggedIn("refresh");
     lk.fetch.clear();
@@ -268,6 +288,7 @@ describe("TOTP", () => {
     // Confirm with the previous step's code: the current one stays free for the login.
     const recoveryCodes = await lk.confirmTotp(totp.generate({ timestamp: Date.now() - 30_000 }));
     assert.equal(recoveryCodes.length, 10);
+    assert.equal((await lk.account()).totp_enabled, true, "account() tells TOTP is on");
 
     // A client with an empty store: the device credential comes with the
     // session of login/totp and is filed under the username.
@@ -305,5 +326,6 @@ describe("TOTP", () => {
     await device.disableTotp(totp.generate({ timestamp: Date.now() + 30_000 }));
     const plain = await device.login(username, password);
     assert.equal(plain.kind, "session");
+    assert.equal((await device.account()).totp_enabled, false, "and off again");
   });
 });

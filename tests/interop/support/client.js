@@ -352,3 +352,40 @@ export function strayRegistrationRecord(name, pw) {
   assert.equal(b64urlBytes(registrationRecord, "registrationRecord").length, SIZES.registrationRecord);
   return registrationRecord;
 }
+
+/**
+ * A fetch for @latchkey/client that records each answer (`.answers`:
+ * method, path, status, body text) as the tests' own client does, so that
+ * what went over the wire can still be asserted.
+ */
+export function recordingFetch() {
+  const answers = [];
+  const wrapped = async (input, init) => {
+    const request = new Request(input, init);
+    const res = await fetch(request);
+    const text = await res.clone().text();
+    answers.push({ method: request.method, path: new URL(request.url).pathname, status: res.status, text });
+    return res;
+  };
+  wrapped.answers = answers;
+  /** The answers to METHOD PATH, in order. */
+  wrapped.to = (method, path) => answers.filter((a) => a.method === method && a.path === path);
+  return wrapped;
+}
+
+/**
+ * A DeviceStore for @latchkey/client over a Device: the client files and
+ * finds the device credential there under its own key (base URL and
+ * normalized username).
+ */
+export function deviceStoreOf(device, baseUrl) {
+  const prefix = `latchkey-device:${baseUrl.replace(/\/+$/, "")}:`;
+  const name = (key) => {
+    assert.ok(key.startsWith(prefix), `a device key for ${baseUrl}: ${key}`);
+    return key.slice(prefix.length);
+  };
+  return {
+    get: (key) => device.tokenFor(name(key)),
+    set: (key, token) => device.setToken(name(key), token),
+  };
+}
