@@ -434,7 +434,7 @@ async function start(): Promise<void> {
   } catch (err) {
     if (err instanceof LatchkeyError && err.status === 403) {
       deny(
-        `You are signed in as ${me.username}, which does not have the admin role here${me.aal === "aal1" ? " (or an admin with two-factor authentication must sign in with it)" : ""}. An administrator grants it with "latchkey admin grant ${me.username}".`,
+        `You are signed in as ${me.username}, which does not have the admin role here${me.aal === "aal1" ? " (or an admin with two-factor authentication must sign in with it)" : ""}. An administrator grants it with the command line's "latchkey admin grant" and this username.`,
         false,
       );
     } else {
