@@ -21,6 +21,7 @@ mod lifecycle;
 mod nginx;
 mod opaque_auth;
 mod replicas;
+mod rust_client;
 mod sessions;
 mod tls;
 mod tokens;
