@@ -353,12 +353,12 @@ mod tests {
 mod document_tests {
     #[test]
     fn every_path_parameter_is_named_by_its_template() {
-        let doc = serde_json::to_value(super::openapi()).unwrap();
-        for (path, item) in doc["paths"].as_object().unwrap() {
-            for (method, operation) in item.as_object().unwrap() {
+        let doc = serde_json::to_value(super::openapi()).expect("the document serializes");
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
                 for parameter in operation["parameters"].as_array().into_iter().flatten() {
                     if parameter["in"] == "path" {
-                        let name = parameter["name"].as_str().unwrap();
+                        let name = parameter["name"].as_str().expect("a parameter name");
                         assert!(path.contains(&format!("{{{name}}}")), "{method} {path}: path parameter {name}");
                     }
                 }
