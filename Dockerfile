@@ -6,9 +6,14 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY entity ./entity
 COPY migration ./migration
+COPY client ./client
 COPY src ./src
-# Cargo.toml names tests/api/main.rs as a target: the manifest's targets must exist.
+# The pages the binary embeds (built and checked in; no Node needed here).
+COPY ui/dist ./ui/dist
+# Cargo.toml names tests/api/main.rs and benches/opaque.rs as targets: the
+# manifest's targets must exist.
 COPY tests ./tests
+COPY benches ./benches
 # The caches speed up rebuilds; the binary is copied out of the cached target/.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
