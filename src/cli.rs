@@ -34,6 +34,11 @@ pub enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Cleanup of rows past their retention.
+    Maintenance {
+        #[command(subcommand)]
+        action: MaintenanceAction,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -95,6 +100,14 @@ pub enum AdminAction {
     Reset {
         username: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceAction {
+    /// Delete dead sessions, refresh and reset tokens and stale devices
+    /// past their retention now (what the background job does), and print
+    /// the counts.
+    Run,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use latchkey::cli::{AdminAction, AuditAction, Cli, Command, KeysAction, MigrateAction};
+use latchkey::cli::{AdminAction, AuditAction, Cli, Command, KeysAction, MaintenanceAction, MigrateAction};
 use latchkey::config::Config;
 use latchkey::{app, http, telemetry};
 
@@ -88,6 +88,13 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             let verb = if grant { "granted to" } else { "revoked from" };
             let note = if changed { "" } else { " (no change)" };
             println!("admin role {verb} {username}{note}");
+        }
+        Command::Maintenance { action: MaintenanceAction::Run } => {
+            let core = app::open_core(&config, config.migrate_on_start()).await?;
+            let report = core.cleanup(&app::retention(&config), chrono::Utc::now()).await?;
+            for (kind, n) in report.counts() {
+                println!("deleted {n:>8} {kind}");
+            }
         }
         Command::Audit { action: AuditAction::Verify { head } } => {
             let db = app::open_db(&config, false).await?;
