@@ -40,6 +40,9 @@ pub struct Config {
     pub redis_prefix: String,
     #[serde(serialize_with = "redacted")]
     pub master_password: Option<SecretString>,
+    /// Encrypts and decrypts `latchkey backup` files (else asked for).
+    #[serde(serialize_with = "redacted")]
+    pub backup_passphrase: Option<SecretString>,
     /// Bearer tokens of the services allowed to call the rate-limit API.
     #[serde(deserialize_with = "secret_list", serialize_with = "redacted")]
     pub service_tokens: Vec<SecretString>,
@@ -271,6 +274,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "lk".to_owned(),
             master_password: None,
+            backup_passphrase: None,
             service_tokens: Vec::new(),
             trusted_proxies: Vec::new(),
             log_level: "info".to_owned(),

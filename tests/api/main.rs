@@ -8,6 +8,7 @@ mod helpers;
 mod abuse;
 mod admin;
 mod audit;
+mod backup;
 mod cleanup;
 mod cli;
 mod cluster;
