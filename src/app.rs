@@ -258,6 +258,7 @@ impl Application {
                 config.keyring.maintenance_interval,
                 config.keyring.reencrypt_batch,
             )),
+            tokio::spawn(cleanup(state.core.clone(), config.maintenance.interval, retention(&config))),
             tokio::spawn(audit_head_publication(state.core.clone(), domain::audit_chain::HEAD_PUBLICATION_INTERVAL)),
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -323,6 +324,24 @@ async fn keyring_maintenance(core: Arc<Core>, every: Duration, batch: u64) {
         tick.tick().await;
         if let Err(e) = core.keyring_maintenance(batch, chrono::Utc::now()).await {
             tracing::warn!(error = %e, "key maintenance failed; it resumes on the next run");
+        }
+    }
+}
+
+/// The retention settings the cleanup runs with.
+pub fn retention(config: &Config) -> domain::cleanup::Retention {
+    let m = &config.maintenance;
+    domain::cleanup::Retention { sessions: m.session_retention, devices: m.device_retention, batch: m.batch }
+}
+
+/// Deletes rows past their retention (replicas may overlap: every delete
+/// is idempotent).
+async fn cleanup(core: Arc<Core>, every: Duration, retention: domain::cleanup::Retention) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+    loop {
+        tick.tick().await;
+        if let Err(e) = core.cleanup(&retention, chrono::Utc::now()).await {
+            tracing::warn!(error = %e, "cleanup failed; it resumes on the next run");
         }
     }
 }

@@ -34,6 +34,17 @@ pub enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Encrypted logical backups of the database (passphrase from
+    /// LATCHKEY_BACKUP_PASSPHRASE, else asked for).
+    Backup {
+        #[command(subcommand)]
+        action: BackupAction,
+    },
+    /// Cleanup of rows past their retention.
+    Maintenance {
+        #[command(subcommand)]
+        action: MaintenanceAction,
+    },
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -95,6 +106,30 @@ pub enum AdminAction {
     Reset {
         username: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupAction {
+    /// Write every table, from one consistent snapshot, to FILE (a new
+    /// file), compressed and encrypted; sealed values stay sealed.
+    Create { file: std::path::PathBuf },
+    /// Restore FILE into an empty database (migrated first).
+    Restore {
+        file: std::path::PathBuf,
+        /// Delete every row of a non-empty database first.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Decrypt FILE and check its structure and row counts, restoring nothing.
+    Verify { file: std::path::PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceAction {
+    /// Delete dead sessions, refresh and reset tokens and stale devices
+    /// past their retention now (what the background job does), and print
+    /// the counts.
+    Run,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod client_cli;
 pub mod config;

@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use latchkey::cli::{AdminAction, AuditAction, Cli, Command, KeysAction, MigrateAction};
+use latchkey::cli::{
+    AdminAction, AuditAction, BackupAction, Cli, Command, KeysAction, MaintenanceAction, MigrateAction,
+};
 use latchkey::config::Config;
 use latchkey::{app, http, telemetry};
 
@@ -89,6 +91,48 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
             let note = if changed { "" } else { " (no change)" };
             println!("admin role {verb} {username}{note}");
         }
+        Command::Backup { action } => {
+            let header = match action {
+                BackupAction::Create { file } => {
+                    let passphrase = backup_passphrase(&config, true)?;
+                    let db = app::open_db(&config, false).await?;
+                    let header = latchkey::backup::create(&db, &file, passphrase).await?;
+                    println!("backup written to {}", file.display());
+                    header
+                }
+                BackupAction::Restore { file, force } => {
+                    let passphrase = backup_passphrase(&config, false)?;
+                    let db = app::open_db(&config, false).await?;
+                    let header = latchkey::backup::restore(&db, &file, passphrase, force).await?;
+                    println!("restored from {}", file.display());
+                    header
+                }
+                BackupAction::Verify { file } => {
+                    let passphrase = backup_passphrase(&config, false)?;
+                    let header = latchkey::backup::verify(&file, passphrase).await?;
+                    println!("backup intact: {}", file.display());
+                    header
+                }
+            };
+            println!(
+                "format {} version {}, taken {} from {}, schema at {}",
+                header.format,
+                header.version,
+                header.created_at.to_rfc3339(),
+                header.backend,
+                header.migrations.last().map_or("none", String::as_str)
+            );
+            for table in &header.tables {
+                println!("{:>10} {}", table.rows, table.name);
+            }
+        }
+        Command::Maintenance { action: MaintenanceAction::Run } => {
+            let core = app::open_core(&config, config.migrate_on_start()).await?;
+            let report = core.cleanup(&app::retention(&config), chrono::Utc::now()).await?;
+            for (kind, n) in report.counts() {
+                println!("deleted {n:>8} {kind}");
+            }
+        }
         Command::Audit { action: AuditAction::Verify { head } } => {
             let db = app::open_db(&config, false).await?;
             let keyring = app::open_keyring(&config, &db).await?;
@@ -154,4 +198,20 @@ async fn run(command: Command, config: Config) -> Result<(), Box<dyn std::error:
         }
     }
     Ok(())
+}
+
+/// The backup passphrase: configured, else asked for on the terminal
+/// (twice when it encrypts).
+fn backup_passphrase(config: &Config, confirm: bool) -> Result<secrecy::SecretString, Box<dyn std::error::Error>> {
+    if let Some(passphrase) = &config.backup_passphrase {
+        return Ok(passphrase.clone());
+    }
+    let first = rpassword::prompt_password("backup passphrase: ")?;
+    if first.is_empty() {
+        return Err("an empty backup passphrase".into());
+    }
+    if confirm && rpassword::prompt_password("again: ")? != first {
+        return Err("the passphrases differ".into());
+    }
+    Ok(secrecy::SecretString::from(first))
 }

@@ -34,8 +34,8 @@ use figment::Figment;
 use figment::providers::{Format, Toml};
 
 pub use sections::{
-    AccountConfig, Config, DatabaseConfig, Environment, KeyringConfig, RateLimitConfig, RedisConfig, SessionsConfig,
-    TokensConfig, UiConfig,
+    AccountConfig, Config, DatabaseConfig, Environment, KeyringConfig, MaintenanceConfig, RateLimitConfig, RedisConfig,
+    SessionsConfig, TokensConfig, UiConfig,
 };
 pub use validate::{MIN_PRODUCTION_MASTER_PASSWORD_CHARS, MIN_PRODUCTION_PBKDF2_ITERATIONS, web_origin};
 

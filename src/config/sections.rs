@@ -40,6 +40,9 @@ pub struct Config {
     pub redis_prefix: String,
     #[serde(serialize_with = "redacted")]
     pub master_password: Option<SecretString>,
+    /// Encrypts and decrypts `latchkey backup` files (else asked for).
+    #[serde(serialize_with = "redacted")]
+    pub backup_passphrase: Option<SecretString>,
     /// Bearer tokens of the services allowed to call the rate-limit API.
     #[serde(deserialize_with = "secret_list", serialize_with = "redacted")]
     pub service_tokens: Vec<SecretString>,
@@ -60,6 +63,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub keyring: KeyringConfig,
+    pub maintenance: MaintenanceConfig,
     pub sessions: SessionsConfig,
     pub account: AccountConfig,
     pub tokens: TokensConfig,
@@ -270,6 +274,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "lk".to_owned(),
             master_password: None,
+            backup_passphrase: None,
             service_tokens: Vec::new(),
             trusted_proxies: Vec::new(),
             log_level: "info".to_owned(),
@@ -279,6 +284,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             redis: RedisConfig::default(),
             keyring: KeyringConfig::default(),
+            maintenance: MaintenanceConfig::default(),
             sessions: SessionsConfig::default(),
             account: AccountConfig::default(),
             tokens: TokensConfig::default(),
@@ -303,6 +309,37 @@ impl Default for DatabaseConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         Self { pool_size: 16, timeout: Duration::from_secs(2), ca_file: None }
+    }
+}
+
+/// Cleanup of rows past their retention (never the audit log).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// How often the background job deletes what is past its retention.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rows per DELETE statement.
+    pub batch: u64,
+    /// Revoked or expired sessions (with their refresh tokens), expired
+    /// refresh tokens and spent or expired reset tokens are kept this long
+    /// after they ended.
+    #[serde(with = "humantime_serde")]
+    pub session_retention: Duration,
+    /// Devices without a session are kept this long after they were last
+    /// seen. Blocked devices are always kept.
+    #[serde(with = "humantime_serde")]
+    pub device_retention: Duration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(3600),
+            batch: 1000,
+            session_retention: Duration::from_secs(30 * 86400),
+            device_retention: Duration::from_secs(180 * 86400),
+        }
     }
 }
 

@@ -38,6 +38,17 @@ impl Config {
                     .into(),
             ));
         }
+        let m = &self.maintenance;
+        if m.batch == 0 || m.batch > 100_000 || m.interval < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "maintenance: batch must be between 1 and 100000, interval at least 1 second".into(),
+            ));
+        }
+        if m.session_retention < Duration::from_secs(3600) || m.device_retention < Duration::from_secs(86400) {
+            return Err(ConfigError::Invalid(
+                "maintenance: session_retention must be at least 1 hour, device_retention at least 1 day".into(),
+            ));
+        }
         const TEN_YEARS: Duration = Duration::from_secs(10 * 366 * 86400);
         if s.absolute_lifetime > TEN_YEARS || s.idle_timeout > TEN_YEARS {
             return Err(ConfigError::Invalid("sessions: lifetimes must be under ten years".into()));

@@ -15,6 +15,7 @@ pub mod account;
 pub mod admin;
 pub mod audit;
 pub mod audit_chain;
+pub mod cleanup;
 pub mod core;
 pub mod devices;
 mod error;

@@ -6,6 +6,7 @@ pub mod account;
 pub mod admin;
 pub mod attempts;
 pub mod audit;
+pub mod cleanup;
 pub mod db;
 pub mod devices;
 mod error;

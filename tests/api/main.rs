@@ -8,6 +8,8 @@ mod helpers;
 mod abuse;
 mod admin;
 mod audit;
+mod backup;
+mod cleanup;
 mod cli;
 mod cluster;
 mod compose;
