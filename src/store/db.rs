@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use futures_util::FutureExt as _;
 use sea_orm::{
     ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, TransactionTrait as _,
 };
@@ -26,48 +24,6 @@ pub struct Db {
     sqlite_writer: Option<Arc<Mutex<()>>>,
     /// The audit chain's key, shared by every clone of this handle.
     pub(super) audit_chain: Arc<ChainState>,
-    /// Postgres: one pool per actix worker thread (see [`Db::conn`]).
-    local: Option<Arc<LocalPools>>,
-}
-
-/// Pools made on, and used only by, one worker thread each. actix-web runs
-/// a single-threaded runtime per worker; a connection opened elsewhere has
-/// its socket on that other runtime's reactor, so each of its round trips
-/// wakes a second thread (the login profile showed those wake-ups, the
-/// `eventfd` writes and the other runtime's `epoll_wait`, as a sixth of the
-/// server's CPU).
-#[derive(Debug)]
-struct LocalPools {
-    options: ConnectOptions,
-    slots: Box<[OnceLock<DatabaseConnection>]>,
-}
-
-/// Worker threads with a pool of their own; later ones use the shared pool.
-const LOCAL_SLOTS: usize = 64;
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
-}
-
-/// This thread's slot, when it runs a single-threaded runtime (an actix
-/// worker) and one is left.
-fn local_slot() -> Option<usize> {
-    let single = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-    if !single {
-        return None;
-    }
-    SLOT.try_with(|slot| match slot.get() {
-        Some(i) => i,
-        None => {
-            let i = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
-            slot.set(Some(i));
-            i
-        }
-    })
-    .ok()
-    .filter(|i| *i < LOCAL_SLOTS)
 }
 
 /// A write transaction; on SQLite it also holds the writer slot.
@@ -118,17 +74,9 @@ impl Db {
         if url.starts_with("postgres") && !options.statement_timeout.is_zero() {
             opts.statement_timeout(options.statement_timeout);
         }
-        let mut local_opts = opts.clone();
         let conn = Database::connect(opts).await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
         let sqlite_writer = (conn.get_database_backend() == DatabaseBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        let local = (conn.get_database_backend() == DatabaseBackend::Postgres).then(|| {
-            // Each worker's share of the connections, opened on first use.
-            let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            let share = options.max_connections.div_ceil(u32::try_from(workers).unwrap_or(1)).max(2);
-            local_opts.max_connections(share).min_connections(0).connect_lazy(true);
-            Arc::new(LocalPools { options: local_opts, slots: (0..LOCAL_SLOTS).map(|_| OnceLock::new()).collect() })
-        });
-        Ok(Self { conn, sqlite_writer, audit_chain: Arc::default(), local })
+        Ok(Self { conn, sqlite_writer, audit_chain: Arc::default() })
     }
 
     /// Begins a transaction that will write.
@@ -150,24 +98,12 @@ impl Db {
                 };
                 self.conn.begin_with_options(options).await?
             }
-            None => self.conn().begin().await?,
+            None => self.conn.begin().await?,
         };
         Ok(WriteTxn { txn, _writer: writer, audit_chain: self.audit_chain.clone() })
     }
 
-    /// The pool to use on this thread: an actix worker's own (Postgres),
-    /// else the shared one.
     pub fn conn(&self) -> &DatabaseConnection {
-        if let (Some(local), Some(slot)) = (&self.local, local_slot()) {
-            let cell = &local.slots[slot];
-            if let Some(conn) = cell.get() {
-                return conn;
-            }
-            // A lazy pool: connecting awaits nothing.
-            if let Some(Ok(conn)) = Database::connect(local.options.clone()).now_or_never() {
-                return cell.get_or_init(|| conn);
-            }
-        }
         &self.conn
     }
 
