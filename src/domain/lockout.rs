@@ -224,17 +224,6 @@ impl Core {
         self.lockout.hard_lock.max(Duration::from_secs(86_400)) + Duration::from_secs(3600)
     }
 
-    /// A completed login ends the run of failures in its scope and lifts an
-    /// automatic lock there (never an admin's).
-    pub(super) async fn attempt_succeeded(&self, scope: &Scope) -> Result<()> {
-        match scope {
-            Scope::Account(user_id) => users::reset_failures(&self.db, *user_id).await?,
-            Scope::Device { device_id, .. } => devices::reset_failures(&self.db, device_id).await?,
-            Scope::Unknown(_) => {}
-        }
-        Ok(())
-    }
-
     async fn audit_lock(
         &self,
         user_id: Uuid,

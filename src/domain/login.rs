@@ -104,12 +104,23 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<(String, String)> {
         let username = Username::parse(username)?;
-        self.enforce_ip(Action::LoginStart, client).await?;
+        // Without a device credential the caller cannot be on a trusted
+        // device: every rule applies, decided in one round trip. With one,
+        // the per-IP rule now and the username rules once trust is known.
+        if device_token.is_some() {
+            self.enforce_ip(Action::LoginStart, client).await?;
+        } else {
+            self.enforce(Action::LoginStart, client, Some(username.as_str())).await?;
+        }
         let bytes = messages::decode("credential_request", request, CREDENTIAL_REQUEST_LEN)?;
         let request = CredentialRequest::<Suite>::deserialize(&bytes)
             .map_err(|_| Error::InvalidRequest("credential_request is not a valid KE1 message".into()))?;
 
-        let user = users::find_by_username(&self.db, username.as_str()).await?;
+        // The user and its sealed record in one query.
+        let (user, sealed_record) = match users::find_with_credential(&self.db, username.as_str()).await? {
+            Some((user, credential)) => (Some(user), credential),
+            None => (None, None),
+        };
         let device = match &user {
             Some(user) => self.recognize_device(user.id, device_token).await?,
             None => None,
@@ -129,7 +140,7 @@ impl Core {
         let trusted = device.as_ref().filter(|d| d.trust == Trust::Trusted);
         // A trusted device is not limited per username by guessing from
         // elsewhere.
-        if trusted.is_none() {
+        if trusted.is_none() && device_token.is_some() {
             self.enforce_user(Action::LoginStart, client, username.as_str()).await?;
         }
         let scope = match (&user, trusted) {
@@ -150,22 +161,23 @@ impl Core {
             return Err(e);
         }
 
-        let (record, credential_version) = match &user {
-            Some(user) => {
-                let (record, version) = self.registration_record(user.id).await?;
-                (Some(record), Some(version))
+        // An unknown name cost the same one query as a real user (whose
+        // record came with it), so timing does not tell them apart.
+        let (record, credential_version) = match (&user, sealed_record) {
+            (Some(user), Some((key_id, ciphertext, version))) => {
+                (Some(self.open_record(user.id, key_id, ciphertext).await?), Some(version))
             }
-            None => {
-                // The same database round trip a real user costs, so timing
-                // does not tell unknown names apart.
-                let _ = users::credential(&self.db, Uuid::nil()).await?;
-                (None, None)
+            (Some(user), None) => {
+                return Err(Error::Integrity(format!("user {} has no OPAQUE credential", user.id)));
             }
+            (None, _) => (None, None),
         };
         let setup = self.setup.clone();
         let identifier = username.as_str().as_bytes().to_vec();
         // ~160 µs of curve arithmetic: keep it off the async executor (in
-        // this operation's span).
+        // this operation's span). Run inline, it stalls the worker's other
+        // requests, among them transactions holding the audit append lock:
+        // 64 concurrent logins then collapsed (scripts/bench logins).
         let span = tracing::Span::current();
         let start = tokio::task::spawn_blocking(move || {
             let _span = span.enter();
@@ -198,18 +210,14 @@ impl Core {
         Ok((login_id, messages::encode(&start.message.serialize())))
     }
 
-    /// The user's OPAQUE record and its version.
-    async fn registration_record(&self, user_id: Uuid) -> Result<(ServerRegistration<Suite>, DateTime<Utc>)> {
-        let (key_id, ciphertext, version) = users::credential(&self.db, user_id)
-            .await?
-            .ok_or_else(|| Error::Integrity(format!("user {user_id} has no OPAQUE credential")))?;
+    /// The user's OPAQUE record, opened.
+    async fn open_record(&self, user_id: Uuid, key_id: Uuid, ciphertext: String) -> Result<ServerRegistration<Suite>> {
         let bytes = self
             .keyring
             .open_sealed(SealedColumn::OpaqueRecord, Owner::User(user_id), &Sealed { key_id, ciphertext })
             .await?;
-        let record = ServerRegistration::<Suite>::deserialize(&bytes)
-            .map_err(|_| Error::Integrity(format!("the OPAQUE record of user {user_id} does not parse")))?;
-        Ok((record, version))
+        ServerRegistration::<Suite>::deserialize(&bytes)
+            .map_err(|_| Error::Integrity(format!("the OPAQUE record of user {user_id} does not parse")))
     }
 
     /// Checks KE3 and opens a session (or the MFA step).
@@ -242,10 +250,8 @@ impl Core {
             // Expired, already used, never issued, or not sealed by us.
             return Err(Error::InvalidCredentials);
         };
-        self.enforce_ip(Action::LoginFinish, client).await?;
-        if !matches!(pending.scope, Scope::Device { .. }) {
-            self.enforce_user(Action::LoginFinish, client, &pending.username).await?;
-        }
+        let username_limited = !matches!(pending.scope, Scope::Device { .. });
+        self.enforce(Action::LoginFinish, client, username_limited.then_some(pending.username.as_str())).await?;
         let verified = match pending.user_id {
             Some(user_id) => ServerLogin::<Suite>::deserialize(&pending.state)
                 .ok()
@@ -277,7 +283,7 @@ impl Core {
             event.append().await?;
             return Err(Error::DeviceBlocked);
         }
-        let user = users::find(&self.db, user_id).await?.ok_or(Error::InvalidCredentials)?;
+        let (user, totp_on) = users::find_with_totp(&self.db, user_id).await?.ok_or(Error::InvalidCredentials)?;
         if let Some(until) = user.locked_until.filter(|u| *u > now)
             && lockout::is_admin_lock(user.lock_reason.as_deref())
         {
@@ -296,7 +302,7 @@ impl Core {
             auth_time: now,
             credential_version: pending.credential_version,
         };
-        if crate::store::totp::is_enabled(&self.db, user_id).await? {
+        if totp_on {
             let (mfa_token, expires_at) = self.start_mfa(login, now).await?;
             return Ok(LoginOutcome::MfaRequired { mfa_token, expires_at });
         }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::core::{ClientInfo, Core};
 use super::{Error, Result};
-use crate::store::fast::{MemoryStore, WindowDecision};
+use crate::store::fast::{MemoryStore, WindowDecision, WindowRule};
 use crate::store::{Fast, FastStore as _};
 
 /// After a failed Redis call, decide locally for this long before trying
@@ -143,14 +143,28 @@ impl Limiter {
     }
 
     pub async fn decide(&self, key: &str, rule: Rule, cost: u64) -> WindowDecision {
+        let decisions = self.decide_all(&[WindowRule { key, limit: rule.limit, window: rule.window }], cost).await;
+        decisions.into_iter().next().unwrap_or(WindowDecision {
+            allowed: false,
+            limit: rule.limit,
+            remaining: 0,
+            reset_ms: 0,
+            retry_after_ms: 1000,
+        })
+    }
+
+    /// Decisions for several rules in one step (see
+    /// [`FastStore::sliding_windows`]): in order, ending at the first
+    /// refusal.
+    pub async fn decide_all(&self, rules: &[WindowRule<'_>], cost: u64) -> Vec<WindowDecision> {
         let shared = self.fast.as_local().is_none();
         if shared && now_ms() >= self.retry_redis_at_ms.load(Ordering::Relaxed) {
-            match self.fast.sliding_window(key, rule.limit, rule.window, cost).await {
-                Ok(decision) => {
+            match self.fast.sliding_windows(rules, cost).await {
+                Ok(decisions) => {
                     if self.falling_back.swap(false, Ordering::Relaxed) {
                         tracing::info!("Redis answers again: rate limits are shared again");
                     }
-                    return decision;
+                    return decisions;
                 }
                 Err(e) => {
                     self.retry_redis_at_ms.store(
@@ -168,11 +182,19 @@ impl Limiter {
         }
         let store = self.fast.as_local().unwrap_or(&self.local);
         // The in-process store cannot fail.
-        match store.sliding_window(key, rule.limit, rule.window, cost).await {
-            Ok(decision) => decision,
-            Err(_) => {
-                WindowDecision { allowed: false, limit: rule.limit, remaining: 0, reset_ms: 0, retry_after_ms: 1000 }
-            }
+        match store.sliding_windows(rules, cost).await {
+            Ok(decisions) => decisions,
+            Err(_) => rules
+                .iter()
+                .take(1)
+                .map(|rule| WindowDecision {
+                    allowed: false,
+                    limit: rule.limit,
+                    remaining: 0,
+                    reset_ms: 0,
+                    retry_after_ms: 1000,
+                })
+                .collect(),
         }
     }
 }
@@ -189,36 +211,63 @@ pub(super) fn refused(decision: WindowDecision, rule: Rule) -> Error {
 
 impl Core {
     /// Applies the built-in limits of `action` for this client (and user,
-    /// when known): per IP, per username, per (IP, username).
+    /// when known): per IP, per username, per (IP, username), in that order
+    /// and in one fast-store round trip.
     pub(crate) async fn enforce(&self, action: Action, client: &ClientInfo, username: Option<&str>) -> Result<()> {
-        self.enforce_ip(action, client).await?;
-        match username {
-            Some(username) => self.enforce_user(action, client, username).await,
-            None => Ok(()),
-        }
+        self.enforce_rules(action, client, true, username).await
     }
 
     /// The per-IP limit of `action`, checked before anything else.
     pub(crate) async fn enforce_ip(&self, action: Action, client: &ClientInfo) -> Result<()> {
-        let rule = self.limits.of(action).per_ip;
-        self.check(action, rule, format!("ip|{}", client_subject(client))).await
+        self.enforce_rules(action, client, true, None).await
     }
 
     /// The per-username and per-(IP, username) limits of `action`.
     pub(crate) async fn enforce_user(&self, action: Action, client: &ClientInfo, username: &str) -> Result<()> {
-        let limits = self.limits.of(action);
-        self.check(action, limits.per_username, format!("user|{username}")).await?;
-        self.check(action, limits.per_ip_username, format!("ipuser|{}|{username}", client_subject(client))).await
+        self.enforce_rules(action, client, false, Some(username)).await
     }
 
-    async fn check(&self, action: Action, rule: Option<Rule>, subject: String) -> Result<()> {
-        let Some(rule) = rule else { return Ok(()) };
-        let decision = self.limiter.decide(&self.rate_key(action.name(), &subject), rule, 1).await;
-        if decision.allowed {
+    /// The chosen rules of `action`, decided in one step: the per-IP rule
+    /// (with `ip`), then, with a username, the per-username and
+    /// per-(IP, username) rules. The first refusal stops the rest, as
+    /// separate checks in that order would.
+    async fn enforce_rules(&self, action: Action, client: &ClientInfo, ip: bool, username: Option<&str>) -> Result<()> {
+        let limits = self.limits.of(action);
+        let scope = action.name();
+        let mut chosen: [(Option<Rule>, String); 3] = Default::default();
+        let mut n = 0;
+        let subject =
+            (ip || username.is_some_and(|_| limits.per_ip_username.is_some())).then(|| client_subject(client));
+        if let (true, Some(rule), Some(subject)) = (ip, limits.per_ip, &subject) {
+            chosen[n] = (Some(rule), self.rate_key(scope, &format!("ip|{subject}")));
+            n += 1;
+        }
+        if let Some(username) = username {
+            if let Some(rule) = limits.per_username {
+                chosen[n] = (Some(rule), self.rate_key(scope, &format!("user|{username}")));
+                n += 1;
+            }
+            if let (Some(rule), Some(subject)) = (limits.per_ip_username, &subject) {
+                chosen[n] = (Some(rule), self.rate_key(scope, &format!("ipuser|{subject}|{username}")));
+                n += 1;
+            }
+        }
+        if n == 0 {
             return Ok(());
         }
-        metrics::counter!("latchkey_ratelimited_total", "action" => action.name()).increment(1);
-        Err(refused(decision, rule))
+        let rules: Vec<WindowRule<'_>> = chosen[..n]
+            .iter()
+            .filter_map(|(rule, key)| rule.map(|r| WindowRule { key, limit: r.limit, window: r.window }))
+            .collect();
+        let decisions = self.limiter.decide_all(&rules, 1).await;
+        // The refusal, if any, is the last decision made.
+        match decisions.last().zip(decisions.len().checked_sub(1).and_then(|i| chosen[i].0)) {
+            Some((decision, rule)) if !decision.allowed => {
+                metrics::counter!("latchkey_ratelimited_total", "action" => scope).increment(1);
+                Err(refused(*decision, rule))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Before a session-token lookup reaches the database: refuses a client

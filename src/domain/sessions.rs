@@ -200,7 +200,31 @@ impl Core {
                 at: now,
                 new_credential,
             }),
+            ends_failures: match &scope {
+                Scope::Account(id) => Some(store::FailureScope::Account(*id)),
+                Scope::Device { device_id, .. } => Some(store::FailureScope::Device(device_id.clone())),
+                Scope::Unknown(_) => None,
+            },
         };
+        let current = CurrentSession {
+            session_id,
+            user_id,
+            username,
+            aal,
+            created_at: now,
+            auth_time,
+            last_seen_at: now,
+            token_expires_at,
+            expires_at,
+            device_id: Some(device_id.clone()),
+            device_name,
+            token_hash: session_token.hash,
+        };
+        // The cache entry goes in before the commit: nobody holds the token
+        // yet, and a revocation can only find the session after the commit,
+        // so its eviction comes after this write (no re-read needed). On a
+        // refusal or an error the entry is removed.
+        let cached = self.session_cache.put(&current, now).await;
         let mut refusal = None;
         let evicted_event = self.audit.event(events::SESSION_EVICTED, client, now).user(user_id).build();
         let evicted_events = |ids: &[Uuid]| {
@@ -229,33 +253,20 @@ impl Core {
             max_active,
             evicted_events,
         )
-        .await?;
-        let Some(evicted) = created else {
-            return Err(refusal.unwrap_or(Error::InvalidCredentials));
+        .await;
+        let evicted = match created {
+            Ok(Some(evicted)) => evicted,
+            other => {
+                if cached {
+                    self.session_cache.remove(&current.token_hash).await;
+                }
+                return Err(match other {
+                    Err(e) => e.into(),
+                    Ok(_) => refusal.unwrap_or(Error::InvalidCredentials),
+                });
+            }
         };
         self.session_cache.revoked(&evicted).await;
-        self.attempt_succeeded(&scope).await?;
-        let current = CurrentSession {
-            session_id,
-            user_id,
-            username,
-            aal,
-            created_at: now,
-            auth_time,
-            last_seen_at: now,
-            token_expires_at,
-            expires_at,
-            device_id: Some(device_id.clone()),
-            device_name,
-            token_hash: session_token.hash,
-        };
-        // A revocation (an admin's lock, a block) may commit between our
-        // commit and the cache write, its eviction running first.
-        if self.session_cache.put(&current, now).await
-            && !store::is_current(&self.db, session_id, &current.token_hash).await?
-        {
-            self.session_cache.remove(&current.token_hash).await;
-        }
         Ok(IssuedSession {
             session_id,
             user_id,

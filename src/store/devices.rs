@@ -187,13 +187,18 @@ pub async fn count_failure(db: &Db, id: &str, plan: &LockPlan, only_if_unlocked:
 
 /// A success from the device ends its run of failures and its lock.
 pub async fn reset_failures(db: &Db, id: &str) -> Result<()> {
+    reset_failures_in(db.conn(), id).await
+}
+
+/// [`reset_failures`] in a transaction.
+pub(crate) async fn reset_failures_in<C: ConnectionTrait>(conn: &C, id: &str) -> Result<()> {
     use sea_orm::sea_query::Expr;
     devices::Entity::update_many()
         .col_expr(devices::Column::FailedAttempts, Expr::val(0))
         .col_expr(devices::Column::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None))
         .filter(devices::Column::Id.eq(id))
         .filter(devices::Column::FailedAttempts.ne(0))
-        .exec(db.conn())
+        .exec(conn)
         .await?;
     Ok(())
 }

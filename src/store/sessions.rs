@@ -52,6 +52,16 @@ pub struct NewSession {
     pub device: Option<DeviceSighting>,
     /// The primary authentication this session stands on.
     pub auth_time: DateTime<Utc>,
+    /// The run of failed attempts this login ends, reset in the same
+    /// transaction.
+    pub ends_failures: Option<FailureScope>,
+}
+
+/// Where a completed login ends a run of failures (see `lockout`).
+#[derive(Debug, Clone)]
+pub enum FailureScope {
+    Account(Uuid),
+    Device(String),
 }
 
 /// What a new session must still satisfy when it commits, read under row
@@ -84,13 +94,14 @@ pub async fn create(
     let txn = db.begin_write().await?;
     // SQLite has one writer at a time; Postgres takes the rows' locks.
     let postgres = db.backend() == sea_orm::DatabaseBackend::Postgres;
-    let mut user_query = users::Entity::find_by_id(new.user_id);
+    // The user (its row locked) and its credential's version, in one query.
+    let mut user_query = users::Entity::find_by_id(new.user_id).find_also_related(entity::opaque_credentials::Entity);
     if postgres {
-        user_query = user_query.lock_exclusive();
+        sea_orm::QueryTrait::query(&mut user_query)
+            .lock_with_tables(sea_orm::sea_query::LockType::Update, [users::Entity]);
     }
-    let Some(user) = user_query.one(&*txn).await? else { return Ok(None) };
-    let credential_version =
-        entity::opaque_credentials::Entity::find_by_id(new.user_id).one(&*txn).await?.map(|c| c.updated_at);
+    let Some((user, credential)) = user_query.one(&*txn).await? else { return Ok(None) };
+    let credential_version = credential.map(|c| c.updated_at);
     let mut gate =
         Gate { locked_until: user.locked_until, lock_reason: user.lock_reason, device_trust: None, credential_version };
     if let Some(device) = new.device.as_ref().filter(|d| d.new_credential.is_none()) {
@@ -147,6 +158,11 @@ pub async fn create(
             .all(&*txn)
             .await?
     };
+    match &new.ends_failures {
+        Some(FailureScope::Account(id)) => super::users::reset_failures_in(&*txn, *id).await?,
+        Some(FailureScope::Device(id)) => devices::reset_failures_in(&*txn, id).await?,
+        None => {}
+    }
     if let Some(device) = &new.device {
         devices::upsert(&*txn, device).await?;
     }

@@ -1,8 +1,8 @@
 //! Users and their OPAQUE credentials.
 
 use chrono::{DateTime, Utc};
-use entity::{opaque_credentials, user_roles, users};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use entity::{opaque_credentials, totp_credentials, user_roles, users};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -43,6 +43,25 @@ impl From<users::Model> for UserRecord {
 
 pub async fn find_by_username(db: &Db, username: &str) -> Result<Option<UserRecord>> {
     Ok(users::Entity::find().filter(users::Column::Username.eq(username)).one(db.conn()).await?.map(Into::into))
+}
+
+/// The sealed OPAQUE record: (key id, ciphertext, version).
+pub type SealedCredential = (Uuid, String, DateTime<Utc>);
+
+/// A user with the sealed OPAQUE record, in one query (login/start).
+pub async fn find_with_credential(db: &Db, username: &str) -> Result<Option<(UserRecord, Option<SealedCredential>)>> {
+    let found = users::Entity::find()
+        .filter(users::Column::Username.eq(username))
+        .find_also_related(opaque_credentials::Entity)
+        .one(db.conn())
+        .await?;
+    Ok(found.map(|(user, credential)| (user.into(), credential.map(|c| (c.key_id, c.ciphertext, c.updated_at)))))
+}
+
+/// A user and whether TOTP is on, in one query (login/finish).
+pub async fn find_with_totp(db: &Db, id: Uuid) -> Result<Option<(UserRecord, bool)>> {
+    let found = users::Entity::find_by_id(id).find_also_related(totp_credentials::Entity).one(db.conn()).await?;
+    Ok(found.map(|(user, totp)| (user.into(), totp.is_some_and(|t| t.confirmed_at.is_some()))))
 }
 
 pub async fn find(db: &Db, id: Uuid) -> Result<Option<UserRecord>> {
@@ -146,19 +165,30 @@ pub async fn record_failure(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<i32
 /// A success ends the run of failures and lifts an automatic lock (never
 /// an admin's).
 pub async fn reset_failures(db: &Db, id: Uuid) -> Result<()> {
-    use sea_orm::sea_query::Expr;
+    reset_failures_in(db.conn(), id).await
+}
+
+/// [`reset_failures`] in a transaction: one statement (every SET reads the
+/// row as it was, on both backends).
+pub(crate) async fn reset_failures_in<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<()> {
+    use sea_orm::Condition;
+    use sea_orm::sea_query::{CaseStatement, Expr};
+    let automatic = || users::Column::LockReason.is_in([AUTOMATIC_LOCK, HARD_LOCK]);
+    let locked_until: Expr = CaseStatement::new()
+        .case(automatic(), Expr::val(Option::<DateTime<Utc>>::None))
+        .finally(Expr::col(users::Column::LockedUntil))
+        .into();
+    let lock_reason: Expr = CaseStatement::new()
+        .case(automatic(), Expr::val(Option::<String>::None))
+        .finally(Expr::col(users::Column::LockReason))
+        .into();
     users::Entity::update_many()
         .col_expr(users::Column::FailedAttempts, Expr::val(0))
+        .col_expr(users::Column::LockedUntil, locked_until)
+        .col_expr(users::Column::LockReason, lock_reason)
         .filter(users::Column::Id.eq(id))
-        .filter(users::Column::FailedAttempts.ne(0))
-        .exec(db.conn())
-        .await?;
-    users::Entity::update_many()
-        .col_expr(users::Column::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None))
-        .col_expr(users::Column::LockReason, Expr::val(Option::<String>::None))
-        .filter(users::Column::Id.eq(id))
-        .filter(users::Column::LockReason.is_in([AUTOMATIC_LOCK, HARD_LOCK]))
-        .exec(db.conn())
+        .filter(Condition::any().add(users::Column::FailedAttempts.ne(0)).add(automatic()))
+        .exec(conn)
         .await?;
     Ok(())
 }

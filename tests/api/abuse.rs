@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey::domain::ratelimit::{EndpointLimits, Namespace, Rule};
+use latchkey::store::fast::WindowRule;
 use latchkey::store::{FastStore as _, Keys};
 use opaque_ke::ClientLogin;
 use rand::rngs::OsRng;
@@ -48,6 +49,44 @@ async fn window_has_no_boundary_burst(kind: CacheKind) {
     assert!(store.sliding_window(&costly, 10, window, 3).await.expect("decide").allowed);
 }
 each_cache!(window_has_no_boundary_burst_on, window_has_no_boundary_burst);
+
+/// Several rules in one call: decided in order, the first refusal ends the
+/// call (the rules before it admitted the request; the ones after it are
+/// untouched), and mixed costs keep their exact accounting.
+async fn several_rules_in_one_call(kind: CacheKind) {
+    let store = fast_store(kind);
+    let keys = Keys::new(unique_prefix());
+    let (a, b, c) = (keys.tagged("rl", "a"), keys.tagged("rl", "b"), keys.tagged("rl", "c"));
+    let window = Duration::from_secs(60);
+    let rules = |limit_b| {
+        [
+            WindowRule { key: &a, limit: 10, window },
+            WindowRule { key: &b, limit: limit_b, window },
+            WindowRule { key: &c, limit: 10, window },
+        ]
+    };
+    let d = store.sliding_windows(&rules(2), 1).await.expect("decide");
+    assert_eq!(d.iter().map(|d| (d.allowed, d.remaining)).collect::<Vec<_>>(), [(true, 9), (true, 1), (true, 9)]);
+    assert!(store.sliding_windows(&rules(2), 1).await.expect("decide").iter().all(|d| d.allowed));
+    let refused = store.sliding_windows(&rules(2), 1).await.expect("decide");
+    assert_eq!(refused.len(), 2, "the refusal ends the call: {refused:?}");
+    assert_eq!((refused[0].allowed, refused[0].remaining), (true, 7), "the rule before it counted");
+    assert!(!refused[1].allowed && refused[1].retry_after_ms > 0 && refused[1].reset_ms > 0, "{refused:?}");
+    // The third rule was not touched by the refused call.
+    let single = store.sliding_window(&c, 10, window, 1).await.expect("decide");
+    assert_eq!(single.remaining, 7);
+    // Mixed costs on one log: 3 + 1 + 4 = 8 of 10 used.
+    let costly = keys.tagged("rl", "mixed");
+    for cost in [3, 1, 4] {
+        assert!(store.sliding_window(&costly, 10, window, cost).await.expect("decide").allowed);
+    }
+    let d = store.sliding_window(&costly, 10, window, 3).await.expect("decide");
+    assert_eq!((d.allowed, d.remaining), (false, 2));
+    assert!(d.retry_after_ms > 0 && d.retry_after_ms <= 60_000, "{d:?}");
+    let d = store.sliding_window(&costly, 10, window, 2).await.expect("decide");
+    assert_eq!((d.allowed, d.remaining), (true, 0));
+}
+each_cache!(several_rules_in_one_call_on, several_rules_in_one_call);
 
 async fn parallel_decisions_never_exceed_the_limit(kind: CacheKind) {
     let store = Arc::new(fast_store(kind));

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::window::{WindowDecision, WindowLog};
-use super::{AttemptOutcome, AttemptPlan, FastStore, Result};
+use super::{AttemptOutcome, AttemptPlan, FastStore, Result, WindowRule};
 use crate::store::StoreError;
 
 const SWEEP_EVERY: u64 = 4096;
@@ -184,6 +184,23 @@ impl FastStore for MemoryStore {
         let mut inner = self.lock();
         inner.sweep_windows(now_ms);
         Ok(inner.windows.entry(key.to_owned()).or_default().decide(now_ms, window_ms, limit, cost))
+    }
+
+    async fn sliding_windows(&self, rules: &[WindowRule<'_>], cost: u64) -> Result<Vec<WindowDecision>> {
+        let now_ms = now_millis();
+        let mut inner = self.lock();
+        inner.sweep_windows(now_ms);
+        let mut out = Vec::with_capacity(rules.len());
+        for rule in rules {
+            let window_ms = u64::try_from(rule.window.as_millis()).unwrap_or(u64::MAX).max(1);
+            let decision =
+                inner.windows.entry(rule.key.to_owned()).or_default().decide(now_ms, window_ms, rule.limit, cost);
+            out.push(decision);
+            if !decision.allowed {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -37,6 +37,15 @@ pub struct AttemptPlan {
     pub ttl: Duration,
 }
 
+/// One rule of [`FastStore::sliding_windows`]: its log's key, limit and
+/// window.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowRule<'a> {
+    pub key: &'a str,
+    pub limit: u64,
+    pub window: Duration,
+}
+
 /// What [`FastStore::attempt`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptOutcome {
@@ -95,6 +104,16 @@ pub trait FastStore: Send + Sync + 'static {
         window: Duration,
         cost: u64,
     ) -> impl Future<Output = Result<WindowDecision>> + Send;
+    /// Several rules' decisions for one request in one step (one round
+    /// trip): the rules are decided in order, and the first refusal ends
+    /// it (the rules before it have admitted the request, exactly as
+    /// separate [`sliding_window`](Self::sliding_window) calls would).
+    /// Returns the decisions made, the refusal last.
+    fn sliding_windows(
+        &self,
+        rules: &[WindowRule<'_>],
+        cost: u64,
+    ) -> impl Future<Output = Result<Vec<WindowDecision>>> + Send;
     /// One failed attempt under `key` (see [`AttemptPlan::apply`]), atomic:
     /// concurrent attempts neither slip past a lock nor lose a count.
     fn attempt(&self, key: &str, plan: &AttemptPlan) -> impl Future<Output = Result<AttemptOutcome>> + Send;
@@ -164,6 +183,9 @@ impl FastStore for Fast {
     }
     async fn sliding_window(&self, key: &str, limit: u64, window: Duration, cost: u64) -> Result<WindowDecision> {
         delegate!(self, s => s.sliding_window(key, limit, window, cost))
+    }
+    async fn sliding_windows(&self, rules: &[WindowRule<'_>], cost: u64) -> Result<Vec<WindowDecision>> {
+        delegate!(self, s => s.sliding_windows(rules, cost))
     }
     async fn attempt(&self, key: &str, plan: &AttemptPlan) -> Result<AttemptOutcome> {
         delegate!(self, s => s.attempt(key, plan))

@@ -12,7 +12,7 @@ use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use redis::{AsyncCommands, Script};
 
 use super::window::WindowDecision;
-use super::{AttemptOutcome, AttemptPlan, FastStore, Result};
+use super::{AttemptOutcome, AttemptPlan, FastStore, Result, WindowRule};
 use crate::store::StoreError;
 
 /// Adds to a counter; a counter without an expiry gets one.
@@ -54,56 +54,88 @@ return {n, lock}
 
 static ATTEMPT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ATTEMPT));
 
-/// One sliding-window-log decision (algorithm in `window.rs`).
-/// KEYS[1]: the log (sorted set: score = ms, member = `<id>:<cost>`).
-/// KEYS[2]: the cost in the log (counter). Both share a hash tag.
-/// ARGV[1]: window ms. ARGV[2]: limit. ARGV[3]: cost. ARGV[4]: unique id.
-/// Returns {allowed (0/1), remaining, reset_ms, retry_after_ms}.
-/// The clock is the server's (`TIME`), the same for every replica.
+/// Sliding-window-log decisions (algorithm in `window.rs`) for one or more
+/// rules, checked in order in one call: the first refusal ends the call
+/// (the rules before it have logged the request, as separate calls would).
+/// KEYS[2i-1]: rule i's log (sorted set: score = ms, member = `<id>` for a
+/// cost of 1, `<id>:<cost>` otherwise). KEYS[2i]: the cost in that log
+/// beyond one per entry (counter; absent while every entry costs 1). Both
+/// keys of a rule share a hash tag.
+/// ARGV[1]: cost. ARGV[2]: unique id. ARGV[2i+1]: rule i's window ms.
+/// ARGV[2i+2]: its limit.
+/// Returns {allowed (0/1), remaining, reset_ms, retry_after_ms} per rule
+/// decided, flattened.
+/// The clock is the server's (`TIME`), the same for every replica. With
+/// unit costs a decision is TIME, GET, ZREMRANGEBYSCORE, ZCARD, ZADD, ZRANGE
+/// and PEXPIRE; heavier costs add a scan of the expired entries.
 pub const SLIDING_WINDOW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local cutoff = now - window
-local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-if #expired > 0 then
-  for _, m in ipairs(expired) do
-    used = used - tonumber(string.match(m, ':(%d+)$'))
+local cost = tonumber(ARGV[1])
+local member = ARGV[2]
+if cost ~= 1 then member = member .. ':' .. cost end
+local out = {}
+for i = 1, #KEYS / 2 do
+  local log, xkey = KEYS[2 * i - 1], KEYS[2 * i]
+  local window = tonumber(ARGV[2 * i + 1])
+  local limit = tonumber(ARGV[2 * i + 2])
+  local cutoff = now - window
+  local stored = redis.call('GET', xkey)
+  local extra = 0
+  if stored then
+    extra = tonumber(stored)
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, '-inf', cutoff)) do
+      local c = string.match(m, ':(%d+)$')
+      if c then extra = extra - tonumber(c) + 1 end
+    end
+    if extra < 0 then extra = 0 end
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-  if used < 0 then used = 0 end
-end
-local allowed = 0
-local retry = 0
-if used + cost <= limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[4] .. ':' .. cost)
-  used = used + cost
-  allowed = 1
-else
-  local need = used + cost - limit
-  local freed = 0
-  local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-  for i = 1, #entries, 2 do
-    freed = freed + tonumber(string.match(entries[i], ':(%d+)$'))
-    if freed >= need then
-      retry = tonumber(entries[i + 1]) + window - now
-      break
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
+  local n = redis.call('ZCARD', log)
+  local used = n + extra
+  local allowed, retry, reset = 0, 0, 0
+  if used + cost <= limit then
+    redis.call('ZADD', log, now, member)
+    extra = extra + cost - 1
+    used = used + cost
+    allowed = 1
+    reset = window
+    if n > 0 then
+      reset = tonumber(redis.call('ZRANGE', log, 0, 0, 'WITHSCORES')[2]) + window - now
+    end
+  elseif n > 0 then
+    local need = used + cost - limit
+    local entries
+    if extra == 0 then
+      entries = redis.call('ZRANGE', log, 0, need - 1, 'WITHSCORES')
+    else
+      entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
+    end
+    reset = tonumber(entries[2]) + window - now
+    local freed = 0
+    for j = 1, #entries, 2 do
+      freed = freed + (tonumber(string.match(entries[j], ':(%d+)$')) or 1)
+      if freed >= need then
+        retry = tonumber(entries[j + 1]) + window - now
+        break
+      end
     end
   end
+  if n > 0 or allowed == 1 then
+    redis.call('PEXPIRE', log, window)
+  end
+  if extra > 0 then
+    redis.call('SET', xkey, extra, 'PX', window)
+  elseif stored then
+    redis.call('DEL', xkey)
+  end
+  out[#out + 1] = allowed
+  out[#out + 1] = limit - used
+  out[#out + 1] = reset
+  out[#out + 1] = retry
+  if allowed == 0 then break end
 end
-local reset = 0
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #oldest > 0 then
-  reset = tonumber(oldest[2]) + window - now
-  redis.call('PEXPIRE', KEYS[1], window)
-  redis.call('SET', KEYS[2], used, 'PX', window)
-else
-  redis.call('DEL', KEYS[2])
-end
-return {allowed, limit - used, reset, retry}
+return out
 ";
 
 static WINDOW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SLIDING_WINDOW));
@@ -447,30 +479,82 @@ impl FastStore for RedisStore {
     }
 
     async fn sliding_window(&self, key: &str, limit: u64, window: Duration, cost: u64) -> Result<WindowDecision> {
-        let count_key = format!("{key}:n");
-        let count_key = count_key.as_str();
+        let decisions = self.eval_windows(&[WindowRule { key, limit, window }], cost).await?;
+        decisions.into_iter().next().ok_or_else(|| StoreError::Fast("the window script decided nothing".into()))
+    }
+
+    async fn sliding_windows(&self, rules: &[WindowRule<'_>], cost: u64) -> Result<Vec<WindowDecision>> {
+        // A cluster refuses a script over keys of several slots: one call
+        // per rule there (the same order, the same early stop).
+        if self.is_cluster() && rules.len() > 1 {
+            let mut out = Vec::with_capacity(rules.len());
+            for rule in rules {
+                let decision = self.eval_windows(std::slice::from_ref(rule), cost).await?;
+                let allowed = decision.iter().all(|d| d.allowed);
+                out.extend(decision);
+                if !allowed {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+        self.eval_windows(rules, cost).await
+    }
+}
+
+impl RedisStore {
+    /// One call of the window script over `rules`.
+    async fn eval_windows(&self, rules: &[WindowRule<'_>], cost: u64) -> Result<Vec<WindowDecision>> {
+        if rules.is_empty() {
+            return Ok(Vec::new());
+        }
         let id: u64 = rand::random();
-        let (allowed, remaining, reset, retry): (i64, i64, i64, i64) = self
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(WINDOW_SCRIPT.get_hash()).arg(rules.len() * 2);
+        for rule in rules {
+            cmd.arg(rule.key).arg(ExtraKey(rule.key));
+        }
+        cmd.arg(cost).arg(id);
+        for rule in rules {
+            cmd.arg(ttl_ms(rule.window)).arg(rule.limit);
+        }
+        let cmd = &cmd;
+        let flat: Vec<i64> = self
             .run(|mut c| async move {
-                WINDOW_SCRIPT
-                    .key(key)
-                    .key(count_key)
-                    .arg(ttl_ms(window))
-                    .arg(limit)
-                    .arg(cost)
-                    .arg(id)
-                    .invoke_async(&mut c)
-                    .await
+                match cmd.query_async(&mut c).await {
+                    Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                        WINDOW_SCRIPT.load_async(&mut c).await?;
+                        cmd.query_async(&mut c).await
+                    }
+                    result => result,
+                }
             })
             .await?;
         let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
-        Ok(WindowDecision {
-            allowed: allowed == 1,
-            limit,
-            remaining: non_negative(remaining),
-            reset_ms: non_negative(reset),
-            retry_after_ms: non_negative(retry),
-        })
+        Ok(flat
+            .chunks_exact(4)
+            .zip(rules)
+            .map(|(d, rule)| WindowDecision {
+                allowed: d[0] == 1,
+                limit: rule.limit,
+                remaining: non_negative(d[1]),
+                reset_ms: non_negative(d[2]),
+                retry_after_ms: non_negative(d[3]),
+            })
+            .collect())
+    }
+}
+
+/// A log's cost counter, `<log>:x`, written straight into the command
+/// (no intermediate string).
+struct ExtraKey<'a>(&'a str);
+
+impl redis::ToRedisArgs for ExtraKey<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        use std::io::Write as _;
+        let _ = arg.write_all(self.0.as_bytes());
+        let _ = arg.write_all(b":x");
     }
 }
 
