@@ -88,26 +88,8 @@ pub async fn delete_dead_sessions(
 /// expired before `cutoff` (rotated ones stay until then: a rotated token
 /// coming back revokes its session).
 pub async fn delete_expired_refresh_tokens(db: &Db, cutoff: DateTime<Utc>, batch: u64) -> Result<u64> {
-    let ids: Vec<Uuid> = refresh_tokens::Entity::find()
-        .select_only()
-        .column(refresh_tokens::Column::Id)
-        .filter(refresh_tokens::Column::ExpiresAt.lt(cutoff))
-        .order_by_asc(refresh_tokens::Column::Id)
-        .limit(batch)
-        .into_tuple()
-        .all(db.conn())
-        .await?;
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    let txn = begin_batch(db).await?;
-    let deleted = refresh_tokens::Entity::delete_many()
-        .filter(refresh_tokens::Column::Id.is_in(ids))
-        .filter(refresh_tokens::Column::ExpiresAt.lt(cutoff))
-        .exec(&*txn)
-        .await?;
-    txn.commit().await?;
-    Ok(deleted.rows_affected)
+    let expired = Condition::all().add(refresh_tokens::Column::ExpiresAt.lt(cutoff));
+    delete_where::<refresh_tokens::Entity, Uuid>(db, refresh_tokens::Column::Id, expired, batch).await
 }
 
 fn spent_reset_tokens(cutoff: DateTime<Utc>) -> Condition {
@@ -116,26 +98,7 @@ fn spent_reset_tokens(cutoff: DateTime<Utc>) -> Condition {
 
 /// Deletes up to `batch` reset tokens spent or expired before `cutoff`.
 pub async fn delete_spent_reset_tokens(db: &Db, cutoff: DateTime<Utc>, batch: u64) -> Result<u64> {
-    let ids: Vec<Uuid> = reset_tokens::Entity::find()
-        .select_only()
-        .column(reset_tokens::Column::Id)
-        .filter(spent_reset_tokens(cutoff))
-        .order_by_asc(reset_tokens::Column::Id)
-        .limit(batch)
-        .into_tuple()
-        .all(db.conn())
-        .await?;
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    let txn = begin_batch(db).await?;
-    let deleted = reset_tokens::Entity::delete_many()
-        .filter(reset_tokens::Column::Id.is_in(ids))
-        .filter(spent_reset_tokens(cutoff))
-        .exec(&*txn)
-        .await?;
-    txn.commit().await?;
-    Ok(deleted.rows_affected)
+    delete_where::<reset_tokens::Entity, Uuid>(db, reset_tokens::Column::Id, spent_reset_tokens(cutoff), batch).await
 }
 
 /// Devices last seen before `cutoff`, with no session row, and not blocked
@@ -157,11 +120,22 @@ fn stale_devices(cutoff: DateTime<Utc>) -> Condition {
 
 /// Deletes up to `batch` stale devices.
 pub async fn delete_stale_devices(db: &Db, cutoff: DateTime<Utc>, batch: u64) -> Result<u64> {
-    let ids: Vec<String> = devices::Entity::find()
+    delete_where::<devices::Entity, String>(db, devices::Column::Id, stale_devices(cutoff), batch).await
+}
+
+/// Picks up to `batch` ids of rows matching `condition`, then deletes those
+/// of them that still match (a concurrent run may have taken some), in one
+/// batch transaction.
+async fn delete_where<E, Id>(db: &Db, id: E::Column, condition: Condition, batch: u64) -> Result<u64>
+where
+    E: EntityTrait,
+    Id: sea_orm::TryGetableMany + Into<sea_orm::Value>,
+{
+    let ids: Vec<Id> = E::find()
         .select_only()
-        .column(devices::Column::Id)
-        .filter(stale_devices(cutoff))
-        .order_by_asc(devices::Column::Id)
+        .column(id)
+        .filter(condition.clone())
+        .order_by_asc(id)
         .limit(batch)
         .into_tuple()
         .all(db.conn())
@@ -170,11 +144,7 @@ pub async fn delete_stale_devices(db: &Db, cutoff: DateTime<Utc>, batch: u64) ->
         return Ok(0);
     }
     let txn = begin_batch(db).await?;
-    let deleted = devices::Entity::delete_many()
-        .filter(devices::Column::Id.is_in(ids))
-        .filter(stale_devices(cutoff))
-        .exec(&*txn)
-        .await?;
+    let deleted = E::delete_many().filter(id.is_in(ids)).filter(condition).exec(&*txn).await?;
     txn.commit().await?;
     Ok(deleted.rows_affected)
 }
