@@ -305,10 +305,25 @@ async fn passwd(password_stdin: bool) -> Result<()> {
         let _ = client.logout(&session.session_token).await;
         return Err("the passwords do not match".into());
     }
-    if let Err(e) = client.change_password(&session.session_token, &new_password).await {
-        let _ = client.logout(&session.session_token).await;
-        return Err(e.into());
-    }
+    // The new session's token may expire during the key stretching on a
+    // slow machine: refresh once and go on (the login stays recent).
+    let session = match client.change_password(&session.session_token, &new_password).await {
+        Err(e) if e.code() == Some("unauthorized") => {
+            let refreshed = client.refresh(&session.refresh_token).await?;
+            match client.change_password(&refreshed.session_token, &new_password).await {
+                Ok(()) => refreshed,
+                Err(e) => {
+                    let _ = client.logout(&refreshed.session_token).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(e) => {
+            let _ = client.logout(&session.session_token).await;
+            return Err(e.into());
+        }
+        Ok(()) => session,
+    };
     // Every other session of the user was revoked; keep the new one.
     credentials.keep(&url, &username, &session);
     credentials.save()?;
