@@ -160,12 +160,15 @@ async fn core_on(config: &Config, db: Db, fast: Fast) -> Result<Core, StartupErr
     let keyring = Arc::new(open_keyring(config, &db).await?);
     domain::audit_chain::open(&db, &keyring, chrono::Utc::now()).await?;
     let setup = server_setup::load_or_create(&db, &keyring, chrono::Utc::now()).await?;
-    Ok(Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring, Arc::new(setup), policies(config)))
+    Ok(Core::new(db, fast, Keys::new(config.redis_prefix.clone()), keyring, Arc::new(setup), policies(config)?))
 }
 
-fn policies(config: &Config) -> Policies {
+fn policies(config: &Config) -> Result<Policies, StartupError> {
     let r = &config.ratelimit;
-    Policies {
+    let w = &config.webauthn;
+    let webauthn = domain::webauthn::relying_party(&w.rp_id, &w.rp_origin, &w.rp_name)
+        .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
+    Ok(Policies {
         sessions: SessionPolicy {
             token_lifetime: config.sessions.token_lifetime,
             idle_timeout: config.sessions.idle_timeout,
@@ -194,7 +197,8 @@ fn policies(config: &Config) -> Policies {
             audience: config.tokens.audience.clone(),
             rotate_after: config.tokens.rotate_after,
         },
-    }
+        webauthn,
+    })
 }
 
 /// A built, bound, not yet running server.

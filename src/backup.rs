@@ -97,7 +97,8 @@ macro_rules! tables {
             keyring,
             data_keys,
             server_setup,
-            signing_keys
+            signing_keys,
+            webauthn_credentials
         )
     };
 }

@@ -23,3 +23,4 @@ pub mod signing_keys;
 pub mod totp_credentials;
 pub mod user_roles;
 pub mod users;
+pub mod webauthn_credentials;

@@ -14,3 +14,4 @@ pub use super::signing_keys::Entity as SigningKeys;
 pub use super::totp_credentials::Entity as TotpCredentials;
 pub use super::user_roles::Entity as UserRoles;
 pub use super::users::Entity as Users;
+pub use super::webauthn_credentials::Entity as WebauthnCredentials;

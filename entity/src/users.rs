@@ -34,6 +34,8 @@ pub struct Model {
     pub sessions: HasMany<super::sessions::Entity>,
     #[sea_orm(has_many)]
     pub reset_tokens: HasMany<super::reset_tokens::Entity>,
+    #[sea_orm(has_many)]
+    pub webauthn_credentials: HasMany<super::webauthn_credentials::Entity>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -35,7 +35,7 @@ use figment::providers::{Format, Toml};
 
 pub use sections::{
     AccountConfig, Config, DatabaseConfig, Environment, KeyringConfig, MaintenanceConfig, RateLimitConfig, RedisConfig,
-    SessionsConfig, TokensConfig, UiConfig,
+    SessionsConfig, TokensConfig, UiConfig, WebauthnConfig,
 };
 pub use validate::{MIN_PRODUCTION_MASTER_PASSWORD_CHARS, MIN_PRODUCTION_PBKDF2_ITERATIONS, web_origin};
 

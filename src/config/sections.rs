@@ -68,6 +68,7 @@ pub struct Config {
     pub account: AccountConfig,
     pub tokens: TokensConfig,
     pub ui: UiConfig,
+    pub webauthn: WebauthnConfig,
     pub ratelimit: RateLimitConfig,
 }
 
@@ -192,6 +193,26 @@ pub struct UiConfig {
     pub return_origins: Vec<String>,
 }
 
+/// Passkeys (WebAuthn): the relying party the browser binds credentials to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebauthnConfig {
+    /// The relying-party id: the domain credentials are scoped to (the
+    /// host of `rp_origin` or a registrable suffix of it).
+    pub rp_id: String,
+    /// The origin (`scheme://host[:port]`) the pages are served from; the
+    /// browser reports it in every ceremony and it must match.
+    pub rp_origin: String,
+    /// The name authenticators show.
+    pub rp_name: String,
+}
+
+impl Default for WebauthnConfig {
+    fn default() -> Self {
+        Self { rp_id: "localhost".into(), rp_origin: "http://localhost:8080".into(), rp_name: "latchkey".into() }
+    }
+}
+
 /// The account lifecycle.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -287,6 +308,7 @@ impl Default for Config {
             maintenance: MaintenanceConfig::default(),
             sessions: SessionsConfig::default(),
             account: AccountConfig::default(),
+            webauthn: WebauthnConfig::default(),
             tokens: TokensConfig::default(),
             ui: UiConfig::default(),
             ratelimit: RateLimitConfig::default(),

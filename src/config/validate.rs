@@ -65,6 +65,22 @@ impl Config {
                 )));
             }
         }
+        let w = &self.webauthn;
+        let rp_host = url::Url::parse(&w.rp_origin).ok().and_then(|u| u.host_str().map(str::to_owned));
+        let scoped = rp_host.as_deref().is_some_and(|host| host == w.rp_id || host.ends_with(&format!(".{}", w.rp_id)));
+        if web_origin(&w.rp_origin).as_deref() != Some(w.rp_origin.trim_end_matches('/'))
+            || w.rp_id.is_empty()
+            || !scoped
+        {
+            return Err(ConfigError::Invalid(format!(
+                "webauthn: rp_origin must be an origin (scheme://host[:port]) whose host is rp_id or under it, not \
+                 {:?} with rp_id {:?}",
+                w.rp_origin, w.rp_id
+            )));
+        }
+        if w.rp_name.is_empty() {
+            return Err(ConfigError::Invalid("webauthn: rp_name must not be empty".into()));
+        }
         let t = &self.tokens;
         if t.jwt_lifetime.is_zero() || t.jwt_lifetime > Duration::from_secs(15 * 60) {
             return Err(ConfigError::Invalid("tokens: jwt_lifetime must be positive and at most 15 minutes".into()));

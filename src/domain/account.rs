@@ -258,7 +258,7 @@ impl Core {
     }
 
     async fn require_aal2_if_totp(&self, current: &CurrentSession) -> Result<()> {
-        if current.aal < Aal::Aal2 && totp::is_enabled(&self.db, current.user_id).await? {
+        if current.aal < Aal::Aal2 && self.has_second_factor(current.user_id).await? {
             return Err(Error::Forbidden);
         }
         Ok(())

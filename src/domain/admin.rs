@@ -19,7 +19,7 @@ use super::{Error, Result};
 use crate::store::admin as store;
 use crate::store::devices;
 use crate::store::sessions::{self as session_store, RevokeScope};
-use crate::store::{totp, users};
+use crate::store::users;
 
 /// Handed up to the HTTP layer as the store reads it.
 pub use crate::store::admin::{AuditFilter, UserSummary};
@@ -60,7 +60,7 @@ impl Core {
         if !users::roles(&self.db, current.user_id).await?.iter().any(|r| r == ADMIN_ROLE) {
             return Err(Error::Forbidden);
         }
-        if current.aal < Aal::Aal2 && totp::is_enabled(&self.db, current.user_id).await? {
+        if current.aal < Aal::Aal2 && self.has_second_factor(current.user_id).await? {
             return Err(Error::Forbidden);
         }
         Ok(())
@@ -228,7 +228,7 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.require_recent_auth(current, now)?;
-        if current.aal < Aal::Aal2 && totp::is_enabled(&self.db, current.user_id).await? {
+        if current.aal < Aal::Aal2 && self.has_second_factor(current.user_id).await? {
             return Err(Error::Forbidden);
         }
         let event = self

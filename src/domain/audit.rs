@@ -47,6 +47,14 @@ pub mod events {
     pub const TOTP_ENROLL: &str = "totp.enroll";
     pub const TOTP_DISABLE: &str = "totp.disable";
     pub const RECOVERY_CODE_USED: &str = "recovery_code.used";
+    pub const WEBAUTHN_REGISTER: &str = "webauthn.register";
+    pub const WEBAUTHN_REMOVE: &str = "webauthn.remove";
+    pub const WEBAUTHN_REMOVED_BY_ADMIN: &str = "webauthn.removed_by_admin";
+    /// An assertion whose signature counter did not move forward: a cloned
+    /// authenticator, or one assertion presented twice. Refused.
+    pub const WEBAUTHN_COUNTER_REGRESSION: &str = "webauthn.counter_regression";
+    /// A step-up: the session's authentication time moved to now.
+    pub const SESSION_REAUTH: &str = "session.reauth";
     pub const ACCOUNT_LOCK: &str = "account.lock";
     pub const DEVICE_TRUST: &str = "device.trust";
     pub const ACCOUNT_UNLOCK: &str = "account.unlock";

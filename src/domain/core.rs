@@ -60,6 +60,8 @@ pub struct Policies {
     pub lockout: LockoutPolicy,
     pub namespaces: Vec<Namespace>,
     pub tokens: TokenPolicy,
+    /// The WebAuthn relying party (passkeys).
+    pub webauthn: Arc<super::webauthn::Webauthn>,
 }
 
 /// The domain façade: every operation the HTTP layer and the CLI perform
@@ -82,6 +84,7 @@ pub struct Core {
     pub(super) lockout: LockoutPolicy,
     pub(super) namespaces: Vec<Namespace>,
     pub(super) tokens: TokenPolicy,
+    pub(super) webauthn: Arc<super::webauthn::Webauthn>,
     /// JWT signing keys, loaded from the database.
     pub(super) signing: super::signing::KeyCache,
     /// Keys the per-user device id hash.
@@ -122,6 +125,7 @@ impl Core {
             lockout: policies.lockout,
             namespaces: policies.namespaces,
             tokens: policies.tokens,
+            webauthn: policies.webauthn,
             signing: super::signing::KeyCache::default(),
         }
     }

@@ -38,8 +38,9 @@ use super::sessions::{Authenticated, IssuedSession};
 use super::states::{Aal, Trust};
 use super::tokens;
 use super::username::Username;
+use super::webauthn::FactorKind;
 use super::{Error, Result};
-use crate::store::{FastStore as _, devices, users};
+use crate::store::{FastStore as _, devices, users, webauthn};
 
 const LOGIN_STATE_TTL: Duration = Duration::from_secs(60);
 pub const MAX_FINGERPRINT_CHARS: usize = 256;
@@ -55,11 +56,13 @@ pub struct DeviceInput {
 /// What login/finish produced.
 pub enum LoginOutcome {
     Session(IssuedSession),
-    /// The password was right; TOTP is on. The token is accepted only by
-    /// `/v1/login/totp`.
+    /// The password was right; a second factor is on. The token is
+    /// accepted only by `/v1/login/totp` and `/v1/login/webauthn/*`.
     MfaRequired {
         mfa_token: String,
         expires_at: DateTime<Utc>,
+        /// The second factors the user can finish with.
+        methods: Vec<FactorKind>,
     },
 }
 
@@ -302,9 +305,16 @@ impl Core {
             auth_time: now,
             credential_version: pending.credential_version,
         };
+        let mut methods = Vec::new();
         if totp_on {
+            methods.push(FactorKind::Totp);
+        }
+        if webauthn::count(&self.db, user_id).await? > 0 {
+            methods.push(FactorKind::Webauthn);
+        }
+        if !methods.is_empty() {
             let (mfa_token, expires_at) = self.start_mfa(login, now).await?;
-            return Ok(LoginOutcome::MfaRequired { mfa_token, expires_at });
+            return Ok(LoginOutcome::MfaRequired { mfa_token, expires_at, methods });
         }
         Ok(LoginOutcome::Session(self.issue_session(login, Vec::new(), client, now).await?))
     }

@@ -36,5 +36,6 @@ pub mod states;
 pub mod tokens;
 pub mod totp;
 pub mod username;
+pub mod webauthn;
 
 pub use error::{Error, Result};

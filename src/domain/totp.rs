@@ -144,15 +144,17 @@ pub struct Enrollment {
 pub enum SecondFactor {
     Code(String),
     RecoveryCode(String),
+    /// A passkey's answer to the challenge of `/v1/login/webauthn/start`.
+    Webauthn(Box<super::webauthn::PublicKeyCredential>),
 }
 
 /// Between a correct password and the second factor (sealed in the fast
 /// store: it names the device the session will be for).
 #[derive(Serialize, Deserialize)]
-struct PendingMfa {
-    login: Authenticated,
+pub(super) struct PendingMfa {
+    pub(super) login: Authenticated,
     attempts: u8,
-    expires_at: DateTime<Utc>,
+    pub(super) expires_at: DateTime<Utc>,
 }
 
 impl Core {
@@ -298,7 +300,7 @@ impl Core {
     }
 
     /// A bad code: one more failure in `scope`, audited.
-    async fn second_factor_failed(
+    pub(super) async fn second_factor_failed(
         &self,
         scope: &Scope,
         user_id: Uuid,
@@ -328,7 +330,23 @@ impl Core {
         Ok((token.value, expires_at))
     }
 
-    /// The second step of a login with TOTP on: a new aal2 session.
+    /// The pending second factor of an MFA token, left in place; with the
+    /// token's hash. `InvalidCredentials` for an unknown or expired token.
+    pub(super) async fn peek_mfa(&self, mfa_token: &str, now: DateTime<Utc>) -> Result<(String, PendingMfa)> {
+        let hash = tokens::verify_shape(TokenKind::Mfa, mfa_token).ok_or(Error::InvalidCredentials)?;
+        let key = self.keys.mfa(&hash);
+        let stored = self.fast.get(&key).await?;
+        let opened = stored.as_deref().and_then(|sealed| self.seal.open(&key, sealed));
+        opened
+            .as_deref()
+            .and_then(|plain| serde_json::from_slice::<PendingMfa>(plain).ok())
+            .filter(|pending| pending.expires_at > now)
+            .map(|pending| (hash, pending))
+            .ok_or(Error::InvalidCredentials)
+    }
+
+    /// The second step of a login with a second factor on (a TOTP code, a
+    /// recovery code or a passkey's assertion): a new aal2 session.
     #[tracing::instrument(skip_all, fields(user_id = tracing::field::Empty))]
     pub async fn login_totp(
         &self,
@@ -364,6 +382,10 @@ impl Core {
         let (ok, used_recovery) = match &factor {
             SecondFactor::Code(code) => (self.verify_totp(user_id, code, now).await?, false),
             SecondFactor::RecoveryCode(code) => (self.use_recovery_code(user_id, code, now).await?, true),
+            SecondFactor::Webauthn(credential) => {
+                let state_key = self.keys.tagged_part("mfa", &hash, "webauthn");
+                (self.verify_assertion(user_id, &state_key, credential, client, now).await?, false)
+            }
         };
         if !ok {
             self.second_factor_failed(&pending.login.scope, user_id, None, client, now).await?;

@@ -273,6 +273,21 @@ pub mod problem {
         /// was used already (`invalid_request`).
         InvalidTotpConfirmation [(BAD_REQUEST, "invalid_request", Some("the code does not match the enrolled secret"))];
 
+        /// A passkey ceremony that cannot finish (`invalid_request`): no
+        /// ceremony was started with this id, it expired or was used, the
+        /// authenticator's answer was refused, the name is not 1 to 64
+        /// printable characters, or the account has no passkey.
+        InvalidPasskeyRequest [(BAD_REQUEST, "invalid_request", Some("the authenticator's answer was refused"))];
+
+        /// The authenticator is registered already, or the account has the
+        /// most passkeys it may hold (`conflict`).
+        PasskeyConflict [(CONFLICT, "conflict", Some("the resource already exists"))];
+
+        /// No valid session (`unauthorized`), or the passkey's assertion
+        /// failed (`invalid_credentials`): a wrong or replayed answer, a
+        /// challenge that expired or was used, a counter that went back.
+        UnauthorizedOrBadAssertion [(UNAUTHORIZED, "unauthorized", None), (UNAUTHORIZED, "invalid_credentials", None)];
+
         /// `cost` is not between 1 and the namespace's limit, or `key` is not
         /// 1 to 256 characters (`invalid_request`).
         InvalidRateLimitCheck [(BAD_REQUEST, "invalid_request", Some("cost must be between 1 and the namespace limit (100)"))];

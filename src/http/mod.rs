@@ -46,7 +46,7 @@ pub struct AppState {
 #[openapi(
     info(
         title = "latchkey",
-        description = "Authentication service: OPAQUE registration and login, TOTP, sessions, devices, rate limits.",
+        description = "Authentication service: OPAQUE registration and login, TOTP and passkeys, sessions, devices, rate limits.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     components(schemas(error::Problem)),
@@ -56,6 +56,7 @@ pub struct AppState {
         (name = "login", description = "OPAQUE login"),
         (name = "sessions", description = "Session tokens: whoami / forward-auth, refresh, revocation"),
         (name = "totp", description = "TOTP second factor (RFC 6238) and recovery codes"),
+        (name = "webauthn", description = "Passkeys (WebAuthn) as a second factor and for step-up"),
         (name = "devices", description = "Devices the user logs in from"),
         (name = "account", description = "The caller's own account"),
         (name = "admin", description = "Administration: needs the admin role (aal2 when the admin has TOTP)"),
@@ -123,6 +124,14 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(v1::totp::enroll)
         .service(v1::totp::confirm)
         .service(v1::totp::disable)
+        .service(v1::webauthn::register_start)
+        .service(v1::webauthn::register_finish)
+        .service(v1::webauthn::list)
+        .service(v1::webauthn::remove)
+        .service(v1::webauthn::login_start)
+        .service(v1::webauthn::login_finish)
+        .service(v1::webauthn::reauth_start)
+        .service(v1::webauthn::reauth_finish)
         // `current` before `{id}`: routes match in registration order.
         .service(v1::sessions::current)
         .service(v1::sessions::logout)
@@ -146,6 +155,8 @@ fn routes(cfg: &mut ServiceConfig) {
         .service(v1::admin::delete_account)
         .service(v1::admin::issue_reset)
         .service(v1::admin::remove_totp)
+        .service(v1::admin::second_factors)
+        .service(v1::admin::remove_webauthn)
         .service(v1::account::password_start)
         .service(v1::account::password_finish)
         .service(v1::account::reset_start)

@@ -104,6 +104,7 @@ pub enum SealedColumn {
     AuditDetails,
     ServerSetup,
     SigningKey,
+    WebauthnCredential,
 }
 
 #[derive(Clone, Copy)]
@@ -124,14 +125,21 @@ struct ColumnSpec {
 }
 
 impl SealedColumn {
-    pub const ALL: [Self; 5] =
-        [Self::OpaqueRecord, Self::TotpSecret, Self::AuditDetails, Self::ServerSetup, Self::SigningKey];
+    pub const ALL: [Self; 6] = [
+        Self::OpaqueRecord,
+        Self::TotpSecret,
+        Self::AuditDetails,
+        Self::ServerSetup,
+        Self::SigningKey,
+        Self::WebauthnCredential,
+    ];
 
     /// The columns re-encryption moves. Audit details stay on the key they
     /// were written under: rewriting them would change rows the hash chain
     /// covers (and the application role may not UPDATE audit rows), so a key
     /// that audit rows use stays decrypt-only instead of being retired.
-    pub const REENCRYPTED: [Self; 4] = [Self::OpaqueRecord, Self::TotpSecret, Self::ServerSetup, Self::SigningKey];
+    pub const REENCRYPTED: [Self; 5] =
+        [Self::OpaqueRecord, Self::TotpSecret, Self::ServerSetup, Self::SigningKey, Self::WebauthnCredential];
 
     /// Bound into the plaintext, so a value cannot move between columns.
     pub fn purpose(self) -> &'static str {
@@ -141,6 +149,7 @@ impl SealedColumn {
             Self::AuditDetails => "audit_events.details",
             Self::ServerSetup => "server_setup.ciphertext",
             Self::SigningKey => "signing_keys.ciphertext",
+            Self::WebauthnCredential => "webauthn_credentials.ciphertext",
         }
     }
 
@@ -187,6 +196,14 @@ impl SealedColumn {
                 pk: "id",
                 pk_kind: PkKind::Uuid,
                 owner: None,
+                key_id: "key_id",
+                ciphertext: "ciphertext",
+            },
+            Self::WebauthnCredential => ColumnSpec {
+                table: "webauthn_credentials",
+                pk: "id",
+                pk_kind: PkKind::Uuid,
+                owner: Some("user_id"),
                 key_id: "key_id",
                 ciphertext: "ciphertext",
             },

@@ -17,6 +17,7 @@ pub mod sessions;
 pub mod signing;
 pub mod totp;
 pub mod users;
+pub mod webauthn;
 
 pub use error::StoreError;
 pub use fast::{Fast, FastStore, Keys};

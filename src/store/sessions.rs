@@ -313,6 +313,32 @@ pub async fn touch(db: &Db, id: Uuid, token_hash: &str, now: DateTime<Utc>) -> R
     Ok(result.rows_affected == 1)
 }
 
+/// A step-up: the session's `auth_time` moves to `auth_time` and its
+/// assurance to `aal`, with `events`, if it is still live. `false` when it
+/// was revoked meanwhile.
+pub async fn reauthenticated(
+    db: &Db,
+    id: Uuid,
+    auth_time: DateTime<Utc>,
+    aal: Aal,
+    events: &[NewAuditEvent],
+) -> Result<bool> {
+    let txn = db.begin_write().await?;
+    let result = sessions::Entity::update_many()
+        .col_expr(sessions::Column::AuthTime, Expr::val(chrono::SubsecRound::trunc_subsecs(auth_time, 6)))
+        .col_expr(sessions::Column::Aal, Expr::val(aal.as_str()))
+        .filter(sessions::Column::Id.eq(id))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .exec(&*txn)
+        .await?;
+    if result.rows_affected != 1 {
+        return Ok(false);
+    }
+    audit::append_in(&txn, events).await?;
+    txn.commit().await?;
+    Ok(true)
+}
+
 /// Which sessions a revocation covers.
 #[derive(Debug, Clone)]
 pub enum RevokeScope {

@@ -412,6 +412,74 @@ pub async fn remove_totp(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct SecondFactorItem {
+    pub kind: crate::domain::webauthn::FactorKind,
+    /// The passkey's id, for removal (none for TOTP).
+    #[schema(example = "0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e")]
+    pub id: Option<Uuid>,
+    /// The passkey's name (none for TOTP).
+    #[schema(example = "YubiKey 5C")]
+    pub name: Option<String>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
+    pub created_at: DateTime<Utc>,
+    #[schema(example = "2026-05-01T12:00:00Z")]
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecondFactorList {
+    pub factors: Vec<SecondFactorItem>,
+}
+
+/// A user's second factors: TOTP and passkeys, with names and last use.
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path)), responses(
+    (status = 200, body = SecondFactorList),
+    (status = 400, response = problem::TokenInQuery),
+    (status = 401, response = problem::Unauthorized),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
+))]
+#[get("/v1/admin/users/{id}/factors")]
+pub async fn second_factors(
+    state: web::Data<AppState>,
+    Admin(_admin): Admin,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, Error> {
+    let factors = state.core.admin_second_factors(id.into_inner()).await?;
+    let factors = factors
+        .into_iter()
+        .map(|f| SecondFactorItem {
+            kind: f.kind,
+            id: f.id,
+            name: f.name,
+            created_at: f.created_at,
+            last_used_at: f.last_used_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(SecondFactorList { factors }))
+}
+
+/// Remove one of a user's passkeys (a lost authenticator; audited).
+#[utoipa::path(tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(("id" = Uuid, Path), ("credential" = Uuid, Path)), responses(
+    (status = 204),
+    (status = 400, response = problem::TokenInQuery),
+    (status = 401, response = problem::UnauthorizedOrStepUp),
+    (status = 403, response = problem::AdminRequired),
+    (status = 404, response = problem::NotFound),
+))]
+#[delete("/v1/admin/users/{id}/webauthn/{credential}")]
+pub async fn remove_webauthn(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    Client(client): Client,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, Error> {
+    let (user_id, credential) = path.into_inner();
+    state.core.admin_remove_webauthn(&admin, user_id, credential, &client, Utc::now()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {

@@ -10,6 +10,7 @@ use crate::domain::login::{DeviceInput, LoginOutcome};
 use crate::domain::sessions::IssuedSession;
 use crate::domain::states::Aal;
 use crate::domain::totp::SecondFactor;
+use crate::domain::webauthn::FactorKind;
 use crate::http::AppState;
 use crate::http::cookies;
 use crate::http::error::problem;
@@ -166,16 +167,21 @@ impl From<IssuedSession> for SessionAnswer {
     }
 }
 
-/// The password was right and TOTP is on: finish at /v1/login/totp.
+/// The password was right and a second factor is on: finish at
+/// /v1/login/totp or /v1/login/webauthn/start|finish.
 #[derive(Serialize, ToSchema)]
 pub struct MfaRequired {
     #[schema(example = true)]
     pub mfa_required: bool,
-    /// Accepted only by /v1/login/totp; 5 minutes; burned after 5 wrong codes.
+    /// Accepted only by /v1/login/totp and /v1/login/webauthn/*; 5
+    /// minutes; burned after 5 failed attempts.
     #[schema(example = "lk_m_T25lIG1vcmUgc3RlcA…")]
     pub mfa_token: String,
     #[schema(example = "2026-05-01T12:00:00Z")]
     pub mfa_expires_at: chrono::DateTime<chrono::Utc>,
+    /// The second factors this user can finish with.
+    #[schema(example = json!(["totp", "webauthn"]))]
+    pub methods: Vec<FactorKind>,
 }
 
 /// What login/finish answers: a session, or, with TOTP on, the MFA step.
@@ -304,7 +310,7 @@ pub async fn login_start(
     tag = "login",
     request_body = LoginFinish,
     responses(
-        (status = 200, description = "A session, or `mfa_required` when TOTP is on", body = LoginFinishAnswer),
+        (status = 200, description = "A session, or `mfa_required` when a second factor is on", body = LoginFinishAnswer),
         (status = 400, response = problem::BadRequest),
         (status = 401, response = problem::InvalidCredentials),
         (status = 403, response = problem::DeviceBlocked),
@@ -341,9 +347,12 @@ pub async fn login_finish(
         .await?;
     match outcome {
         LoginOutcome::Session(session) => Ok(session_response(session, body.session_cookie)),
-        LoginOutcome::MfaRequired { mfa_token, expires_at } => {
-            Ok(HttpResponse::Ok().json(MfaRequired { mfa_required: true, mfa_token, mfa_expires_at: expires_at }))
-        }
+        LoginOutcome::MfaRequired { mfa_token, expires_at, methods } => Ok(HttpResponse::Ok().json(MfaRequired {
+            mfa_required: true,
+            mfa_token,
+            mfa_expires_at: expires_at,
+            methods,
+        })),
     }
 }
 

@@ -8,3 +8,4 @@ pub mod ratelimit;
 pub mod sessions;
 pub mod tokens;
 pub mod totp;
+pub mod webauthn;
