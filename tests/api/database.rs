@@ -19,6 +19,7 @@ const TABLES: &[&str] = &[
     "keyring",
     "data_keys",
     "server_setup",
+    "webauthn_credentials",
 ];
 
 async fn table_exists(db: &Db, table: &str) -> bool {

@@ -29,3 +29,4 @@ mod tls;
 mod tokens;
 mod totp;
 mod ui;
+mod webauthn;

@@ -28,7 +28,8 @@ pub async fn dump_database(db: &Db) -> String {
         audit_events,
         keyring,
         data_keys,
-        server_setup
+        server_setup,
+        webauthn_credentials
     );
     out
 }
