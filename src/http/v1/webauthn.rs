@@ -32,23 +32,27 @@ pub struct RegisterStart {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"ceremony_id": "q1w2e3r4t5y6u7i8o9p0aa", "options": {"publicKey": {"rp": {"id": "localhost", "name": "latchkey"}, "challenge": "base64url…"}}}))]
 pub struct RegisterStartAnswer {
     /// Names this registration at finish; valid 5 minutes, once.
     #[schema(example = "q1w2e3r4t5y6u7i8o9p0aa")]
     pub ceremony_id: String,
     /// `CredentialCreationOptions`: pass `options.publicKey` to
     /// `navigator.credentials.create` (decoding the base64url members).
-    #[schema(value_type = Object, example = json!({"publicKey": {"rp": {"id": "localhost", "name": "latchkey"}, "challenge": "base64url…"}}))]
+    #[schema(value_type = Object)]
     pub options: CreationChallengeResponse,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+// utoipa drops a property example beside `value_type = Object`: the
+// whole body's example shows it.
+#[schema(example = json!({"ceremony_id": "q1w2e3r4t5y6u7i8o9p0aa", "credential": {"id": "base64url…", "rawId": "base64url…", "type": "public-key", "response": {"attestationObject": "base64url…", "clientDataJSON": "base64url…"}}}))]
 pub struct RegisterFinish {
     #[schema(example = "q1w2e3r4t5y6u7i8o9p0aa")]
     pub ceremony_id: String,
     /// The browser's `PublicKeyCredential` (attestation), as JSON.
-    #[schema(value_type = Object, example = json!({"id": "base64url…", "rawId": "base64url…", "type": "public-key", "response": {"attestationObject": "base64url…", "clientDataJSON": "base64url…"}}))]
+    #[schema(value_type = Object)]
     pub credential: RegisterPublicKeyCredential,
 }
 
@@ -76,10 +80,11 @@ pub struct CredentialList {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({"options": {"publicKey": {"rpId": "localhost", "challenge": "base64url…", "allowCredentials": [{"type": "public-key", "id": "base64url…"}]}}}))]
 pub struct AssertionOptions {
     /// `CredentialRequestOptions`: pass `options.publicKey` to
     /// `navigator.credentials.get` (decoding the base64url members).
-    #[schema(value_type = Object, example = json!({"publicKey": {"rpId": "localhost", "challenge": "base64url…", "allowCredentials": [{"type": "public-key", "id": "base64url…"}]}}))]
+    #[schema(value_type = Object)]
     pub options: RequestChallengeResponse,
 }
 
@@ -92,11 +97,14 @@ pub struct LoginWebauthnStart {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+// utoipa drops a property example beside `value_type = Object`: the
+// whole body's example shows it.
+#[schema(example = json!({"mfa_token": "lk_m_T25lIG1vcmUgc3RlcA…", "credential": {"id": "base64url…", "rawId": "base64url…", "type": "public-key", "response": {"authenticatorData": "base64url…", "clientDataJSON": "base64url…", "signature": "base64url…"}}, "session_cookie": false}))]
 pub struct LoginWebauthnFinish {
     #[schema(example = "lk_m_T25lIG1vcmUgc3RlcA…")]
     pub mfa_token: String,
     /// The browser's `PublicKeyCredential` (assertion), as JSON.
-    #[schema(value_type = Object, example = json!({"id": "base64url…", "rawId": "base64url…", "type": "public-key", "response": {"authenticatorData": "base64url…", "clientDataJSON": "base64url…", "signature": "base64url…"}}))]
+    #[schema(value_type = Object)]
     pub credential: PublicKeyCredential,
     /// A browser session, as at login/finish.
     #[serde(default)]
@@ -106,9 +114,12 @@ pub struct LoginWebauthnFinish {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+// utoipa drops a property example beside `value_type = Object`: the
+// whole body's example shows it.
+#[schema(example = json!({"credential": {"id": "base64url…", "rawId": "base64url…", "type": "public-key", "response": {"authenticatorData": "base64url…", "clientDataJSON": "base64url…", "signature": "base64url…"}}}))]
 pub struct ReauthFinish {
     /// The browser's `PublicKeyCredential` (assertion), as JSON.
-    #[schema(value_type = Object, example = json!({"id": "base64url…", "rawId": "base64url…", "type": "public-key", "response": {"authenticatorData": "base64url…", "clientDataJSON": "base64url…", "signature": "base64url…"}}))]
+    #[schema(value_type = Object)]
     pub credential: PublicKeyCredential,
 }
 
