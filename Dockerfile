@@ -21,10 +21,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -m 0755 target/release/latchkey /usr/local/bin/latchkey
 
 FROM debian:bookworm-slim
-# curl is for the health check. Debian's stable packages, not pinned.
+# curl is for the health check; libssl3 for webauthn-rs (passkeys), which
+# links OpenSSL. Debian's stable packages, not pinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
     && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 latchkey \
     && useradd --system --uid 10001 --gid latchkey --home-dir /data --no-create-home \
