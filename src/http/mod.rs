@@ -363,6 +363,18 @@ mod tests {
 #[cfg(test)]
 mod document_tests {
     #[test]
+    fn operation_ids_are_unique() {
+        let doc = serde_json::to_value(super::openapi()).expect("the document serializes");
+        let mut seen = std::collections::HashSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                let id = operation["operationId"].as_str().expect("an operationId");
+                assert!(seen.insert(id.to_owned()), "{method} {path}: operationId {id} is used twice");
+            }
+        }
+    }
+
+    #[test]
     fn every_path_parameter_is_named_by_its_template() {
         let doc = serde_json::to_value(super::openapi()).expect("the document serializes");
         for (path, item) in doc["paths"].as_object().expect("paths") {

@@ -200,6 +200,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/account/reauth/webauthn/finish": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Step-up by passkey, second half: a valid assertion renews this
+         *     session's `auth_time` (as a password login would), so sensitive
+         *     operations are allowed for the step-up window, and makes it aal2. A
+         *     failed assertion counts as a failed login. */
+        post: operations["reauth_webauthn_finish"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/account/reauth/webauthn/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Step-up by passkey, first half: a challenge for the caller's passkeys. */
+        post: operations["reauth_webauthn_start"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/account/reset/finish": {
         parameters: {
             query?: never;
@@ -359,6 +396,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/users/{id}/factors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A user's second factors: TOTP and passkeys, with names and last use. */
+        get: operations["second_factors"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/admin/users/{id}/lock": {
         parameters: {
             query?: never;
@@ -441,6 +495,23 @@ export interface paths {
         /** Lift any lock and reset the failure count. */
         post: operations["unlock"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/users/{id}/webauthn/{credential}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Remove one of a user's passkeys (a lost authenticator; audited). */
+        delete: operations["remove_webauthn"];
         options?: never;
         head?: never;
         patch?: never;
@@ -543,6 +614,43 @@ export interface paths {
         /** Second step of a login with TOTP on: a code or a recovery code for the
          *     MFA token gives a new aal2 session. */
         post: operations["login_totp"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/login/webauthn/finish": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Second step of a login, by passkey: the assertion for the challenge of
+         *     `/v1/login/webauthn/start` gives a new aal2 session. A failed assertion
+         *     counts as a failed login; 5 failures burn the MFA token. */
+        post: operations["login_webauthn_finish"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/login/webauthn/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Second step of a login, by passkey: a challenge for the MFA token's
+         *     user. Each start replaces the previous challenge of this token. */
+        post: operations["login_webauthn_start"];
         delete?: never;
         options?: never;
         head?: never;
@@ -770,6 +878,77 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/webauthn/credentials": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's passkeys. */
+        get: operations["list_webauthn_credentials"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webauthn/credentials/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Remove one of the caller's passkeys (step-up; the last second factor
+         *     only from an aal2 session). */
+        delete: operations["remove_webauthn_credential"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webauthn/register/finish": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Finish registering a passkey with the authenticator's answer: it is
+         *     stored, and this session becomes aal2. */
+        post: operations["webauthn_register_finish"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/webauthn/register/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Start registering a passkey (step-up): the options for
+         *     `navigator.credentials.create`. */
+        post: operations["webauthn_register_start"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -858,6 +1037,25 @@ export interface components {
             devices: number;
         };
         /** @example {
+         *       "options": {
+         *         "publicKey": {
+         *           "allowCredentials": [
+         *             {
+         *               "id": "base64url…",
+         *               "type": "public-key"
+         *             }
+         *           ],
+         *           "challenge": "base64url…",
+         *           "rpId": "localhost"
+         *         }
+         *       }
+         *     } */
+        AssertionOptions: {
+            /** @description `CredentialRequestOptions`: pass `options.publicKey` to
+             *     `navigator.credentials.get` (decoding the base64url members). */
+            options: Record<string, never>;
+        };
+        /** @example {
          *       "details": {
          *         "reason": "wrong password"
          *       },
@@ -931,6 +1129,28 @@ export interface components {
         CodeBody: {
             /** @example 123456 */
             code: string;
+        };
+        CredentialItem: {
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
+            created_at: string;
+            /**
+             * Format: uuid
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
+            id: string;
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
+            last_used_at?: string | null;
+            /** @example YubiKey 5C */
+            name: string;
+        };
+        CredentialList: {
+            credentials: components["schemas"]["CredentialItem"][];
         };
         Decision: {
             /** @example true */
@@ -1046,6 +1266,11 @@ export interface components {
              */
             next_cursor?: number | null;
         };
+        /**
+         * @description The kinds of second factor.
+         * @enum {string}
+         */
+        FactorKind: "totp" | "webauthn";
         Health: {
             /** @example ok */
             status: string;
@@ -1199,8 +1424,46 @@ export interface components {
              */
             session_cookie?: boolean;
         };
-        /** @description The password was right and TOTP is on: finish at /v1/login/totp. */
+        /** @example {
+         *       "credential": {
+         *         "id": "base64url…",
+         *         "rawId": "base64url…",
+         *         "response": {
+         *           "authenticatorData": "base64url…",
+         *           "clientDataJSON": "base64url…",
+         *           "signature": "base64url…"
+         *         },
+         *         "type": "public-key"
+         *       },
+         *       "mfa_token": "lk_m_T25lIG1vcmUgc3RlcA…",
+         *       "session_cookie": false
+         *     } */
+        LoginWebauthnFinish: {
+            /** @description The browser's `PublicKeyCredential` (assertion), as JSON. */
+            credential: Record<string, never>;
+            /** @example lk_m_T25lIG1vcmUgc3RlcA… */
+            mfa_token: string;
+            /**
+             * @description A browser session, as at login/finish.
+             * @example false
+             */
+            session_cookie?: boolean;
+        };
+        LoginWebauthnStart: {
+            /** @example lk_m_T25lIG1vcmUgc3RlcA… */
+            mfa_token: string;
+        };
+        /** @description The password was right and a second factor is on: finish at
+         *     /v1/login/totp or /v1/login/webauthn/start|finish. */
         MfaRequired: {
+            /**
+             * @description The second factors this user can finish with.
+             * @example [
+             *       "totp",
+             *       "webauthn"
+             *     ]
+             */
+            methods: components["schemas"]["FactorKind"][];
             /**
              * Format: date-time
              * @example 2026-05-01T12:00:00Z
@@ -1209,7 +1472,8 @@ export interface components {
             /** @example true */
             mfa_required: boolean;
             /**
-             * @description Accepted only by /v1/login/totp; 5 minutes; burned after 5 wrong codes.
+             * @description Accepted only by /v1/login/totp and /v1/login/webauthn/*; 5
+             *     minutes; burned after 5 failed attempts.
              * @example lk_m_T25lIG1vcmUgc3RlcA…
              */
             mfa_token: string;
@@ -1291,6 +1555,33 @@ export interface components {
             /** @example ready */
             status: string;
         };
+        /** @example {
+         *       "credential": {
+         *         "id": "base64url…",
+         *         "rawId": "base64url…",
+         *         "response": {
+         *           "authenticatorData": "base64url…",
+         *           "clientDataJSON": "base64url…",
+         *           "signature": "base64url…"
+         *         },
+         *         "type": "public-key"
+         *       }
+         *     } */
+        ReauthFinish: {
+            /** @description The browser's `PublicKeyCredential` (assertion), as JSON. */
+            credential: Record<string, never>;
+        };
+        Reauthenticated: {
+            /** @description `aal2`: password and passkey. */
+            aal: components["schemas"]["Aal"];
+            /**
+             * Format: date-time
+             * @description The session's new authentication time (now): the step-up window
+             *     runs from here.
+             * @example 2026-05-01T12:00:00Z
+             */
+            auth_time: string;
+        };
         RecoveryCodes: {
             /**
              * @description Ten single-use codes, shown only now.
@@ -1308,6 +1599,53 @@ export interface components {
              * @example lk_r_U2luZ2xlIHVzZQ…
              */
             refresh_token?: string | null;
+        };
+        /** @example {
+         *       "ceremony_id": "q1w2e3r4t5y6u7i8o9p0aa",
+         *       "credential": {
+         *         "id": "base64url…",
+         *         "rawId": "base64url…",
+         *         "response": {
+         *           "attestationObject": "base64url…",
+         *           "clientDataJSON": "base64url…"
+         *         },
+         *         "type": "public-key"
+         *       }
+         *     } */
+        RegisterFinish: {
+            /** @example q1w2e3r4t5y6u7i8o9p0aa */
+            ceremony_id: string;
+            /** @description The browser's `PublicKeyCredential` (attestation), as JSON. */
+            credential: Record<string, never>;
+        };
+        RegisterStart: {
+            /**
+             * @description What the user calls this authenticator (1 to 64 characters).
+             * @example YubiKey 5C
+             */
+            name: string;
+        };
+        /** @example {
+         *       "ceremony_id": "q1w2e3r4t5y6u7i8o9p0aa",
+         *       "options": {
+         *         "publicKey": {
+         *           "challenge": "base64url…",
+         *           "rp": {
+         *             "id": "localhost",
+         *             "name": "latchkey"
+         *           }
+         *         }
+         *       }
+         *     } */
+        RegisterStartAnswer: {
+            /**
+             * @description Names this registration at finish; valid 5 minutes, once.
+             * @example q1w2e3r4t5y6u7i8o9p0aa
+             */
+            ceremony_id: string;
+            /** @description `CredentialCreationOptions`: pass `options.publicKey` to
+             *     `navigator.credentials.create` (decoding the base64url members). */
+            options: Record<string, never>;
         };
         Registered: {
             /**
@@ -1382,6 +1720,33 @@ export interface components {
              * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
              */
             active_key_id: string;
+        };
+        SecondFactorItem: {
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
+            created_at: string;
+            /**
+             * Format: uuid
+             * @description The passkey's id, for removal (none for TOTP).
+             * @example 0192f1c4-7f4e-7a51-9f0e-3c1a2b3c4d5e
+             */
+            id?: string | null;
+            kind: components["schemas"]["FactorKind"];
+            /**
+             * Format: date-time
+             * @example 2026-05-01T12:00:00Z
+             */
+            last_used_at?: string | null;
+            /**
+             * @description The passkey's name (none for TOTP).
+             * @example YubiKey 5C
+             */
+            name?: string | null;
+        };
+        SecondFactorList: {
+            factors: components["schemas"]["SecondFactorItem"][];
         };
         /** @description A new session. */
         SessionAnswer: {
@@ -1633,6 +1998,22 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description A passkey ceremony that cannot finish (`invalid_request`): no ceremony was started with this id, it expired or was used, the authenticator's answer was refused, the name is not 1 to 64 printable characters, or the account has no passkey. */
+        InvalidPasskeyRequest: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                /** @example {
+                 *       "code": "invalid_request",
+                 *       "detail": "the authenticator's answer was refused",
+                 *       "status": 400,
+                 *       "title": "Bad Request",
+                 *       "type": "urn:latchkey:problem:invalid_request"
+                 *     } */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description `cost` is not between 1 and the namespace's limit, or `key` is not 1 to 256 characters (`invalid_request`). */
         InvalidRateLimitCheck: {
             headers: {
@@ -1783,6 +2164,22 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description The authenticator is registered already, or the account has the most passkeys it may hold (`conflict`). */
+        PasskeyConflict: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                /** @example {
+                 *       "code": "conflict",
+                 *       "detail": "the resource already exists",
+                 *       "status": 409,
+                 *       "title": "Conflict",
+                 *       "type": "urn:latchkey:problem:conflict"
+                 *     } */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The request body is larger than 64 KiB (`invalid_request`). */
         PayloadTooLarge: {
             headers: {
@@ -1877,6 +2274,15 @@ export interface components {
                  *       "title": "Unauthorized",
                  *       "type": "urn:latchkey:problem:unauthorized"
                  *     } */
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description No valid session (`unauthorized`), or the passkey's assertion failed (`invalid_credentials`): a wrong or replayed answer, a challenge that expired or was used, a counter that went back. */
+        UnauthorizedOrBadAssertion: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
@@ -2232,6 +2638,59 @@ export interface operations {
             429: components["responses"]["RateLimited"];
         };
     };
+    reauth_webauthn_finish: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReauthFinish"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Reauthenticated"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["UnauthorizedOrBadAssertion"];
+            403: components["responses"]["CsrfRejected"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            423: components["responses"]["AccountLocked"];
+            429: components["responses"]["RateLimited"];
+        };
+    };
+    reauth_webauthn_start: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssertionOptions"];
+                };
+            };
+            400: components["responses"]["InvalidPasskeyRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["CsrfRejected"];
+            429: components["responses"]["RateLimited"];
+        };
+    };
     reset_finish: {
         parameters: {
             query?: never;
@@ -2523,6 +2982,31 @@ export interface operations {
             404: components["responses"]["NotFound"];
         };
     };
+    second_factors: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SecondFactorList"];
+                };
+            };
+            400: components["responses"]["TokenInQuery"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["AdminRequired"];
+            404: components["responses"]["NotFound"];
+        };
+    };
     lock: {
         parameters: {
             query?: never;
@@ -2673,6 +3157,30 @@ export interface operations {
             404: components["responses"]["NotFound"];
         };
     };
+    remove_webauthn: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                credential: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["TokenInQuery"];
+            401: components["responses"]["UnauthorizedOrStepUp"];
+            403: components["responses"]["AdminRequired"];
+            404: components["responses"]["NotFound"];
+        };
+    };
     list_devices: {
         parameters: {
             query?: never;
@@ -2761,7 +3269,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description A session, or `mfa_required` when TOTP is on */
+            /** @description A session, or `mfa_required` when a second factor is on */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2832,6 +3340,65 @@ export interface operations {
             400: components["responses"]["InvalidSecondFactorRequest"];
             401: components["responses"]["InvalidSecondFactor"];
             403: components["responses"]["DeviceBlocked"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            423: components["responses"]["AccountLocked"];
+            429: components["responses"]["RateLimited"];
+        };
+    };
+    login_webauthn_finish: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LoginWebauthnFinish"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SessionAnswer"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["InvalidSecondFactor"];
+            403: components["responses"]["DeviceBlocked"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            423: components["responses"]["AccountLocked"];
+            429: components["responses"]["RateLimited"];
+        };
+    };
+    login_webauthn_start: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LoginWebauthnStart"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AssertionOptions"];
+                };
+            };
+            400: components["responses"]["InvalidPasskeyRequest"];
+            401: components["responses"]["InvalidSecondFactor"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             423: components["responses"]["AccountLocked"];
@@ -3209,6 +3776,108 @@ export interface operations {
             401: components["responses"]["UnauthorizedOrStepUp"];
             403: components["responses"]["CsrfRejected"];
             409: components["responses"]["TotpAlreadyOn"];
+        };
+    };
+    list_webauthn_credentials: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CredentialList"];
+                };
+            };
+            400: components["responses"]["TokenInQuery"];
+            401: components["responses"]["Unauthorized"];
+        };
+    };
+    remove_webauthn_credential: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["TokenInQuery"];
+            401: components["responses"]["UnauthorizedOrStepUp"];
+            403: components["responses"]["Aal2Required"];
+            404: components["responses"]["NotFound"];
+        };
+    };
+    webauthn_register_finish: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RegisterFinish"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CredentialItem"];
+                };
+            };
+            400: components["responses"]["InvalidPasskeyRequest"];
+            401: components["responses"]["UnauthorizedOrStepUp"];
+            403: components["responses"]["CsrfRejected"];
+            409: components["responses"]["PasskeyConflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+        };
+    };
+    webauthn_register_start: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RegisterStart"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RegisterStartAnswer"];
+                };
+            };
+            400: components["responses"]["InvalidPasskeyRequest"];
+            401: components["responses"]["UnauthorizedOrStepUp"];
+            403: components["responses"]["CsrfRejected"];
+            409: components["responses"]["PasskeyConflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
         };
     };
 }

@@ -136,6 +136,7 @@ pub struct Reauthenticated {
 /// Start registering a passkey (step-up): the options for
 /// `navigator.credentials.create`.
 #[utoipa::path(
+    operation_id = "webauthn_register_start",
     tag = "webauthn",
     security(("bearer" = []), ("session_cookie" = [])),
     request_body = RegisterStart,
@@ -162,6 +163,7 @@ pub async fn register_start(
 /// Finish registering a passkey with the authenticator's answer: it is
 /// stored, and this session becomes aal2.
 #[utoipa::path(
+    operation_id = "webauthn_register_finish",
     tag = "webauthn",
     security(("bearer" = []), ("session_cookie" = [])),
     request_body = RegisterFinish,
@@ -189,6 +191,7 @@ pub async fn register_finish(
 
 /// The caller's passkeys.
 #[utoipa::path(
+    operation_id = "list_webauthn_credentials",
     tag = "webauthn",
     security(("bearer" = []), ("session_cookie" = [])),
     responses(
@@ -206,6 +209,7 @@ pub async fn list(state: web::Data<AppState>, Authenticated(session): Authentica
 /// Remove one of the caller's passkeys (step-up; the last second factor
 /// only from an aal2 session).
 #[utoipa::path(
+    operation_id = "remove_webauthn_credential",
     tag = "webauthn",
     security(("bearer" = []), ("session_cookie" = [])),
     params(("id" = Uuid, Path)),
@@ -231,6 +235,7 @@ pub async fn remove(
 /// Second step of a login, by passkey: a challenge for the MFA token's
 /// user. Each start replaces the previous challenge of this token.
 #[utoipa::path(
+    operation_id = "login_webauthn_start",
     tag = "login",
     request_body = LoginWebauthnStart,
     responses(
@@ -257,6 +262,7 @@ pub async fn login_start(
 /// `/v1/login/webauthn/start` gives a new aal2 session. A failed assertion
 /// counts as a failed login; 5 failures burn the MFA token.
 #[utoipa::path(
+    operation_id = "login_webauthn_finish",
     tag = "login",
     request_body = LoginWebauthnFinish,
     responses(
@@ -288,6 +294,7 @@ pub async fn login_finish(
 
 /// Step-up by passkey, first half: a challenge for the caller's passkeys.
 #[utoipa::path(
+    operation_id = "reauth_webauthn_start",
     tag = "account",
     security(("bearer" = []), ("session_cookie" = [])),
     responses(
@@ -313,6 +320,7 @@ pub async fn reauth_start(
 /// operations are allowed for the step-up window, and makes it aal2. A
 /// failed assertion counts as a failed login.
 #[utoipa::path(
+    operation_id = "reauth_webauthn_finish",
     tag = "account",
     security(("bearer" = []), ("session_cookie" = [])),
     request_body = ReauthFinish,
