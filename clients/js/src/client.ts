@@ -16,6 +16,12 @@ export type JwtAnswer = Schemas["JwtAnswer"];
 export type Registered = Schemas["Registered"];
 export type Enrollment = Schemas["Enrollment"];
 export type Account = Schemas["Profile"];
+export type FactorKind = Schemas["FactorKind"];
+export type PasskeyItem = Schemas["CredentialItem"];
+/** WebAuthn options as JSON (`{ publicKey: … }`, binary members base64url). */
+export type WebauthnOptions = Record<string, unknown>;
+/** A browser's `PublicKeyCredential` as JSON (`credential.toJSON()`). */
+export type WebauthnCredential = Record<string, unknown>;
 
 /** The typed openapi-fetch client over the generated `paths`. */
 export type Api = FetchClient<paths>;
@@ -23,10 +29,13 @@ export type Api = FetchClient<paths>;
 /** login/finish's 200 when TOTP is on: finish at /v1/login/totp. */
 type MfaAnswer = Schemas["MfaRequired"];
 
-/** A login's outcome: a session, or the TOTP step (`loginTotp`) still due. */
+/**
+ * A login's outcome: a session, or the second step still due: `loginTotp`,
+ * or `loginWebauthnStart` + `loginWebauthnFinish`, as `methods` offers.
+ */
 export type LoginResult =
   | { kind: "session"; session: SessionAnswer }
-  | { kind: "mfa"; mfaToken: string; expiresAt: string };
+  | { kind: "mfa"; mfaToken: string; expiresAt: string; methods: FactorKind[] };
 
 /** The second factor: the current TOTP code or one recovery code. */
 export type SecondFactor = { code: string } | { recoveryCode: string };
@@ -173,7 +182,12 @@ export class LatchkeyClient {
     );
     if (isMfaAnswer(answer)) {
       this.pendingMfa.set(answer.mfa_token, username);
-      return { kind: "mfa", mfaToken: answer.mfa_token, expiresAt: answer.mfa_expires_at };
+      return {
+        kind: "mfa",
+        mfaToken: answer.mfa_token,
+        expiresAt: answer.mfa_expires_at,
+        methods: answer.methods ?? ["totp"],
+      };
     }
     const session = answer;
     await this.accept(session, username);
@@ -189,6 +203,24 @@ export class LatchkeyClient {
           ...("code" in factor ? { code: factor.code } : { recovery_code: factor.recoveryCode }),
           session_cookie: this.mode === "cookie" ? true : undefined,
         },
+      }),
+    );
+    const username = this.pendingMfa.get(mfaToken);
+    this.pendingMfa.delete(mfaToken);
+    await this.accept(session, username);
+    return session;
+  }
+
+  /** The second step by passkey, first half: options for `navigator.credentials.get`. */
+  async loginWebauthnStart(mfaToken: string): Promise<WebauthnOptions> {
+    return (await expect(this.api.POST("/v1/login/webauthn/start", { body: { mfa_token: mfaToken } }))).options;
+  }
+
+  /** The second step by passkey: the assertion gives an aal2 session. 401 `invalid_credentials` when it fails. */
+  async loginWebauthnFinish(mfaToken: string, credential: WebauthnCredential): Promise<SessionAnswer> {
+    const session = await expect(
+      this.api.POST("/v1/login/webauthn/finish", {
+        body: { mfa_token: mfaToken, credential, session_cookie: this.mode === "cookie" ? true : undefined },
       }),
     );
     const username = this.pendingMfa.get(mfaToken);
@@ -316,6 +348,43 @@ export class LatchkeyClient {
   /** Turns TOTP off (an aal2 session, step-up). */
   async disableTotp(code: string): Promise<void> {
     await this.authed((headers) => this.api.DELETE("/v1/totp", { headers, body: { code } }));
+  }
+
+  /** The user's passkeys. */
+  async passkeys(): Promise<PasskeyItem[]> {
+    return (await this.authed((headers) => this.api.GET("/v1/webauthn/credentials", { headers }))).credentials;
+  }
+
+  /** Starts registering a passkey named `name` (step-up): the ceremony id and options for `navigator.credentials.create`. */
+  async registerPasskeyStart(name: string): Promise<{ ceremonyId: string; options: WebauthnOptions }> {
+    const answer = await this.authed((headers) => this.api.POST("/v1/webauthn/register/start", { headers, body: { name } }));
+    return { ceremonyId: answer.ceremony_id, options: answer.options };
+  }
+
+  /** Finishes registering a passkey with the browser's answer; this session becomes aal2. */
+  registerPasskeyFinish(ceremonyId: string, credential: WebauthnCredential): Promise<PasskeyItem> {
+    return this.authed((headers) =>
+      this.api.POST("/v1/webauthn/register/finish", { headers, body: { ceremony_id: ceremonyId, credential } }),
+    );
+  }
+
+  /** Removes one of the user's passkeys (step-up; the last second factor only from an aal2 session). */
+  async removePasskey(id: string): Promise<void> {
+    await this.authed((headers) =>
+      this.api.DELETE("/v1/webauthn/credentials/{id}", { headers, params: { path: { id } } }),
+    );
+  }
+
+  /** Step-up by passkey, first half: options for `navigator.credentials.get`. */
+  async reauthPasskeyStart(): Promise<WebauthnOptions> {
+    return (await this.authed((headers) => this.api.POST("/v1/account/reauth/webauthn/start", { headers }))).options;
+  }
+
+  /** Step-up by passkey: the assertion renews this session's `auth_time` (and makes it aal2). */
+  reauthPasskeyFinish(credential: WebauthnCredential): Promise<{ auth_time: string; aal: Aal }> {
+    return this.authed((headers) =>
+      this.api.POST("/v1/account/reauth/webauthn/finish", { headers, body: { credential } }),
+    );
   }
 
   /**

@@ -1051,9 +1051,9 @@ export interface components {
          *       }
          *     } */
         AssertionOptions: {
-            /** @description `CredentialRequestOptions`: pass `options.publicKey` to
-             *     `navigator.credentials.get` (decoding the base64url members). */
-            options: Record<string, never>;
+            options: {
+                [key: string]: unknown;
+            };
         };
         /** @example {
          *       "details": {
@@ -1439,8 +1439,9 @@ export interface components {
          *       "session_cookie": false
          *     } */
         LoginWebauthnFinish: {
-            /** @description The browser's `PublicKeyCredential` (assertion), as JSON. */
-            credential: Record<string, never>;
+            credential: {
+                [key: string]: unknown;
+            };
             /** @example lk_m_T25lIG1vcmUgc3RlcA… */
             mfa_token: string;
             /**
@@ -1568,8 +1569,9 @@ export interface components {
          *       }
          *     } */
         ReauthFinish: {
-            /** @description The browser's `PublicKeyCredential` (assertion), as JSON. */
-            credential: Record<string, never>;
+            credential: {
+                [key: string]: unknown;
+            };
         };
         Reauthenticated: {
             /** @description `aal2`: password and passkey. */
@@ -1615,8 +1617,9 @@ export interface components {
         RegisterFinish: {
             /** @example q1w2e3r4t5y6u7i8o9p0aa */
             ceremony_id: string;
-            /** @description The browser's `PublicKeyCredential` (attestation), as JSON. */
-            credential: Record<string, never>;
+            credential: {
+                [key: string]: unknown;
+            };
         };
         RegisterStart: {
             /**
@@ -1643,9 +1646,9 @@ export interface components {
              * @example q1w2e3r4t5y6u7i8o9p0aa
              */
             ceremony_id: string;
-            /** @description `CredentialCreationOptions`: pass `options.publicKey` to
-             *     `navigator.credentials.create` (decoding the base64url members). */
-            options: Record<string, never>;
+            options: {
+                [key: string]: unknown;
+            };
         };
         Registered: {
             /**

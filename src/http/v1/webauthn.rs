@@ -23,6 +23,16 @@ use crate::http::error::problem;
 use crate::http::extractors::{Authenticated, Client};
 use crate::http::v1::auth::{SessionAnswer, session_response};
 
+/// A JSON object whose members WebAuthn defines (options, the browser's
+/// answers): open, so generated clients take any member.
+fn json_object() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+        .build()
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterStart {
@@ -39,7 +49,7 @@ pub struct RegisterStartAnswer {
     pub ceremony_id: String,
     /// `CredentialCreationOptions`: pass `options.publicKey` to
     /// `navigator.credentials.create` (decoding the base64url members).
-    #[schema(value_type = Object)]
+    #[schema(schema_with = json_object)]
     pub options: CreationChallengeResponse,
 }
 
@@ -52,7 +62,7 @@ pub struct RegisterFinish {
     #[schema(example = "q1w2e3r4t5y6u7i8o9p0aa")]
     pub ceremony_id: String,
     /// The browser's `PublicKeyCredential` (attestation), as JSON.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = json_object)]
     pub credential: RegisterPublicKeyCredential,
 }
 
@@ -84,7 +94,7 @@ pub struct CredentialList {
 pub struct AssertionOptions {
     /// `CredentialRequestOptions`: pass `options.publicKey` to
     /// `navigator.credentials.get` (decoding the base64url members).
-    #[schema(value_type = Object)]
+    #[schema(schema_with = json_object)]
     pub options: RequestChallengeResponse,
 }
 
@@ -104,7 +114,7 @@ pub struct LoginWebauthnFinish {
     #[schema(example = "lk_m_T25lIG1vcmUgc3RlcA…")]
     pub mfa_token: String,
     /// The browser's `PublicKeyCredential` (assertion), as JSON.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = json_object)]
     pub credential: PublicKeyCredential,
     /// A browser session, as at login/finish.
     #[serde(default)]
@@ -119,7 +129,7 @@ pub struct LoginWebauthnFinish {
 #[schema(example = json!({"credential": {"id": "base64url…", "rawId": "base64url…", "type": "public-key", "response": {"authenticatorData": "base64url…", "clientDataJSON": "base64url…", "signature": "base64url…"}}}))]
 pub struct ReauthFinish {
     /// The browser's `PublicKeyCredential` (assertion), as JSON.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = json_object)]
     pub credential: PublicKeyCredential,
 }
 
