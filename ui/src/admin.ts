@@ -40,6 +40,11 @@ const EVENTS = [
   "totp.enroll",
   "totp.disable",
   "totp.removed_by_admin",
+  "webauthn.register",
+  "webauthn.remove",
+  "webauthn.removed_by_admin",
+  "webauthn.counter_regression",
+  "session.reauth",
   "password.change",
   "password.reset",
   "password.reset_issued",
@@ -171,8 +176,40 @@ async function openUser(id: string, focus = true): Promise<void> {
   show(byId("reset-token-box"), false);
   byId("reset-token").textContent = "";
   show(byId("user"), true);
-  await Promise.all([loadUserSessions(u.user_id), loadUserDevices(u.user_id)]);
+  await Promise.all([loadUserFactors(u.user_id), loadUserSessions(u.user_id), loadUserDevices(u.user_id)]);
   if (focus) byId("user").focus();
+}
+
+/** The user's second factors: TOTP and each passkey, with a way to remove a lost passkey. */
+async function loadUserFactors(id: string): Promise<void> {
+  const { factors } = await lk.request((api) => api.GET("/v1/admin/users/{id}/factors", { params: { path: { id } } }));
+  const rows = factors.map((f) => {
+    const kind = f.kind === "totp" ? "Authenticator app (TOTP)" : "Passkey";
+    const name = f.name ?? "—";
+    let action: Node | string = "";
+    const passkey = f.id;
+    if (f.kind === "webauthn" && passkey) {
+      const remove = el("button", { type: "button", class: "danger", "aria-label": `Remove the passkey ${name}` }, "Remove");
+      remove.addEventListener("click", () => {
+        if (!confirm(`Remove the passkey ${name}?`)) return;
+        void act(remove, async () => {
+          await lk.request((api) =>
+            api.DELETE("/v1/admin/users/{id}/webauthn/{credential}", { params: { path: { id, credential: passkey } } }),
+          );
+          await afterChange(`The passkey ${name} was removed.`);
+        });
+      });
+      action = remove;
+    }
+    return [kind, name, time(f.created_at), f.last_used_at ? time(f.last_used_at) : "never", action];
+  });
+  const holder = byId("user-factors");
+  clear(holder);
+  holder.append(
+    factors.length
+      ? table("Second factors of the user", ["Kind", "Name", "Added", "Last used", ""], rows)
+      : el("p", {}, "No second factor."),
+  );
 }
 
 async function loadUserSessions(id: string): Promise<void> {
@@ -282,10 +319,10 @@ byId<HTMLButtonElement>("issue-reset").addEventListener("click", (e) => {
 byId<HTMLButtonElement>("remove-totp").addEventListener("click", (e) => {
   if (!selected) return;
   const { user_id: id, username: name } = selected;
-  if (!confirm(`Remove the second factor of ${name}? They can then sign in with the password alone.`)) return;
+  if (!confirm(`Remove the authenticator app (TOTP) of ${name}? Without another second factor they can then sign in with the password alone.`)) return;
   void act(e.currentTarget as HTMLButtonElement, async () => {
     await lk.request((api) => api.DELETE("/v1/admin/users/{id}/totp", { params: { path: { id } } }));
-    await afterChange(`The second factor of ${name} was removed.`);
+    await afterChange(`The authenticator app of ${name} was removed.`);
   });
 });
 

@@ -5,6 +5,7 @@
 import { LatchkeyError, lk, refused, type WhoAmI } from "./api";
 import { login } from "./auth";
 import { busy, byId, clear, el, field, message, say, show, table, time } from "./dom";
+import { createPasskey, passkeysSupported, usePasskey } from "./passkey";
 import { qrCanvas } from "./qr";
 import { Cancelled, factorOf, withStepUp } from "./stepup";
 
@@ -49,7 +50,7 @@ async function refreshView(known?: WhoAmI | null): Promise<void> {
   byId("me-auth-time").append(time(me.auth_time));
   clear(byId("me-expires"));
   byId("me-expires").append(time(me.session_expires_at));
-  await Promise.all([loadSessions(), loadDevices(), loadAccount()]);
+  await Promise.all([loadSessions(), loadDevices(), loadAccount(), loadPasskeys()]);
 }
 
 /** Whether TOTP is on and whether to offer the admin console: the caller's account. */
@@ -79,6 +80,7 @@ async function signedIn(): Promise<void> {
   if (leaveIfAsked()) return;
   (byId<HTMLFormElement>("sign-in-form")).reset();
   (byId<HTMLFormElement>("totp-form")).reset();
+  secondFactorStep(["totp"]);
   show(byId("totp-form"), false);
   show(byId("sign-in-form"), true);
   await refreshView();
@@ -96,9 +98,10 @@ byId<HTMLFormElement>("sign-in-form").addEventListener("submit", (event) => {
     if (result.kind === "mfa") {
       mfaToken = result.mfaToken;
       show(form, false);
+      secondFactorStep(result.methods);
       show(byId("totp-form"), true);
       say(status, "Password accepted. Now the second factor.");
-      byId("totp-code").focus();
+      (result.methods.includes("totp") ? byId("totp-code") : byId("passkey-sign-in")).focus();
       return;
     }
     await signedIn();
@@ -119,6 +122,26 @@ byId<HTMLFormElement>("totp-form").addEventListener("submit", (event) => {
       }
       throw err;
     }
+    await signedIn();
+  });
+});
+
+/** Shows the second-factor inputs the user has: a code field, a passkey button, or both. */
+function secondFactorStep(methods: string[]): void {
+  const totp = methods.includes("totp");
+  show(byId("code-step"), totp);
+  byId<HTMLInputElement>("totp-code").required = totp;
+  show(byId("totp-submit"), totp);
+  show(byId("passkey-step"), methods.includes("webauthn"));
+}
+
+byId<HTMLButtonElement>("passkey-sign-in").addEventListener("click", (event) => {
+  if (mfaToken === null) return;
+  const token = mfaToken;
+  void busy(event.currentTarget as HTMLButtonElement, status, async () => {
+    say(status, "Waiting for the passkey…");
+    const assertion = await usePasskey(await lk.loginWebauthnStart(token));
+    await lk.loginWebauthnFinish(token, assertion);
     await signedIn();
   });
 });
@@ -349,6 +372,56 @@ byId<HTMLFormElement>("totp-disable-form").addEventListener("submit", (event) =>
     form.reset();
     await refreshView();
     say(status, "Two-factor authentication is off.", "ok");
+  });
+});
+
+// Passkeys.
+
+async function loadPasskeys(): Promise<void> {
+  const passkeys = await lk.passkeys();
+  const rows = passkeys.map((p) => {
+    const remove = el("button", { type: "button", class: "danger", "aria-label": `Remove the passkey ${p.name}` }, "Remove");
+    remove.addEventListener("click", () => {
+      void busy(remove, status, async () => {
+        try {
+          await stepUp(() => lk.removePasskey(p.id));
+        } catch (err) {
+          report(err);
+          return;
+        }
+        say(status, `The passkey ${p.name} was removed.`, "ok");
+        await refreshView();
+      });
+    });
+    return [p.name, time(p.created_at), p.last_used_at ? time(p.last_used_at) : "never", remove];
+  });
+  const holder = byId("passkeys");
+  clear(holder);
+  if (rows.length > 0) holder.append(table("Your passkeys", ["Name", "Added", "Last used", ""], rows));
+  else holder.append(el("p", {}, "You have no passkey yet."));
+  const form = byId<HTMLFormElement>("passkey-form");
+  show(form, passkeysSupported());
+}
+
+byId<HTMLFormElement>("passkey-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.currentTarget as HTMLFormElement;
+  void busy(form, status, async () => {
+    const name = field(form, "name").trim();
+    let added: { name: string };
+    try {
+      added = await stepUp(async () => {
+        const { ceremonyId, options } = await lk.registerPasskeyStart(name);
+        say(status, "Follow your browser's prompt to create the passkey…");
+        return lk.registerPasskeyFinish(ceremonyId, await createPasskey(options));
+      });
+    } catch (err) {
+      report(err);
+      return;
+    }
+    form.reset();
+    await refreshView();
+    say(status, `The passkey ${added.name} was added.`, "ok");
   });
 });
 

@@ -2,10 +2,13 @@
 // 401 `reauthentication_required`. The page then asks for the password again
 // (and the second factor when on) in a modal dialog, signs in anew (a new
 // cookie session), ends the session it replaces, and retries the operation.
+// A user with a passkey may instead confirm with it: the session stays and
+// its authentication time is renewed (/v1/account/reauth/webauthn).
 
 import { lk, refused } from "./api";
 import { factorOf, login } from "./auth";
 import { el, message, say } from "./dom";
+import { passkeysSupported, usePasskey } from "./passkey";
 
 export { factorOf };
 
@@ -43,6 +46,7 @@ function build(): HTMLDialogElement {
       "p",
       { class: "actions" },
       el("button", { type: "submit", id: "stepup-submit" }, "Confirm"),
+      el("button", { type: "button", id: "stepup-passkey", class: "secondary", hidden: !passkeysSupported() }, "Use a passkey"),
       el("button", { type: "button", id: "stepup-cancel", class: "secondary" }, "Cancel"),
     ),
   );
@@ -53,10 +57,11 @@ function build(): HTMLDialogElement {
 
 /**
  * Asks `username`'s password (and second factor) in a dialog and signs in
- * again. Resolves once a new session cookie is set; rejects with Cancelled
- * when the user closes the dialog.
+ * again, or takes a passkey instead. Resolves once a new session cookie is
+ * set (`"new-session"`) or this session was renewed by passkey
+ * (`"renewed"`); rejects with Cancelled when the user closes the dialog.
  */
-export function reauthenticate(username: string): Promise<void> {
+export function reauthenticate(username: string): Promise<"new-session" | "renewed"> {
   dialog ??= build();
   const d = dialog;
   const form = d.querySelector("form") as HTMLFormElement;
@@ -66,28 +71,49 @@ export function reauthenticate(username: string): Promise<void> {
   const status = d.querySelector("#stepup-status") as HTMLElement;
   const cancel = d.querySelector("#stepup-cancel") as HTMLButtonElement;
   const submit = d.querySelector("#stepup-submit") as HTMLButtonElement;
+  const passkey = d.querySelector("#stepup-passkey") as HTMLButtonElement;
   (d.querySelector("#stepup-username") as HTMLInputElement).value = username;
   password.value = "";
   code.value = "";
   codeRow.hidden = true;
   code.required = false;
   password.disabled = false;
+  submit.hidden = false;
   say(status, "");
   let mfaToken: string | null = null;
 
-  return new Promise<void>((resolve, reject) => {
-    const finish = (ok: boolean) => {
+  return new Promise<"new-session" | "renewed">((resolve, reject) => {
+    const finish = (outcome: "new-session" | "renewed" | null) => {
       form.onsubmit = null;
       cancel.onclick = null;
+      passkey.onclick = null;
       d.oncancel = null;
       d.close();
-      if (ok) resolve();
+      if (outcome !== null) resolve(outcome);
       else reject(new Cancelled());
     };
-    cancel.onclick = () => finish(false);
+    cancel.onclick = () => finish(null);
+    passkey.onclick = async () => {
+      passkey.disabled = true;
+      try {
+        if (mfaToken === null) {
+          // No password needed: the passkey renews this session.
+          await lk.reauthPasskeyFinish(await usePasskey(await lk.reauthPasskeyStart()));
+          finish("renewed");
+        } else {
+          // The password was right: the passkey is the second factor.
+          await lk.loginWebauthnFinish(mfaToken, await usePasskey(await lk.loginWebauthnStart(mfaToken)));
+          finish("new-session");
+        }
+      } catch (err) {
+        say(status, message(err), "error");
+      } finally {
+        passkey.disabled = false;
+      }
+    };
     d.oncancel = (event) => {
       event.preventDefault();
-      finish(false);
+      finish(null);
     };
     form.onsubmit = async (event) => {
       event.preventDefault();
@@ -98,16 +124,18 @@ export function reauthenticate(username: string): Promise<void> {
           if (result.kind === "mfa") {
             mfaToken = result.mfaToken;
             password.disabled = true;
-            codeRow.hidden = false;
-            code.required = true;
-            say(status, "");
-            code.focus();
+            const totp = result.methods.includes("totp");
+            codeRow.hidden = !totp;
+            code.required = totp;
+            submit.hidden = !totp;
+            say(status, totp ? "" : "Now confirm with your passkey.");
+            (totp ? code : passkey).focus();
             return;
           }
         } else {
           await lk.loginTotp(mfaToken, factorOf(code.value));
         }
-        finish(true);
+        finish("new-session");
       } catch (err) {
         if (refused(err, "unauthorized") && mfaToken !== null) {
           // The MFA token was burnt: start over with the password.
@@ -115,6 +143,7 @@ export function reauthenticate(username: string): Promise<void> {
           password.disabled = false;
           codeRow.hidden = true;
           code.required = false;
+          submit.hidden = false;
         }
         say(status, message(err), "error");
       } finally {
@@ -137,8 +166,8 @@ export async function withStepUp<T>(username: string, oldSessionId: string | und
   } catch (err) {
     if (!refused(err, "reauthentication_required")) throw err;
   }
-  await reauthenticate(username);
-  if (oldSessionId !== undefined) {
+  const outcome = await reauthenticate(username);
+  if (outcome === "new-session" && oldSessionId !== undefined) {
     // The new sign-in replaced the session cookie; the old session would
     // otherwise linger until it expires.
     await lk.revoke(oldSessionId).catch(() => undefined);
