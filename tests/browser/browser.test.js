@@ -5,7 +5,9 @@
 // otpauth), signs out and in again with a code, ends another session, changes
 // the password; an admin (made with `latchkey admin grant`) lists users,
 // locks and unlocks one, blocks a device and reads the audit log; a stale
-// login asks for the password again (step-up). Every page is checked for its
+// login asks for the password again (step-up); a passkey is added on the page
+// with Chromium's virtual authenticator (DevTools protocol), used at sign-in,
+// for step-up, seen by an admin and removed. Every page is checked for its
 // CSP header, CSP violations on the console, and requests to other origins.
 // Screenshots of each state go to tests/browser/screenshots/.
 //
@@ -534,6 +536,119 @@ describe("short-lived tokens and step-up", () => {
     await page.reload();
     await visible(page, "#sessions table");
     assert.equal(await page.locator("#sessions tbody tr").count(), 1);
+    await context.close();
+  });
+});
+
+describe("passkeys (WebAuthn)", () => {
+  let server;
+  let base;
+  before(async () => {
+    // The relying party is this server's own origin; a login is recent for
+    // 3 s, so the step-up by passkey happens within the test.
+    ({ server, base } = await serve({
+      LATCHKEY_WEBAUTHN__RP_ID: "localhost",
+      LATCHKEY_WEBAUTHN__RP_ORIGIN: (port) => `http://localhost:${port}`,
+      LATCHKEY_SESSIONS__REAUTH_WINDOW: "3s",
+    }));
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  /** Chromium's virtual authenticator (DevTools protocol) for this page: a passkey with user verification. */
+  async function virtualAuthenticator(context, page) {
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("WebAuthn.enable", { enableUI: false });
+    const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+      options: {
+        protocol: "ctap2",
+        transport: "internal",
+        hasResidentKey: true,
+        hasUserVerification: true,
+        isUserVerified: true,
+        automaticPresenceSimulation: true,
+      },
+    });
+    return {
+      credentials: async () => (await cdp.send("WebAuthn.getCredentials", { authenticatorId })).credentials,
+    };
+  }
+
+  it("adds a passkey on the page, signs out, signs in with password and passkey, steps up with it and removes it", async () => {
+    const pat = { name: `pat-${hex(4)}`, pw: `pat password ${hex(6)}` };
+    const { context, page } = await openBrowser(base, "/ui/ passkeys");
+    const authenticator = await virtualAuthenticator(context, page);
+    await register(page, base, pat.name, pat.pw);
+    await signIn(page, pat.name, pat.pw);
+    await visible(page, "#passkey-form");
+    await page.waitForFunction(() => /no passkey yet/.test(document.querySelector("#passkeys")?.textContent ?? ""));
+
+    await page.fill("#passkey-name", "Virtual key");
+    await page.click("#passkey-add");
+    await status(page, /passkey Virtual key was added|error|refused/i);
+    assert.match(await text(page, "#status"), /passkey Virtual key was added/);
+    await visible(page, "#passkeys table");
+    assert.equal(await page.locator("#passkeys tbody tr").count(), 1);
+    assert.match(await text(page, "#passkeys tbody tr"), /Virtual key/);
+    assert.match(await text(page, "#me-aal"), /^aal2/, "the enrolling session proved a second factor");
+    assert.equal((await authenticator.credentials()).length, 1, "the authenticator holds the passkey");
+    await shot(page, "20-passkey-added");
+
+    // An admin sees the passkey among pat's second factors.
+    const root = { name: `root-${hex(4)}`, pw: `root password ${hex(6)}` };
+    const admin = await openBrowser(base, "/ui/admin passkeys");
+    await register(admin.page, base, root.name, root.pw);
+    await server.cli(["admin", "grant", root.name]);
+    await signIn(admin.page, root.name, root.pw);
+    await admin.page.goto(`${base}/ui/admin`);
+    await visible(admin.page, "#users table");
+    await admin.page.getByRole("button", { name: `Open ${pat.name}` }).click();
+    await visible(admin.page, "#user-factors table");
+    const factor = await text(admin.page, "#user-factors tbody tr");
+    assert.match(factor, /Passkey/);
+    assert.match(factor, /Virtual key/);
+    await shot(admin.page, "24-admin-second-factors");
+    await admin.context.close();
+
+    // Sign out, then password and passkey.
+    await signOut(page);
+    await submitSignIn(page, pat.name, pat.pw);
+    await visible(page, "#totp-form");
+    await visible(page, "#passkey-step");
+    await hidden(page, "#code-step");
+    await shot(page, "21-passkey-second-factor");
+    await page.click("#passkey-sign-in");
+    await signedInView(page);
+    assert.match(await text(page, "#me-aal"), /^aal2/);
+    const [{ signCount }] = await authenticator.credentials();
+    assert.ok(signCount >= 1, "the authenticator signed");
+    await visible(page, "#passkeys table");
+    assert.doesNotMatch(await text(page, "#passkeys tbody tr"), /never/, "the last use is shown");
+
+    // A stale login: the step-up dialog takes the passkey instead of the
+    // password, and the same session goes on.
+    const sessionBefore = (await context.cookies(`${base}/`)).find((c) => c.name === "__Host-lk_session")?.value;
+    await sleep(4_000);
+    await page.fill("#passkey-name", "Second");
+    await page.click("#passkey-add");
+    await visible(page, "#stepup");
+    await visible(page, "#stepup-passkey");
+    await shot(page, "22-step-up-with-passkey");
+    await page.click("#stepup-passkey");
+    // The retried registration asks the authenticator again, which holds
+    // this account's passkey already: refused, and said so.
+    await status(page, /registered already/);
+    const sessionAfter = (await context.cookies(`${base}/`)).find((c) => c.name === "__Host-lk_session")?.value;
+    assert.equal(sessionAfter, sessionBefore, "the step-up kept the session");
+
+    // Removing it (the session is aal2 and recent again).
+    await page.click("#passkeys tbody tr button");
+    await status(page, /was removed/);
+    assert.match(await text(page, "#passkeys"), /no passkey yet/);
+    await shot(page, "23-passkey-removed");
+    await signOut(page);
+    await signIn(page, pat.name, pat.pw);
     await context.close();
   });
 });

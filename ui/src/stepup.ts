@@ -27,7 +27,13 @@ function build(): HTMLDialogElement {
     "form",
     { id: "stepup-form", method: "dialog", noValidate: false },
     el("h2", { id: "stepup-title" }, "Confirm it is you"),
-    el("p", { id: "stepup-why" }, "This change needs a recent sign-in. Enter your password again."),
+    el(
+      "p",
+      { id: "stepup-why" },
+      passkeysSupported()
+        ? "This change needs a recent sign-in. Enter your password again, or use a passkey."
+        : "This change needs a recent sign-in. Enter your password again.",
+    ),
     el("input", { id: "stepup-username", name: "username", type: "text", autocomplete: "username", hidden: true, readOnly: true }),
     el(
       "p",

@@ -112,7 +112,8 @@ async function dropRedisPrefix(url, prefix) {
 /**
  * Starts latchkey. `backend` is "embedded" (SQLite + in-process store) or
  * "postgres-redis"; `settings` are further LATCHKEY_* variables for it
- * (e.g. a lower lockout threshold). Resolves to { baseUrl, stop(), output(),
+ * (e.g. a lower lockout threshold); a value may be a function of the port
+ * the server gets (e.g. an origin). Resolves to { baseUrl, stop(), output(),
  * cli(args) }; cli runs `latchkey ARGS...` with the server's settings and
  * resolves to its standard output.
  */
@@ -150,8 +151,10 @@ export async function startLatchkey(backend, { settings = {} } = {}) {
       LATCHKEY_DATA_DIR: dataDir,
       LATCHKEY_MASTER_PASSWORD: `interop-${hex(24)}`,
       LATCHKEY_KEYRING__PBKDF2_ITERATIONS: "1000",
-      ...settings,
     });
+    // A setting may depend on the port (a function of it): set per attempt below.
+    const perPort = Object.entries(settings).filter(([, v]) => typeof v === "function");
+    for (const [k, v] of Object.entries(settings)) if (typeof v !== "function") env[k] = v;
 
     if (backend === "postgres-redis") {
       const admin = adminDatabaseUrl();
@@ -176,6 +179,7 @@ export async function startLatchkey(backend, { settings = {} } = {}) {
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
       env.LATCHKEY_BIND = `127.0.0.1:${port}`;
+      for (const [k, v] of perPort) env[k] = String(v(port));
       try {
         const server = await spawnServer(bin, env, `http://127.0.0.1:${port}`);
         cleanups.push(() => server.kill());
