@@ -345,5 +345,15 @@ async fn admin_lists_and_removes_second_factors(db: DbKind, cache: CacheKind) {
     // Only TOTP is offered now.
     let (_, methods) = app.mfa_step("sam").await;
     assert_eq!(methods, json!(["totp"]));
+
+    // Deleting the account deletes its passkeys.
+    app.add_passkey(&sam, &mut Authenticator::new(), "spare").await;
+    let count = || async {
+        use sea_orm::PaginatorTrait as _;
+        entity::webauthn_credentials::Entity::find().count(app.app_db.conn()).await.expect("count")
+    };
+    assert_eq!(count().await, 1);
+    assert_eq!(app.delete_auth(&format!("/v1/admin/users/{sam_id}"), &admin.token).await.status(), 204);
+    assert_eq!(count().await, 0);
 }
 each_stack!(admin_lists_and_removes_second_factors, admin_lists_and_removes_second_factors);
