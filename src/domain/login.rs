@@ -40,7 +40,7 @@ use super::tokens;
 use super::username::Username;
 use super::webauthn::FactorKind;
 use super::{Error, Result};
-use crate::store::{FastStore as _, devices, users, webauthn};
+use crate::store::{FastStore as _, devices, users};
 
 const LOGIN_STATE_TTL: Duration = Duration::from_secs(60);
 pub const MAX_FINGERPRINT_CHARS: usize = 256;
@@ -286,7 +286,8 @@ impl Core {
             event.append().await?;
             return Err(Error::DeviceBlocked);
         }
-        let (user, totp_on) = users::find_with_totp(&self.db, user_id).await?.ok_or(Error::InvalidCredentials)?;
+        let (user, totp_on, passkey_on) =
+            users::find_with_factors(&self.db, user_id).await?.ok_or(Error::InvalidCredentials)?;
         if let Some(until) = user.locked_until.filter(|u| *u > now)
             && lockout::is_admin_lock(user.lock_reason.as_deref())
         {
@@ -309,7 +310,7 @@ impl Core {
         if totp_on {
             methods.push(FactorKind::Totp);
         }
-        if webauthn::count(&self.db, user_id).await? > 0 {
+        if passkey_on {
             methods.push(FactorKind::Webauthn);
         }
         if !methods.is_empty() {

@@ -1,7 +1,7 @@
 //! Users and their OPAQUE credentials.
 
 use chrono::{DateTime, Utc};
-use entity::{opaque_credentials, totp_credentials, user_roles, users};
+use entity::{opaque_credentials, totp_credentials, user_roles, users, webauthn_credentials};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
@@ -59,9 +59,21 @@ pub async fn find_with_credential(db: &Db, username: &str) -> Result<Option<(Use
 }
 
 /// A user and whether TOTP is on, in one query (login/finish).
-pub async fn find_with_totp(db: &Db, id: Uuid) -> Result<Option<(UserRecord, bool)>> {
-    let found = users::Entity::find_by_id(id).find_also_related(totp_credentials::Entity).one(db.conn()).await?;
-    Ok(found.map(|(user, totp)| (user.into(), totp.is_some_and(|t| t.confirmed_at.is_some()))))
+/// The user with which second factors are on: (user, TOTP, any passkey).
+pub async fn find_with_factors(db: &Db, id: Uuid) -> Result<Option<(UserRecord, bool, bool)>> {
+    let Some((user, totp)) =
+        users::Entity::find_by_id(id).find_also_related(totp_credentials::Entity).one(db.conn()).await?
+    else {
+        return Ok(None);
+    };
+    let passkey = webauthn_credentials::Entity::find()
+        .select_only()
+        .column(webauthn_credentials::Column::Id)
+        .filter(webauthn_credentials::Column::UserId.eq(id))
+        .into_tuple::<Uuid>()
+        .one(db.conn())
+        .await?;
+    Ok(Some((user.into(), totp.is_some_and(|t| t.confirmed_at.is_some()), passkey.is_some())))
 }
 
 pub async fn find(db: &Db, id: Uuid) -> Result<Option<UserRecord>> {
