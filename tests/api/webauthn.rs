@@ -357,3 +357,49 @@ async fn admin_lists_and_removes_second_factors(db: DbKind, cache: CacheKind) {
     assert_eq!(count().await, 0);
 }
 each_stack!(admin_lists_and_removes_second_factors, admin_lists_and_removes_second_factors);
+
+async fn passkeys_move_with_key_rotation_and_stay_bound_to_their_owner(db: DbKind, cache: CacheKind) {
+    use sea_orm::{ActiveModelTrait as _, ActiveValue::Set, IntoActiveModel as _};
+    let app = spawn(db, cache).await;
+    let tess = app.register_and_login("tess", PASSWORD).await;
+    let mut key = Authenticator::new();
+    let tess_key = app.add_passkey(&tess, &mut key, "key").await;
+    let db = &app.app_db;
+    let row = |id: String| async move {
+        let id: Uuid = id.parse().expect("uuid");
+        entity::webauthn_credentials::Entity::find_by_id(id).one(db.conn()).await.expect("q").expect("row")
+    };
+    let before = row(tess_key.clone()).await;
+
+    // Rotation, then re-encryption: the row moves to the new key and works.
+    let now = chrono::Utc::now();
+    let new_key = app.core.rotate_keys("test", now).await.expect("rotate");
+    let report = app.core.reencrypt_keys(100, "test", now).await.expect("reencrypt");
+    assert!(report.moved >= 1 && report.failed == 0, "{report:?}");
+    let after = row(tess_key.clone()).await;
+    assert_eq!(after.key_id, new_key);
+    assert_ne!(after.ciphertext, before.ciphertext);
+    let _ = app.login_with_passkey("tess", &mut key).await;
+
+    // tess's sealed credential copied into uma's row opens for nobody: the
+    // ciphertext is bound to its owner, so uma's login is refused (an
+    // integrity error, not a login with tess's key).
+    let uma = app.register_and_login("uma", PASSWORD).await;
+    let mut uma_key = Authenticator::new();
+    let uma_passkey = app.add_passkey(&uma, &mut uma_key, "key").await;
+    let copied = row(tess_key).await;
+    let mut target = row(uma_passkey).await.into_active_model();
+    target.key_id = Set(copied.key_id);
+    target.ciphertext = Set(copied.ciphertext);
+    target.update(app.app_db.conn()).await.expect("update");
+    let (mfa, _) = app.mfa_step("uma").await;
+    let res = app.post_json("/v1/login/webauthn/start", &json!({"mfa_token": mfa})).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let problem: Value = res.json().await.expect("json");
+    assert_eq!(problem["code"], "internal");
+    assert!(!problem.to_string().contains("webauthn_credentials"), "no storage detail reaches the client: {problem}");
+}
+each_stack!(
+    passkeys_move_with_key_rotation_and_stay_bound_to_their_owner,
+    passkeys_move_with_key_rotation_and_stay_bound_to_their_owner
+);
