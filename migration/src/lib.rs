@@ -12,6 +12,7 @@ mod m20261201_000001_device_credentials;
 mod m20261201_000002_audit_chain_mark;
 mod m20261201_000003_account_lifecycle;
 mod m20261201_000004_signing_keys;
+pub mod m20261206_000001_row_level_security;
 
 /// All latchkey migrations, oldest first.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000002_audit_chain_mark::Migration),
             Box::new(m20261201_000003_account_lifecycle::Migration),
             Box::new(m20261201_000004_signing_keys::Migration),
+            Box::new(m20261206_000001_row_level_security::Migration),
         ]
     }
 }
