@@ -305,6 +305,13 @@ impl Db {
         Ok(Self { conn, sqlite_writer, audit_chain: Arc::default() })
     }
 
+    /// Another pool on `url` (another role, say) sharing this handle's audit
+    /// chain state.
+    pub async fn connect_alongside(&self, url: &str, options: &DbOptions) -> Result<Self, StoreError> {
+        let other = Self::connect(url, options).await?;
+        Ok(Self { audit_chain: self.audit_chain.clone(), ..other })
+    }
+
     /// Begins a transaction on Postgres whose `BEGIN` (`begin`, with its
     /// options) also sets `scope`, in one message.
     async fn begin_scoped(&self, begin: &str, scope: Scope<'_>) -> Result<Txn, StoreError> {

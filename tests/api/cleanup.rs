@@ -111,6 +111,7 @@ async fn cleanup_respects_retention(db: DbKind, cache: CacheKind) {
     entity::refresh_tokens::Entity::insert(entity::refresh_tokens::ActiveModel {
         id: Set(Uuid::new_v4()),
         session_id: Set(live_row.id),
+        user_id: Set(live_row.user_id),
         token_hash: Set(hex_id(Uuid::new_v4())),
         created_at: Set(now - days(41)),
         expires_at: Set(now - days(40)),
