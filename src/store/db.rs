@@ -317,7 +317,13 @@ impl Db {
     async fn begin_scoped(&self, begin: &str, scope: Scope<'_>) -> Result<Txn, StoreError> {
         let pool = self.conn.get_postgres_connection_pool();
         let statement = format!("{begin}; {}", scope.set_config());
-        let txn = pool.begin_with(sqlx::AssertSqlSafe(statement)).await.map_err(|e| StoreError::from(exec_err(e)))?;
+        let txn = pool.begin_with(sqlx::AssertSqlSafe(statement)).await.map_err(|e| match e {
+            // No connection: transient, as sea-orm's own acquire errors are.
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::DatabaseUnavailable(e.to_string())
+            }
+            other => StoreError::from(exec_err(other)),
+        })?;
         Ok(Txn::Scoped(Mutex::new(txn)))
     }
 
