@@ -428,14 +428,36 @@ impl Db {
         migration::Migrator::down(&self.conn, Some(steps)).await.map_err(StoreError::from)
     }
 
-    /// Names of applied and pending migrations.
+    /// Names of applied and pending migrations. Read from the migrations
+    /// table directly: sea-orm-migration's own status first creates that
+    /// table if missing, which the application role may not do.
     pub async fn migration_status(&self) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        let applied = migration::Migrator::get_applied_migrations(&self.conn).await?;
-        let pending = migration::Migrator::get_pending_migrations(&self.conn).await?;
-        Ok((
-            applied.iter().map(|m| m.name().to_owned()).collect(),
-            pending.iter().map(|m| m.name().to_owned()).collect(),
-        ))
+        let exists = match self.backend() {
+            DatabaseBackend::Postgres => {
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'seaql_migrations'"
+            }
+            _ => "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'seaql_migrations'",
+        };
+        let found = !self.conn.query_all_raw(Statement::from_string(self.backend(), exists)).await?.is_empty();
+        let mut applied: Vec<String> = Vec::new();
+        if found {
+            let rows = self
+                .conn
+                .query_all_raw(Statement::from_string(
+                    self.backend(),
+                    "SELECT version FROM seaql_migrations ORDER BY version",
+                ))
+                .await?;
+            for row in rows {
+                applied.push(row.try_get::<String>("", "version")?);
+            }
+        }
+        let pending = migration::Migrator::migrations()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .filter(|name| !applied.contains(name))
+            .collect();
+        Ok((applied, pending))
     }
 
     pub async fn close(self) {

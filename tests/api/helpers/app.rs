@@ -80,6 +80,22 @@ impl TestApp {
         }
     }
 
+    /// An app on a test database another app or command shares: on
+    /// Postgres as the app role (row-level security in force), the
+    /// database migrated by its owner, as [`Self::spawn_with`] does.
+    pub async fn spawn_on(db: &TestDb, cache: CacheKind, tweak: impl FnOnce(&mut Config)) -> Self {
+        match db.app_url().await {
+            Some(url) => {
+                Self::spawn_inner(None, &url, Some(&db.url), cache, |c| {
+                    c.migrate_on_start = Some(false);
+                    tweak(c);
+                })
+                .await
+            }
+            None => Self::spawn_inner(None, &db.url, None, cache, tweak).await,
+        }
+    }
+
     /// An app on an existing database (another role, a shared database).
     pub async fn spawn_on_url(url: &str, cache: CacheKind, tweak: impl FnOnce(&mut Config)) -> Self {
         Self::spawn_inner(None, url, None, cache, tweak).await
