@@ -172,8 +172,7 @@ impl MigrationTrait for Migration {
             "EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.session_id = sessions.id AND r.{})",
             token_matches("token_hash")
         );
-        allow(conn, "sessions", "token", "SELECT", &format!("{} OR {by_refresh}", token_matches("token_hash")))
-            .await?;
+        allow(conn, "sessions", "token", "SELECT", &format!("{} OR {by_refresh}", token_matches("token_hash"))).await?;
         allow(conn, "refresh_tokens", "token", "SELECT", &token_matches("token_hash")).await?;
         allow(conn, "reset_tokens", "token", "SELECT", &token_matches("token_hash")).await?;
         let by_username = format!(
@@ -181,14 +180,8 @@ impl MigrationTrait for Migration {
             setting(USERNAME_SETTING)
         );
         allow(conn, "opaque_credentials", "username", "SELECT", &by_username).await?;
-        allow(
-            conn,
-            "devices",
-            "session",
-            "SELECT",
-            "EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = devices.id)",
-        )
-        .await?;
+        allow(conn, "devices", "session", "SELECT", "EXISTS (SELECT 1 FROM sessions s WHERE s.device_id = devices.id)")
+            .await?;
         let by_id = format!("id = {}", setting(DEVICE_SETTING));
         allow(conn, "devices", "by_id", "SELECT", &by_id).await?;
         // Cross-user tasks.

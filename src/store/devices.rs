@@ -210,8 +210,7 @@ pub async fn count_failure(
         lock_reason: None,
     };
     let scope = Some(Scope::User(user_id));
-    attempts::count::<devices::Entity>(db, scope, &cols, id.into(), plan, only_if_unlocked, |m| m.failed_attempts)
-        .await
+    attempts::count::<devices::Entity>(db, scope, &cols, id.into(), plan, only_if_unlocked, |m| m.failed_attempts).await
 }
 
 /// A success from the device ends its run of failures and its lock.

@@ -441,17 +441,15 @@ pub struct RefreshRecord {
 /// known yet).
 pub async fn find_refresh(db: &Db, token_hash: &str) -> Result<Option<RefreshRecord>> {
     let conn = db.read_as(Scope::Token(token_hash)).await?;
-    Ok(refresh_tokens::Entity::find()
-        .filter(refresh_tokens::Column::TokenHash.eq(token_hash))
-        .one(&conn)
-        .await?
-        .map(|m| RefreshRecord {
+    Ok(refresh_tokens::Entity::find().filter(refresh_tokens::Column::TokenHash.eq(token_hash)).one(&conn).await?.map(
+        |m| RefreshRecord {
             id: m.id,
             session_id: m.session_id,
             user_id: m.user_id,
             expires_at: m.expires_at,
             rotated_at: m.rotated_at,
-        }))
+        },
+    ))
 }
 
 /// The outcome of presenting a refresh token.

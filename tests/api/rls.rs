@@ -7,9 +7,7 @@ use entity::{devices, opaque_credentials, refresh_tokens, sessions, totp_credent
 use latchkey::store::db::{Db, Scope, Task};
 use migration::m20261206_000001_row_level_security::TABLES;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Statement,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Statement};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -59,7 +57,8 @@ async fn two_users(app: &TestApp) -> (Uuid, Uuid) {
     }
     for table in TABLES {
         for user in [alice, bob] {
-            let n = scalar_i64(app.app_db.conn(), &format!("SELECT count(*) FROM {table} WHERE user_id = '{user}'")).await;
+            let n =
+                scalar_i64(app.app_db.conn(), &format!("SELECT count(*) FROM {table} WHERE user_id = '{user}'")).await;
             assert!(n > 0, "{table} holds rows of {user}");
         }
     }
@@ -100,7 +99,8 @@ async fn the_service_runs_with_row_level_security_in_force() {
             .await
             .expect("query")
             .expect("row");
-        let (on, forced): (bool, bool) = (row.try_get_by_index(0).expect("on"), row.try_get_by_index(1).expect("forced"));
+        let (on, forced): (bool, bool) =
+            (row.try_get_by_index(0).expect("on"), row.try_get_by_index(1).expect("forced"));
         assert!(on && forced, "{table}: enabled {on}, forced {forced}");
     }
     // The audit restrictions of the app role are still there.
@@ -120,8 +120,7 @@ async fn a_query_that_forgets_its_user_sees_no_foreign_rows() {
         assert_eq!(scalar_i64(db.conn(), &format!("SELECT count(*) FROM {table}")).await, 0, "{table} unscoped");
         // Alice's scope, no WHERE: exactly her rows.
         let conn = db.read_as(Scope::User(alice)).await.expect("scoped");
-        let foreign =
-            scalar_i64(&conn, &format!("SELECT count(*) FROM {table} WHERE user_id <> '{alice}'")).await;
+        let foreign = scalar_i64(&conn, &format!("SELECT count(*) FROM {table} WHERE user_id <> '{alice}'")).await;
         assert_eq!(foreign, 0, "{table}: another user's rows under alice's scope");
         let all = scalar_i64(&conn, &format!("SELECT count(*) FROM {table}")).await;
         assert_eq!(all, owner_count(&app, table, alice).await, "{table}: all of alice's rows");
@@ -223,12 +222,9 @@ async fn each_cross_user_lookup_sees_only_what_its_setting_names() {
     }
     // A setting's value is data, never SQL: quotes and statements in it
     // find nothing and widen nothing.
-    for hostile in [
-        "x' OR true --",
-        "alice'); SELECT set_config('latchkey.scope', 'backup', true); --",
-        "alice\\', 'x'",
-        "ålice",
-    ] {
+    for hostile in
+        ["x' OR true --", "alice'); SELECT set_config('latchkey.scope', 'backup', true); --", "alice\\', 'x'", "ålice"]
+    {
         for scope in [Scope::Token(hostile), Scope::Username(hostile), Scope::Device(hostile)] {
             for table in TABLES {
                 assert_eq!(count_as(db, scope, table).await, 0, "{scope:?} on {table}");
@@ -315,7 +311,11 @@ async fn the_policies_add_no_sequential_scan_to_whoami_miss_and_login() {
     let hash = session.token_hash.as_str();
     let cases: Vec<(&str, Scope<'_>, Statement)> = vec![
         // whoami on a cache miss: the session by token, its user, its device.
-        ("whoami: session", Scope::Token(hash), sessions::Entity::find().filter(sessions::Column::TokenHash.eq(hash)).build(pg)),
+        (
+            "whoami: session",
+            Scope::Token(hash),
+            sessions::Entity::find().filter(sessions::Column::TokenHash.eq(hash)).build(pg),
+        ),
         (
             "whoami: miss (unknown token)",
             Scope::Token("f00d"),
@@ -331,7 +331,11 @@ async fn the_policies_add_no_sequential_scan_to_whoami_miss_and_login() {
                 .filter(devices::Column::Id.is_in(session.device_id.clone()))
                 .build(pg),
         ),
-        ("whoami: is current", Scope::Token(hash), sessions::Entity::find_by_id(session.id).filter(sessions::Column::TokenHash.eq(hash)).build(pg)),
+        (
+            "whoami: is current",
+            Scope::Token(hash),
+            sessions::Entity::find_by_id(session.id).filter(sessions::Column::TokenHash.eq(hash)).build(pg),
+        ),
         // login/start: the user and credential by username.
         (
             "login: start",
@@ -365,7 +369,9 @@ async fn the_policies_add_no_sequential_scan_to_whoami_miss_and_login() {
         (
             "refresh: token",
             Scope::Token(&refresh.token_hash),
-            refresh_tokens::Entity::find().filter(refresh_tokens::Column::TokenHash.eq(refresh.token_hash.clone())).build(pg),
+            refresh_tokens::Entity::find()
+                .filter(refresh_tokens::Column::TokenHash.eq(refresh.token_hash.clone()))
+                .build(pg),
         ),
         (
             "refresh: session",

@@ -115,7 +115,9 @@ impl TestApp {
         let app = Application::build(config, false).await.expect("the app starts");
         let (service_db, fast) = app.stores();
         let app_db = match owner_url {
-            Some(owner) => service_db.connect_alongside(owner, &super::db_options()).await.expect("connect as the owner"),
+            Some(owner) => {
+                service_db.connect_alongside(owner, &super::db_options()).await.expect("connect as the owner")
+            }
             None => service_db.clone(),
         };
         let address = format!("http://127.0.0.1:{}", app.port());
