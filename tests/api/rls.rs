@@ -37,10 +37,12 @@ async fn user_id(app: &TestApp, name: &str) -> Uuid {
 /// Two users with a row in every protected table (sessions, refresh
 /// tokens, devices, OPAQUE and TOTP credentials, recovery codes, reset
 /// tokens).
-async fn two_users(app: &TestApp) -> (Uuid, Uuid) {
+async fn two_users(app: &TestApp) -> (Uuid, Uuid, Vec<crate::client::Session>) {
+    let mut logins = Vec::new();
     for name in ["alice", "bob"] {
         let s = app.register_and_login(name, PASSWORD).await;
         app.enable_totp(&s.token).await;
+        logins.push(s);
     }
     let (alice, bob) = (user_id(app, "alice").await, user_id(app, "bob").await);
     for (user, n) in [(alice, 1), (bob, 2)] {
@@ -62,7 +64,7 @@ async fn two_users(app: &TestApp) -> (Uuid, Uuid) {
             assert!(n > 0, "{table} holds rows of {user}");
         }
     }
-    (alice, bob)
+    (alice, bob, logins)
 }
 
 async fn count_as(db: &Db, scope: Scope<'_>, table: &str) -> i64 {
@@ -113,7 +115,7 @@ async fn the_service_runs_with_row_level_security_in_force() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_that_forgets_its_user_sees_no_foreign_rows() {
     let app = TestApp::spawn(DbKind::Postgres, CacheKind::Memory).await;
-    let (alice, bob) = two_users(&app).await;
+    let (alice, bob, logins) = two_users(&app).await;
     let db = &app.service_db;
     for table in TABLES {
         // No setting at all: nothing.
@@ -145,17 +147,49 @@ async fn a_query_that_forgets_its_user_sees_no_foreign_rows() {
         drop(txn); // rolled back
         assert!(owner_count(&app, table, bob).await > 0, "{table}: bob's rows survive");
     }
-    // The service still works for both after all that.
-    for name in ["alice", "bob"] {
-        let res = app.post_json("/v1/login/start", &serde_json::json!({"username": name})).await;
-        assert_ne!(res.status(), 500);
+    // The settings are transaction-local: on a pool of one connection, the
+    // statement after a scoped transaction (dropped or committed) sees
+    // nothing again.
+    let name: String = app
+        .app_db
+        .conn()
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_database()::text"))
+        .await
+        .expect("query")
+        .expect("row")
+        .try_get_by_index(0)
+        .expect("name");
+    let admin = crate::helpers::postgres_admin_url();
+    let (scheme, rest) = admin.split_once("//").expect("url");
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h).rsplit_once('/').map_or(rest, |(h, _)| h);
+    let url = format!("{scheme}//{}@{host}/{name}", crate::helpers::APP_LOGIN);
+    let options = latchkey::store::db::DbOptions { max_connections: 1, ..crate::helpers::db_options() };
+    let one = Db::connect(&url, &options).await.expect("one connection");
+    for commit in [false, true] {
+        let txn = one.begin_write_as(Scope::User(alice)).await.expect("txn");
+        assert!(scalar_i64(&*txn, "SELECT count(*) FROM sessions").await > 0);
+        if commit {
+            txn.commit().await.expect("commit");
+        } else {
+            drop(txn);
+        }
+        assert_eq!(scalar_i64(one.conn(), "SELECT count(*) FROM sessions").await, 0, "after commit={commit}");
+        let conn = one.read_as(Scope::Token("0")).await.expect("scoped");
+        assert_eq!(scalar_i64(&conn, "SELECT count(*) FROM sessions").await, 0, "a new scope replaces the old");
+    }
+    one.close().await;
+    // Nothing was committed: both still refresh (a database read and write
+    // under each one's own scope).
+    for s in logins {
+        let refreshed = app.refreshed(&s.refresh).await;
+        assert_eq!(app.whoami(&refreshed.token).await.status(), 200);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_cross_user_lookup_sees_only_what_its_setting_names() {
     let app = TestApp::spawn(DbKind::Postgres, CacheKind::Memory).await;
-    let (alice, bob) = two_users(&app).await;
+    let (alice, bob, _) = two_users(&app).await;
     let db = &app.service_db;
     let owner = app.app_db.conn();
     let session = sessions::Entity::find()
@@ -259,7 +293,7 @@ async fn plan_of<C: ConnectionTrait>(conn: &C, stmt: &Statement) -> Vec<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_policies_add_no_sequential_scan_to_whoami_miss_and_login() {
     let app = TestApp::spawn(DbKind::Postgres, CacheKind::Memory).await;
-    let (alice, _) = two_users(&app).await;
+    let (alice, _, _) = two_users(&app).await;
     // Enough users, sessions, devices and credentials that a scan would
     // show (the planner rightly scans a table of a few rows): 5,000 users
     // with two sessions each.
