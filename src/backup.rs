@@ -16,16 +16,15 @@ use std::path::Path;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::sea_query::{ColumnType, Value};
 use sea_orm::{
-    AccessMode, ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, IdenStatic,
-    IsolationLevel, Iterable, ModelTrait, PaginatorTrait, PrimaryKeyToColumn, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, IdenStatic, Iterable, ModelTrait,
+    PaginatorTrait, PrimaryKeyToColumn, QueryOrder, QuerySelect,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::store::StoreError;
-use crate::store::db::Db;
+use crate::store::db::{Db, Scope, Task};
 
 pub const FORMAT: &str = "latchkey-backup";
 pub const VERSION: u32 = 1;
@@ -225,12 +224,8 @@ pub async fn create(db: &Db, path: &Path, passphrase: SecretString) -> Result<He
     let (applied, _) = db.migration_status().await?;
     // One snapshot: Postgres REPEATABLE READ (read only); SQLite's read
     // transaction sees one state of the file until it ends.
-    let txn = match db.backend() {
-        DatabaseBackend::Postgres => {
-            db.conn().begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await?
-        }
-        _ => db.conn().begin().await?,
-    };
+    // Row-level security: the backup task reads every row.
+    let txn = db.snapshot_as(Scope::Task(Task::Backup)).await?;
     let mut tables = Vec::new();
     macro_rules! count {
         ($($t:ident),*) => {$(
@@ -399,7 +394,7 @@ pub async fn restore(db: &Db, path: &Path, passphrase: SecretString, force: bool
             return Err(BackupError::Refused(format!("table {name}: the backup's columns differ from this build's")));
         }
     }
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::Task(Task::Restore)).await?;
     let existing: u64 = counts(&*txn).await?.iter().sum();
     if existing > 0 && !force {
         return Err(BackupError::Refused(format!(

@@ -10,6 +10,8 @@ pub struct Model {
     pub id: Uuid,
     #[sea_orm(indexed)]
     pub session_id: Uuid,
+    /// The session's user (row-level security reads it).
+    pub user_id: Uuid,
     #[sea_orm(column_type = "String(StringLen::N(64))", unique)]
     pub token_hash: String,
     pub created_at: DateTimeUtc,

@@ -13,6 +13,7 @@ mod m20261201_000002_audit_chain_mark;
 mod m20261201_000003_account_lifecycle;
 mod m20261201_000004_signing_keys;
 mod m20261206_000001_webauthn_credentials;
+pub mod m20261206_000002_row_level_security;
 
 /// All latchkey migrations, oldest first.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_account_lifecycle::Migration),
             Box::new(m20261201_000004_signing_keys::Migration),
             Box::new(m20261206_000001_webauthn_credentials::Migration),
+            Box::new(m20261206_000002_row_level_security::Migration),
         ]
     }
 }

@@ -144,7 +144,7 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.require_recent_auth(admin, now)?;
-        let device = devices::find(&self.db, device_id).await?.ok_or(Error::NotFound)?;
+        let device = devices::find_any(&self.db, device_id).await?.ok_or(Error::NotFound)?;
         let details = serde_json::json!({"from": device.trust, "to": trust, "by": "admin", "admin": self.audit.pseudonym(admin.user_id)});
         let event = self
             .audit
@@ -154,7 +154,7 @@ impl Core {
             .device(device_id)
             .sealed(details)
             .await?;
-        devices::set_trust(&self.db, device_id, trust, false, &[event]).await?;
+        devices::set_trust(&self.db, device.user_id, device_id, trust, false, &[event]).await?;
         if trust == Trust::Blocked {
             let scope = RevokeScope::Device { user_id: device.user_id, device_id: device_id.to_owned() };
             self.revoke(scope, "device_blocked", Vec::new(), client, now).await?;

@@ -71,10 +71,7 @@ impl Core {
         if trust == Trust::Blocked {
             return Err(Error::InvalidRequest("trust must be \"trusted\" or \"unknown\"".into()));
         }
-        let device = devices::find(&self.db, device_id)
-            .await?
-            .filter(|d| d.user_id == current.user_id)
-            .ok_or(Error::NotFound)?;
+        let device = devices::find(&self.db, current.user_id, device_id).await?.ok_or(Error::NotFound)?;
         if device.trust == Trust::Blocked {
             return Err(Error::Forbidden);
         }
@@ -86,7 +83,7 @@ impl Core {
             .device(device_id)
             .sealed(serde_json::json!({"from": device.trust, "to": trust, "by": "user"}))
             .await?;
-        if !devices::set_trust(&self.db, device_id, trust, true, &[event]).await? {
+        if !devices::set_trust(&self.db, current.user_id, device_id, trust, true, &[event]).await? {
             return Err(Error::Forbidden);
         }
         Ok(())
@@ -108,7 +105,7 @@ impl Core {
     /// user's; anything else is no credential (no error, no oracle).
     pub(super) async fn recognize_device(&self, user_id: Uuid, token: Option<&str>) -> Result<Option<DeviceRecord>> {
         let Some(hash) = token.and_then(|t| tokens::verify_shape(TokenKind::Device, t)) else { return Ok(None) };
-        Ok(devices::find_by_token(&self.db, &hash).await?.filter(|d| d.user_id == user_id))
+        Ok(devices::find_by_token(&self.db, user_id, &hash).await?)
     }
 
     /// A keyed hash of the fingerprint a client claims, unlinkable across

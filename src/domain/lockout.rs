@@ -126,7 +126,7 @@ impl Core {
                     .await?
                     .filter(|u| is_admin_lock(u.lock_reason.as_deref()))
                     .and_then(|u| u.locked_until);
-                let hard = devices::find(&self.db, device_id)
+                let hard = devices::find(&self.db, *user_id, device_id)
                     .await?
                     .filter(|d| d.failed_attempts >= i32::try_from(self.lockout.hard_limit).unwrap_or(i32::MAX))
                     .and_then(|d| d.locked_until);
@@ -161,7 +161,7 @@ impl Core {
             Scope::Device { user_id, device_id } => (
                 *user_id,
                 Some(device_id.as_str()),
-                devices::count_failure(&self.db, device_id, &plan, only_if_unlocked).await?,
+                devices::count_failure(&self.db, *user_id, device_id, &plan, only_if_unlocked).await?,
             ),
             Scope::Unknown(username) => {
                 let key = self.keys.tagged("attempts", &self.name_hash(username));
@@ -193,7 +193,7 @@ impl Core {
             Counted::Locked => {
                 let until = match device_id {
                     None => users::find(&self.db, user_id).await?.and_then(|u| u.locked_until),
-                    Some(id) => devices::find(&self.db, id).await?.and_then(|d| d.locked_until),
+                    Some(id) => devices::find(&self.db, user_id, id).await?.and_then(|d| d.locked_until),
                 };
                 Err(Error::AccountLocked { retry_after_secs: until.map_or(1, |u| seconds_until(u, now)) })
             }

@@ -272,7 +272,7 @@ impl Core {
         let known = match self.recognize_device(user_id, device_token).await? {
             Some(device) => Some(device),
             None => match &pending.device_id {
-                Some(id) => devices::find(&self.db, id).await?.filter(|d| d.user_id == user_id),
+                Some(id) => devices::find(&self.db, user_id, id).await?,
                 None => None,
             },
         };

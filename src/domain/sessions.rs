@@ -307,7 +307,7 @@ impl Core {
         if now - session.last_seen_at >= chrono_duration(TOUCH_EVERY) {
             // Best effort: with Postgres down, a cached session keeps
             // working for the rest of its token's life.
-            match store::touch(&self.db, session.session_id, &session.token_hash, now).await {
+            match store::touch(&self.db, session.user_id, session.session_id, &session.token_hash, now).await {
                 Ok(true) => {
                     session.last_seen_at = now;
                     self.session_cache.put(&session, now).await;
@@ -425,7 +425,7 @@ impl Core {
         if refresh.rotated_at.is_some() {
             return Ok(());
         }
-        let Some(session) = store::find(&self.db, refresh.session_id).await? else { return Ok(()) };
+        let Some(session) = store::find(&self.db, refresh.user_id, refresh.session_id).await? else { return Ok(()) };
         if session.revoked_at.is_none() {
             let scope = RevokeScope::One { user_id: session.user_id, session_id: session.id };
             self.revoke(scope, "logout", Vec::new(), client, now).await?;
@@ -468,7 +468,7 @@ impl Core {
         self.enforce(Action::Refresh, client, None).await?;
         let hash = tokens::verify_shape(TokenKind::Refresh, refresh_token).ok_or(Error::Unauthorized)?;
         let refresh = store::find_refresh(&self.db, &hash).await?.ok_or(Error::Unauthorized)?;
-        let session = store::find(&self.db, refresh.session_id).await?.ok_or(Error::Unauthorized)?;
+        let session = store::find(&self.db, refresh.user_id, refresh.session_id).await?.ok_or(Error::Unauthorized)?;
         tracing::Span::current().record("user_id", tracing::field::display(session.user_id));
         if refresh.rotated_at.is_some() {
             self.refresh_reused(&session, client, now).await?;

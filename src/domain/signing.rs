@@ -362,7 +362,7 @@ impl Core {
         if self.fast.get(&self.keys.tagged("revoked_sid", &sid.to_string())).await.ok().flatten().is_some() {
             return Ok(Introspection::default());
         }
-        let live = crate::store::sessions::find(&self.db, sid)
+        let live = crate::store::sessions::find(&self.db, sub, sid)
             .await?
             .is_some_and(|s| s.revoked_at.is_none() && s.expires_at > now && s.user_id == sub);
         if !live {

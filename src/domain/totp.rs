@@ -398,7 +398,7 @@ impl Core {
             return Err(Error::InvalidCredentials);
         }
         if let DevicePlan::Known { id, .. } = &pending.login.device
-            && crate::store::devices::find(&self.db, id).await?.is_some_and(|d| d.trust == Trust::Blocked)
+            && crate::store::devices::find(&self.db, user_id, id).await?.is_some_and(|d| d.trust == Trust::Blocked)
         {
             return Err(Error::DeviceBlocked);
         }

@@ -10,18 +10,19 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::audit::{self, NewAuditEvent};
-use super::db::Db;
+use super::db::{Db, Scope};
 use super::sessions::{RevokeScope, revoke_in};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
 /// A valid (unspent, unexpired) reset token: (token id, user id).
 pub async fn find_reset(db: &Db, token_hash: &str, now: DateTime<Utc>) -> Result<Option<(Uuid, Uuid)>> {
+    let conn = db.read_as(Scope::Token(token_hash)).await?;
     Ok(reset_tokens::Entity::find()
         .filter(reset_tokens::Column::TokenHash.eq(token_hash))
         .filter(reset_tokens::Column::UsedAt.is_null())
         .filter(reset_tokens::Column::ExpiresAt.gt(now))
-        .one(db.conn())
+        .one(&conn)
         .await?
         .map(|t| (t.id, t.user_id)))
 }
@@ -36,7 +37,7 @@ pub async fn issue_reset(
     expires_at: DateTime<Utc>,
     events: &[NewAuditEvent],
 ) -> Result<()> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     reset_tokens::Entity::delete_many()
         .filter(reset_tokens::Column::UserId.eq(user_id))
         .filter(reset_tokens::Column::UsedAt.is_null())
@@ -84,7 +85,7 @@ pub async fn replace_credential(
     make_events: impl FnOnce(&[Uuid]) -> Vec<NewAuditEvent>,
 ) -> Result<Option<Vec<(Uuid, String)>>> {
     use sea_orm::QuerySelect as _;
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(change.user_id)).await?;
     let mut user = entity::users::Entity::find_by_id(change.user_id);
     if db.backend() == sea_orm::DatabaseBackend::Postgres {
         user = user.lock_exclusive();

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::audit::{self, NewAuditEvent};
-use super::db::Db;
+use super::db::{Db, Scope, Task};
 use super::users::UserRecord;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -58,13 +58,15 @@ pub async fn summarize(db: &Db, page: Vec<UserRecord>) -> Result<Vec<UserSummary
     {
         roles.entry(id).or_default().push(role);
     }
+    // Spans the listed users: the directory task reads TOTP rows only.
+    let conn = db.read_as(Scope::Task(Task::Directory)).await?;
     let totp: HashSet<Uuid> = totp_credentials::Entity::find()
         .select_only()
         .column(totp_credentials::Column::UserId)
         .filter(totp_credentials::Column::UserId.is_in(ids))
         .filter(totp_credentials::Column::ConfirmedAt.is_not_null())
         .into_tuple::<Uuid>()
-        .all(db.conn())
+        .all(&conn)
         .await?
         .into_iter()
         .collect();
@@ -80,13 +82,14 @@ pub async fn summarize(db: &Db, page: Vec<UserRecord>) -> Result<Vec<UserSummary
 
 /// (active sessions, devices) of a user.
 pub async fn counts(db: &Db, user_id: Uuid, now: DateTime<Utc>) -> Result<(u64, u64)> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
     let sessions = sessions::Entity::find()
         .filter(sessions::Column::UserId.eq(user_id))
         .filter(sessions::Column::RevokedAt.is_null())
         .filter(sessions::Column::ExpiresAt.gt(now))
-        .count(db.conn())
+        .count(&conn)
         .await?;
-    let devices = devices::Entity::find().filter(devices::Column::UserId.eq(user_id)).count(db.conn()).await?;
+    let devices = devices::Entity::find().filter(devices::Column::UserId.eq(user_id)).count(&conn).await?;
     Ok((sessions, devices))
 }
 
@@ -129,7 +132,7 @@ pub async fn unlock(db: &Db, user_id: Uuid, events: &[NewAuditEvent]) -> Result<
 /// stay: they name the user only by pseudonym. Returns the token hashes of
 /// the sessions that were live, for cache eviction.
 pub async fn delete_user(db: &Db, user_id: Uuid, events: &[NewAuditEvent]) -> Result<Option<Vec<(Uuid, String)>>> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     let sessions: Vec<(Uuid, String)> = sessions::Entity::find()
         .select_only()
         .column(sessions::Column::Id)

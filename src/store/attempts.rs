@@ -13,7 +13,7 @@ use sea_orm::sea_query::{CaseStatement, Expr};
 use sea_orm::{ColumnTrait, EntityTrait, ExprTrait as _, QueryFilter};
 
 use super::StoreError;
-use super::db::Db;
+use super::db::{Db, Scope};
 use super::users::{AUTOMATIC_LOCK, HARD_LOCK};
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -74,6 +74,7 @@ pub struct Columns<C> {
 /// force is left alone.
 pub async fn count<E>(
     db: &Db,
+    scope: Option<Scope<'_>>,
     cols: &Columns<E::Column>,
     key: sea_orm::Value,
     plan: &LockPlan,
@@ -102,7 +103,24 @@ where
         update = update
             .filter(sea_orm::Condition::any().add(cols.locked_until.is_null()).add(cols.locked_until.lte(plan.now)));
     }
-    if let Some(row) = update.exec_with_returning(db.conn()).await?.first() {
+    // A per-user table is written under its owner's scope (one transaction
+    // for the update and the read after it).
+    let missing = E::find().filter(cols.id.eq(key));
+    let (returned, exists) = match scope {
+        Some(scope) => {
+            let txn = db.begin_write_as(scope).await?;
+            let returned = update.exec_with_returning(&*txn).await?;
+            let exists = !returned.is_empty() || missing.one(&*txn).await?.is_some();
+            txn.commit().await?;
+            (returned, exists)
+        }
+        None => {
+            let returned = update.exec_with_returning(db.conn()).await?;
+            let exists = !returned.is_empty() || missing.one(db.conn()).await?.is_some();
+            (returned, exists)
+        }
+    };
+    if let Some(row) = returned.first() {
         let failures = failures_of(row);
         let locked_until = (failures >= plan.threshold).then(|| {
             if failures >= plan.hard_limit {
@@ -114,6 +132,5 @@ where
         });
         return Ok(Counted::Yes { failures, locked_until, hard: failures >= plan.hard_limit });
     }
-    let exists = E::find().filter(cols.id.eq(key)).one(db.conn()).await?.is_some();
     Ok(if exists { Counted::Locked } else { Counted::Missing })
 }

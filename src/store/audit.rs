@@ -292,7 +292,7 @@ pub async fn key_chain(db: &Db, key: [u8; 32], now: DateTime<Utc>) -> Result<Key
     Ok(Keying::Keyed { marker, unkeyed: old.checked, broken_at })
 }
 
-async fn lock(conn: &sea_orm::DatabaseTransaction) -> Result<(), StoreError> {
+async fn lock(conn: &super::db::Txn) -> Result<(), StoreError> {
     if conn.get_database_backend() == DatabaseBackend::Postgres {
         conn.execute_raw(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
@@ -351,7 +351,7 @@ pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), S
 
 /// Inserts `events` chained after `prev`; the caller holds the append lock.
 async fn insert_chained(
-    conn: &sea_orm::DatabaseTransaction,
+    conn: &super::db::Txn,
     key: &ChainKey,
     mut prev: String,
     events: &[NewAuditEvent],

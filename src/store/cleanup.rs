@@ -15,17 +15,20 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::StoreError;
-use super::db::{Db, WriteTxn};
+use super::db::{Db, Scope, Task, WriteTxn};
 use crate::domain::states::Trust;
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+const MAINTENANCE: Scope<'static> = Scope::Task(Task::Maintenance);
+
 /// A batch's transaction. On Postgres, replicas cleaning at once take
 /// turns per batch (a transaction-scoped advisory lock): their deletes
 /// would otherwise wait on each other's row locks in any order. SQLite has
-/// one writer anyway.
+/// one writer anyway. Cleanup spans users: it runs as the maintenance task
+/// (row-level security lets it read and delete these tables only).
 async fn begin_batch(db: &Db) -> Result<WriteTxn> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(MAINTENANCE).await?;
     if db.backend() == DatabaseBackend::Postgres {
         txn.execute_raw(sea_orm::Statement::from_string(
             DatabaseBackend::Postgres,
@@ -55,6 +58,7 @@ pub async fn delete_dead_sessions(
     idle_cutoff: DateTime<Utc>,
     batch: u64,
 ) -> Result<(u64, u64, Vec<String>)> {
+    let conn = db.read_as(MAINTENANCE).await?;
     let picked: Vec<(Uuid, String)> = sessions::Entity::find()
         .select_only()
         .column(sessions::Column::Id)
@@ -63,8 +67,9 @@ pub async fn delete_dead_sessions(
         .order_by_asc(sessions::Column::Id)
         .limit(batch)
         .into_tuple()
-        .all(db.conn())
+        .all(&conn)
         .await?;
+    drop(conn);
     if picked.is_empty() {
         return Ok((0, 0, Vec::new()));
     }
@@ -131,6 +136,7 @@ where
     E: EntityTrait,
     Id: sea_orm::TryGetableMany + Into<sea_orm::Value>,
 {
+    let conn = db.read_as(MAINTENANCE).await?;
     let ids: Vec<Id> = E::find()
         .select_only()
         .column(id)
@@ -138,8 +144,9 @@ where
         .order_by_asc(id)
         .limit(batch)
         .into_tuple()
-        .all(db.conn())
+        .all(&conn)
         .await?;
+    drop(conn);
     if ids.is_empty() {
         return Ok(0);
     }

@@ -1,16 +1,29 @@
 //! The relational store: one sea-orm connection pool on Postgres (the
 //! source of truth in production) or SQLite (the embedded default), with one
 //! set of migrations for both.
+//!
+//! On Postgres the per-user tables have row-level security (see the
+//! migration `m20261206_000002_row_level_security`): a statement sees a
+//! user's rows only under a transaction-local setting naming that user, a
+//! token it presents, or a named cross-user scope. [`Scope`] is that
+//! setting; [`Db::begin_write_as`] and [`Db::read_as`] put it in the
+//! transaction's `BEGIN` (one simple-query message, so it costs no round
+//! trip of its own). SQLite has no row-level security: there a scope is
+//! only a statement of intent.
 
 use std::time::Duration;
 
 use std::sync::Arc;
 
+use migration::m20261206_000002_row_level_security as rls;
+use sea_orm::sqlx::{self, Postgres};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, TransactionTrait as _,
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    ExecResult, QueryResult, RuntimeErr, Statement, TransactionTrait as _,
 };
 use sea_orm_migration::MigratorTrait;
 use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
 
 use super::StoreError;
 use super::audit::ChainState;
@@ -26,9 +39,176 @@ pub struct Db {
     pub(super) audit_chain: Arc<ChainState>,
 }
 
+/// Whose rows the statements of a transaction may see on Postgres (the
+/// row-level security policies read these settings). Each names as little
+/// as the work needs: a user once it is known, else the token presented,
+/// else a named cross-user task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// One user's rows (`latchkey.user_id`).
+    User(Uuid),
+    /// The session, refresh token or device credential whose hash this is,
+    /// and the rows that hang off it (`latchkey.token_hash`): the lookups of
+    /// whoami, refresh and introspection, before the user is known.
+    Token(&'a str),
+    /// The OPAQUE record of the user with this username (`latchkey.username`):
+    /// login's first read, before the user id is known.
+    Username(&'a str),
+    /// The device with this id (`latchkey.device_id`): an admin names a
+    /// device by id alone, before its user is known.
+    Device(&'a str),
+    /// A task that spans users (`latchkey.scope`).
+    Task(Task),
+}
+
+/// The cross-user tasks, each allowed on the tables (and commands) it needs
+/// only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Cleanup: reads and deletes dead sessions, refresh tokens and stale
+    /// devices.
+    Maintenance,
+    /// Key rotation: reads OPAQUE and TOTP credentials (each is re-sealed
+    /// under its user's scope).
+    Reencrypt,
+    /// The admin user list: whether each listed user has TOTP on.
+    Directory,
+    /// `backup create`: reads every row.
+    Backup,
+    /// `backup restore`: writes (and with --force deletes) every row.
+    Restore,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Maintenance => rls::MAINTENANCE,
+            Self::Reencrypt => rls::REENCRYPT,
+            Self::Directory => rls::DIRECTORY,
+            Self::Backup => rls::BACKUP,
+            Self::Restore => rls::RESTORE,
+        }
+    }
+}
+
+impl Scope<'_> {
+    /// `SELECT set_config(…)` for this scope, with its value as a literal
+    /// that cannot end the string: plain token characters as they are,
+    /// anything else hex-encoded.
+    fn set_config(&self) -> String {
+        let (name, value) = match self {
+            Self::User(id) => (rls::USER_SETTING, id.to_string()),
+            Self::Token(hash) => (rls::TOKEN_SETTING, (*hash).to_owned()),
+            Self::Username(name) => (rls::USERNAME_SETTING, (*name).to_owned()),
+            Self::Device(id) => (rls::DEVICE_SETTING, (*id).to_owned()),
+            Self::Task(task) => (rls::SCOPE_SETTING, task.as_str().to_owned()),
+        };
+        format!("SELECT set_config('{name}', {}, true)", text_literal(&value))
+    }
+}
+
+fn text_literal(value: &str) -> String {
+    if value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        format!("'{value}'")
+    } else {
+        let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("convert_from(decode('{hex}', 'hex'), 'UTF8')")
+    }
+}
+
+/// A transaction's connection: sea-orm's own, or on Postgres under a
+/// [`Scope`] a sqlx transaction whose `BEGIN` carried the setting. Every
+/// sea-orm query runs on either through [`ConnectionTrait`].
+pub enum Txn {
+    Orm(DatabaseTransaction),
+    Scoped(Mutex<sqlx::Transaction<'static, Postgres>>),
+}
+
+impl std::fmt::Debug for Txn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Orm(_) => "Txn::Orm",
+            Self::Scoped(_) => "Txn::Scoped",
+        })
+    }
+}
+
+impl Txn {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        match self {
+            Self::Orm(txn) => txn.commit().await,
+            Self::Scoped(txn) => txn.into_inner().commit().await.map_err(exec_err),
+        }
+    }
+}
+
+fn exec_err(err: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(err.into()))
+}
+
+fn query_err(err: sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(err.into()))
+}
+
+fn bound(stmt: &Statement) -> sqlx::query::Query<'_, Postgres, sea_query_sqlx::SqlxValues> {
+    let values = stmt.values.clone().unwrap_or(sea_orm::sea_query::Values(Vec::new()));
+    sqlx::query_with(sqlx::AssertSqlSafe(stmt.sql.as_str()), sea_query_sqlx::SqlxValues(values))
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Txn {
+    fn get_database_backend(&self) -> DatabaseBackend {
+        match self {
+            Self::Orm(txn) => txn.get_database_backend(),
+            Self::Scoped(_) => DatabaseBackend::Postgres,
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self {
+            Self::Orm(txn) => txn.execute_raw(stmt).await,
+            Self::Scoped(txn) => {
+                let mut txn = txn.lock().await;
+                bound(&stmt).execute(&mut **txn).await.map(Into::into).map_err(exec_err)
+            }
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self {
+            Self::Orm(txn) => txn.execute_unprepared(sql).await,
+            Self::Scoped(txn) => {
+                let mut txn = txn.lock().await;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut **txn).await.map(Into::into).map_err(exec_err)
+            }
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Self::Orm(txn) => txn.query_one_raw(stmt).await,
+            Self::Scoped(txn) => {
+                let mut txn = txn.lock().await;
+                bound(&stmt).fetch_optional(&mut **txn).await.map(|r| r.map(Into::into)).map_err(query_err)
+            }
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Self::Orm(txn) => txn.query_all_raw(stmt).await,
+            Self::Scoped(txn) => {
+                let mut txn = txn.lock().await;
+                let rows = bound(&stmt).fetch_all(&mut **txn).await.map_err(query_err)?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+        }
+    }
+}
+
 /// A write transaction; on SQLite it also holds the writer slot.
 pub struct WriteTxn {
-    txn: DatabaseTransaction,
+    txn: Txn,
     _writer: Option<OwnedMutexGuard<()>>,
     pub(super) audit_chain: Arc<ChainState>,
 }
@@ -40,9 +220,55 @@ impl WriteTxn {
 }
 
 impl std::ops::Deref for WriteTxn {
-    type Target = DatabaseTransaction;
+    type Target = Txn;
     fn deref(&self) -> &Self::Target {
         &self.txn
+    }
+}
+
+/// Reads under a [`Scope`]: on Postgres a transaction that is never
+/// committed (dropping it queues the ROLLBACK, which the pool sends when
+/// the connection comes back, off the caller's path); elsewhere the pool.
+pub enum ReadConn<'a> {
+    Pool(&'a DatabaseConnection),
+    Scoped(Txn),
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for ReadConn<'_> {
+    fn get_database_backend(&self) -> DatabaseBackend {
+        match self {
+            Self::Pool(conn) => conn.get_database_backend(),
+            Self::Scoped(txn) => txn.get_database_backend(),
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        match self {
+            Self::Pool(conn) => conn.execute_raw(stmt).await,
+            Self::Scoped(txn) => txn.execute_raw(stmt).await,
+        }
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self {
+            Self::Pool(conn) => conn.execute_unprepared(sql).await,
+            Self::Scoped(txn) => txn.execute_unprepared(sql).await,
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Self::Pool(conn) => conn.query_one_raw(stmt).await,
+            Self::Scoped(txn) => txn.query_one_raw(stmt).await,
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Self::Pool(conn) => conn.query_all_raw(stmt).await,
+            Self::Scoped(txn) => txn.query_all_raw(stmt).await,
+        }
     }
 }
 
@@ -79,7 +305,62 @@ impl Db {
         Ok(Self { conn, sqlite_writer, audit_chain: Arc::default() })
     }
 
-    /// Begins a transaction that will write.
+    /// Another pool on `url` (another role, say) sharing this handle's audit
+    /// chain state.
+    pub async fn connect_alongside(&self, url: &str, options: &DbOptions) -> Result<Self, StoreError> {
+        let other = Self::connect(url, options).await?;
+        Ok(Self { audit_chain: self.audit_chain.clone(), ..other })
+    }
+
+    /// Begins a transaction on Postgres whose `BEGIN` (`begin`, with its
+    /// options) also sets `scope`, in one message.
+    async fn begin_scoped(&self, begin: &str, scope: Scope<'_>) -> Result<Txn, StoreError> {
+        let pool = self.conn.get_postgres_connection_pool();
+        let statement = format!("{begin}; {}", scope.set_config());
+        let txn = pool.begin_with(sqlx::AssertSqlSafe(statement)).await.map_err(|e| match e {
+            // No connection: transient, as sea-orm's own acquire errors are.
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::DatabaseUnavailable(e.to_string())
+            }
+            other => StoreError::from(exec_err(other)),
+        })?;
+        Ok(Txn::Scoped(Mutex::new(txn)))
+    }
+
+    /// Begins a transaction that will write, under `scope` (see [`Scope`]).
+    pub async fn begin_write_as(&self, scope: Scope<'_>) -> Result<WriteTxn, StoreError> {
+        if self.backend() != DatabaseBackend::Postgres {
+            return self.begin_write().await;
+        }
+        let txn = self.begin_scoped("BEGIN", scope).await?;
+        Ok(WriteTxn { txn, _writer: None, audit_chain: self.audit_chain.clone() })
+    }
+
+    /// A connection for reads under `scope`: on Postgres one transaction
+    /// for all of them (so a group of reads pays for the setting once).
+    pub async fn read_as(&self, scope: Scope<'_>) -> Result<ReadConn<'_>, StoreError> {
+        self.read_with("BEGIN", scope).await
+    }
+
+    /// [`Self::read_as`] with another `BEGIN` (an isolation level).
+    pub async fn read_with(&self, begin: &str, scope: Scope<'_>) -> Result<ReadConn<'_>, StoreError> {
+        if self.backend() != DatabaseBackend::Postgres {
+            return Ok(ReadConn::Pool(&self.conn));
+        }
+        Ok(ReadConn::Scoped(self.begin_scoped(begin, scope).await?))
+    }
+
+    /// A read-only snapshot under `scope`: Postgres REPEATABLE READ; SQLite's
+    /// read transaction sees one state of the file until it ends.
+    pub async fn snapshot_as(&self, scope: Scope<'_>) -> Result<Txn, StoreError> {
+        if self.backend() != DatabaseBackend::Postgres {
+            return Ok(Txn::Orm(self.conn.begin().await?));
+        }
+        self.begin_scoped("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", scope).await
+    }
+
+    /// Begins a transaction that will write, with no scope: it sees no
+    /// per-user row on Postgres (only tables without row-level security).
     pub async fn begin_write(&self) -> Result<WriteTxn, StoreError> {
         let writer = match &self.sqlite_writer {
             Some(lock) => Some(lock.clone().lock_owned().await),
@@ -96,9 +377,9 @@ impl Db {
                     sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
                     ..Default::default()
                 };
-                self.conn.begin_with_options(options).await?
+                Txn::Orm(self.conn.begin_with_options(options).await?)
             }
-            None => self.conn.begin().await?,
+            None => Txn::Orm(self.conn.begin().await?),
         };
         Ok(WriteTxn { txn, _writer: writer, audit_chain: self.audit_chain.clone() })
     }
@@ -147,14 +428,36 @@ impl Db {
         migration::Migrator::down(&self.conn, Some(steps)).await.map_err(StoreError::from)
     }
 
-    /// Names of applied and pending migrations.
+    /// Names of applied and pending migrations. Read from the migrations
+    /// table directly: sea-orm-migration's own status first creates that
+    /// table if missing, which the application role may not do.
     pub async fn migration_status(&self) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        let applied = migration::Migrator::get_applied_migrations(&self.conn).await?;
-        let pending = migration::Migrator::get_pending_migrations(&self.conn).await?;
-        Ok((
-            applied.iter().map(|m| m.name().to_owned()).collect(),
-            pending.iter().map(|m| m.name().to_owned()).collect(),
-        ))
+        let exists = match self.backend() {
+            DatabaseBackend::Postgres => {
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'seaql_migrations'"
+            }
+            _ => "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'seaql_migrations'",
+        };
+        let found = !self.conn.query_all_raw(Statement::from_string(self.backend(), exists)).await?.is_empty();
+        let mut applied: Vec<String> = Vec::new();
+        if found {
+            let rows = self
+                .conn
+                .query_all_raw(Statement::from_string(
+                    self.backend(),
+                    "SELECT version FROM seaql_migrations ORDER BY version",
+                ))
+                .await?;
+            for row in rows {
+                applied.push(row.try_get::<String>("", "version")?);
+            }
+        }
+        let pending = migration::Migrator::migrations()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .filter(|name| !applied.contains(name))
+            .collect();
+        Ok((applied, pending))
     }
 
     pub async fn close(self) {

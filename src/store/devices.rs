@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::attempts::{self, Columns, Counted, LockPlan};
-use super::db::Db;
+use super::db::{Db, Scope};
 use crate::domain::states::Trust;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -68,15 +68,29 @@ pub struct DeviceSighting {
     pub new_credential: Option<(String, Option<String>)>,
 }
 
-pub async fn find(db: &Db, id: &str) -> Result<Option<DeviceRecord>> {
-    devices::Entity::find_by_id(id.to_owned()).one(db.conn()).await?.map(TryInto::try_into).transpose()
+/// A device of `user_id`.
+pub async fn find(db: &Db, user_id: Uuid, id: &str) -> Result<Option<DeviceRecord>> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
+    devices::Entity::find_by_id(id.to_owned())
+        .filter(devices::Column::UserId.eq(user_id))
+        .one(&conn)
+        .await?
+        .map(TryInto::try_into)
+        .transpose()
+}
+
+/// A device whoever's it is (an admin names it by id alone).
+pub async fn find_any(db: &Db, id: &str) -> Result<Option<DeviceRecord>> {
+    let conn = db.read_as(Scope::Device(id)).await?;
+    devices::Entity::find_by_id(id.to_owned()).one(&conn).await?.map(TryInto::try_into).transpose()
 }
 
 pub async fn list(db: &Db, user_id: Uuid) -> Result<Vec<DeviceRecord>> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
     devices::Entity::find()
         .filter(devices::Column::UserId.eq(user_id))
         .order_by_desc(devices::Column::LastSeenAt)
-        .all(db.conn())
+        .all(&conn)
         .await?
         .into_iter()
         .map(TryInto::try_into)
@@ -84,14 +98,17 @@ pub async fn list(db: &Db, user_id: Uuid) -> Result<Vec<DeviceRecord>> {
 }
 
 /// Names of the given devices.
-pub(crate) async fn list_names(db: &Db, ids: Vec<String>) -> Result<HashMap<String, Option<String>>> {
+pub(crate) async fn list_names<C: ConnectionTrait>(
+    conn: &C,
+    ids: Vec<String>,
+) -> Result<HashMap<String, Option<String>>> {
     Ok(devices::Entity::find()
         .select_only()
         .column(devices::Column::Id)
         .column(devices::Column::Name)
         .filter(devices::Column::Id.is_in(ids))
         .into_tuple::<(String, Option<String>)>()
-        .all(db.conn())
+        .all(conn)
         .await?
         .into_iter()
         .collect())
@@ -141,16 +158,18 @@ pub(crate) async fn delete_unless_blocked<C: ConnectionTrait>(conn: &C, user_id:
 /// admin's block landing concurrently wins). `false` when nothing changed.
 pub async fn set_trust(
     db: &Db,
+    user_id: Uuid,
     id: &str,
     trust: Trust,
     unless_blocked: bool,
     events: &[super::audit::NewAuditEvent],
 ) -> Result<bool> {
     use sea_orm::sea_query::Expr;
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     let mut update = devices::Entity::update_many()
         .col_expr(devices::Column::Trust, Expr::val(trust.as_str()))
-        .filter(devices::Column::Id.eq(id));
+        .filter(devices::Column::Id.eq(id))
+        .filter(devices::Column::UserId.eq(user_id));
     if unless_blocked {
         update = update.filter(devices::Column::Trust.ne(Trust::Blocked.as_str()));
     }
@@ -162,11 +181,13 @@ pub async fn set_trust(
     Ok(true)
 }
 
-/// The device holding the credential with this hash.
-pub async fn find_by_token(db: &Db, token_hash: &str) -> Result<Option<DeviceRecord>> {
+/// The device of `user_id` holding the credential with this hash.
+pub async fn find_by_token(db: &Db, user_id: Uuid, token_hash: &str) -> Result<Option<DeviceRecord>> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
     devices::Entity::find()
         .filter(devices::Column::TokenHash.eq(token_hash))
-        .one(db.conn())
+        .filter(devices::Column::UserId.eq(user_id))
+        .one(&conn)
         .await?
         .map(TryInto::try_into)
         .transpose()
@@ -174,7 +195,13 @@ pub async fn find_by_token(db: &Db, token_hash: &str) -> Result<Option<DeviceRec
 
 /// Counts a failed login in the device's own scope (one statement with its
 /// lock; see `attempts`).
-pub async fn count_failure(db: &Db, id: &str, plan: &LockPlan, only_if_unlocked: bool) -> Result<Counted> {
+pub async fn count_failure(
+    db: &Db,
+    user_id: Uuid,
+    id: &str,
+    plan: &LockPlan,
+    only_if_unlocked: bool,
+) -> Result<Counted> {
     let cols = Columns {
         id: devices::Column::Id,
         failed_attempts: devices::Column::FailedAttempts,
@@ -182,12 +209,15 @@ pub async fn count_failure(db: &Db, id: &str, plan: &LockPlan, only_if_unlocked:
         locked_until: devices::Column::LockedUntil,
         lock_reason: None,
     };
-    attempts::count::<devices::Entity>(db, &cols, id.into(), plan, only_if_unlocked, |m| m.failed_attempts).await
+    let scope = Some(Scope::User(user_id));
+    attempts::count::<devices::Entity>(db, scope, &cols, id.into(), plan, only_if_unlocked, |m| m.failed_attempts).await
 }
 
 /// A success from the device ends its run of failures and its lock.
-pub async fn reset_failures(db: &Db, id: &str) -> Result<()> {
-    reset_failures_in(db.conn(), id).await
+pub async fn reset_failures(db: &Db, user_id: Uuid, id: &str) -> Result<()> {
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
+    reset_failures_in(&*txn, id).await?;
+    txn.commit().await
 }
 
 /// [`reset_failures`] in a transaction.

@@ -10,7 +10,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprT
 use uuid::Uuid;
 
 use super::StoreError;
-use super::db::Db;
+use super::db::{Db, Scope, Task};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -357,6 +357,8 @@ pub async fn retire(db: &Db, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
 
 /// How many sealed rows, over all columns, each key encrypts.
 pub async fn rows_per_key(db: &Db) -> Result<HashMap<Uuid, u64>> {
+    // Spans users: the re-encryption task may read the sealed credentials.
+    let conn = db.read_as(Scope::Task(Task::Reencrypt)).await?;
     let mut usage = HashMap::new();
     for column in SealedColumn::ALL {
         let spec = column.spec();
@@ -367,7 +369,7 @@ pub async fn rows_per_key(db: &Db) -> Result<HashMap<Uuid, u64>> {
             .and_where(Expr::col(spec.key_id).is_not_null())
             .group_by_col(spec.key_id)
             .to_owned();
-        for row in db.conn().query_all(&stmt).await? {
+        for row in conn.query_all(&stmt).await? {
             let key: Uuid = row.try_get("", spec.key_id)?;
             let n: i64 = row.try_get("", "n")?;
             *usage.entry(key).or_insert(0) += u64::try_from(n).unwrap_or(0);
@@ -401,7 +403,7 @@ pub async fn sealed_batch(
     if let Some(after) = after {
         stmt.and_where(Expr::col(spec.pk).gt(after.value(spec.pk_kind)));
     }
-    let rows = db.conn().query_all(&stmt).await?;
+    let rows = db.read_as(Scope::Task(Task::Reencrypt)).await?.query_all(&stmt).await?;
     rows.into_iter()
         .map(|row| {
             let pk = match spec.pk_kind {
@@ -438,6 +440,12 @@ pub async fn reseal(db: &Db, row: &SealedRow, new_key: Uuid, ciphertext: &str) -
         // enrolment, say) is never overwritten with older data.
         .and_where(Expr::col(spec.ciphertext).eq(row.ciphertext.as_str()))
         .to_owned();
-    let result = db.conn().execute(&stmt).await?;
+    // Written as its owner (row-level security), not as the task.
+    let txn = match row.owner {
+        Owner::User(id) => db.begin_write_as(Scope::User(id)).await?,
+        Owner::System => db.begin_write().await?,
+    };
+    let result = txn.execute(&stmt).await?;
+    txn.commit().await?;
     Ok(result.rows_affected() == 1)
 }

@@ -5,12 +5,14 @@
 use chrono::{DateTime, Utc};
 use entity::{refresh_tokens, sessions, users};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 use uuid::Uuid;
 
 use super::StoreError;
 use super::audit::{self, NewAuditEvent};
-use super::db::Db;
+use super::db::{Db, Scope};
 use super::devices::{self, DeviceSighting};
 use crate::domain::states::{Aal, Trust};
 
@@ -91,7 +93,7 @@ pub async fn create(
     max_active: u32,
     evicted_events: impl FnOnce(&[Uuid]) -> Vec<NewAuditEvent>,
 ) -> Result<Option<Vec<(Uuid, String)>>> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(new.user_id)).await?;
     // SQLite has one writer at a time; Postgres takes the rows' locks.
     let postgres = db.backend() == sea_orm::DatabaseBackend::Postgres;
     // The user (its row locked) and its credential's version, in one query.
@@ -185,7 +187,7 @@ pub async fn create(
     })
     .exec_without_returning(&*txn)
     .await?;
-    insert_refresh(&txn, new.id, &new.refresh_token_hash, new.created_at, new.expires_at).await?;
+    insert_refresh(&txn, (new.id, new.user_id), &new.refresh_token_hash, new.created_at, new.expires_at).await?;
     audit::append_in(&txn, events).await?;
     txn.commit().await?;
     Ok(Some(evicted))
@@ -193,7 +195,7 @@ pub async fn create(
 
 async fn insert_refresh(
     txn: &super::db::WriteTxn,
-    session_id: Uuid,
+    (session_id, user_id): (Uuid, Uuid),
     hash: &str,
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -201,6 +203,7 @@ async fn insert_refresh(
     refresh_tokens::Entity::insert(refresh_tokens::ActiveModel {
         id: Set(Uuid::now_v7()),
         session_id: Set(session_id),
+        user_id: Set(user_id),
         token_hash: Set(hash.to_owned()),
         created_at: Set(now),
         expires_at: Set(expires_at),
@@ -211,7 +214,9 @@ async fn insert_refresh(
     Ok(())
 }
 
-async fn to_records(db: &Db, rows: Vec<sessions::Model>) -> Result<Vec<SessionRecord>> {
+/// The records of `rows`, read on `conn` (the scope the rows were read in
+/// also shows their devices).
+async fn to_records<C: ConnectionTrait>(conn: &C, rows: Vec<sessions::Model>) -> Result<Vec<SessionRecord>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -222,13 +227,13 @@ async fn to_records(db: &Db, rows: Vec<sessions::Model>) -> Result<Vec<SessionRe
         .column(users::Column::Username)
         .filter(users::Column::Id.is_in(user_ids))
         .into_tuple::<(Uuid, String)>()
-        .all(db.conn())
+        .all(conn)
         .await?
         .into_iter()
         .collect();
     let device_ids: Vec<String> = rows.iter().filter_map(|r| r.device_id.clone()).collect();
     let device_names: std::collections::HashMap<String, Option<String>> =
-        if device_ids.is_empty() { Default::default() } else { devices::list_names(db, device_ids).await? };
+        if device_ids.is_empty() { Default::default() } else { devices::list_names(conn, device_ids).await? };
     rows.into_iter()
         .map(|r| {
             let aal = r.aal.parse().map_err(|e| StoreError::Corrupt(format!("session {}: {e}", r.id)))?;
@@ -253,23 +258,30 @@ async fn to_records(db: &Db, rows: Vec<sessions::Model>) -> Result<Vec<SessionRe
         .collect()
 }
 
-/// The session whose current token has this hash, revoked or not.
+/// The session whose current token has this hash, revoked or not (read
+/// under that token's scope: the user is not known yet).
 pub async fn find_by_token_hash(db: &Db, token_hash: &str) -> Result<Option<SessionRecord>> {
-    let row = sessions::Entity::find().filter(sessions::Column::TokenHash.eq(token_hash)).one(db.conn()).await?;
-    Ok(to_records(db, row.into_iter().collect()).await?.pop())
+    let conn = db.read_as(Scope::Token(token_hash)).await?;
+    let row = sessions::Entity::find().filter(sessions::Column::TokenHash.eq(token_hash)).one(&conn).await?;
+    Ok(to_records(&conn, row.into_iter().collect()).await?.pop())
 }
 
-pub async fn find(db: &Db, id: Uuid) -> Result<Option<SessionRecord>> {
-    let row = sessions::Entity::find_by_id(id).one(db.conn()).await?;
-    Ok(to_records(db, row.into_iter().collect()).await?.pop())
+/// A session of `user_id`.
+pub async fn find(db: &Db, user_id: Uuid, id: Uuid) -> Result<Option<SessionRecord>> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
+    let row = sessions::Entity::find_by_id(id).filter(sessions::Column::UserId.eq(user_id)).one(&conn).await?;
+    Ok(to_records(&conn, row.into_iter().collect()).await?.pop())
 }
 
-pub async fn is_revoked(db: &Db, id: Uuid) -> Result<bool> {
+/// Whether a session of `user_id` is revoked (or gone).
+pub async fn is_revoked(db: &Db, user_id: Uuid, id: Uuid) -> Result<bool> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
     let revoked = sessions::Entity::find_by_id(id)
         .select_only()
         .column(sessions::Column::RevokedAt)
+        .filter(sessions::Column::UserId.eq(user_id))
         .into_tuple::<Option<DateTime<Utc>>>()
-        .one(db.conn())
+        .one(&conn)
         .await?;
     // A deleted session is as good as revoked.
     Ok(revoked.is_none_or(|r| r.is_some()))
@@ -277,39 +289,43 @@ pub async fn is_revoked(db: &Db, id: Uuid) -> Result<bool> {
 
 /// Whether the session is unrevoked and its current token has this hash.
 pub async fn is_current(db: &Db, id: Uuid, token_hash: &str) -> Result<bool> {
+    let conn = db.read_as(Scope::Token(token_hash)).await?;
     let found = sessions::Entity::find_by_id(id)
         .select_only()
         .column(sessions::Column::Id)
         .filter(sessions::Column::TokenHash.eq(token_hash))
         .filter(sessions::Column::RevokedAt.is_null())
         .into_tuple::<Uuid>()
-        .one(db.conn())
+        .one(&conn)
         .await?;
     Ok(found.is_some())
 }
 
 /// Active (not revoked, not expired) sessions of a user, newest first.
 pub async fn list_active(db: &Db, user_id: Uuid, now: DateTime<Utc>) -> Result<Vec<SessionRecord>> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
     let rows = sessions::Entity::find()
         .filter(sessions::Column::UserId.eq(user_id))
         .filter(sessions::Column::RevokedAt.is_null())
         .filter(sessions::Column::ExpiresAt.gt(now))
         .order_by_desc(sessions::Column::CreatedAt)
-        .all(db.conn())
+        .all(&conn)
         .await?;
-    to_records(db, rows).await
+    to_records(&conn, rows).await
 }
 
 /// Records activity (throttled by the caller).
 /// `false` when the session was revoked or its token rotated meanwhile.
-pub async fn touch(db: &Db, id: Uuid, token_hash: &str, now: DateTime<Utc>) -> Result<bool> {
+pub async fn touch(db: &Db, user_id: Uuid, id: Uuid, token_hash: &str, now: DateTime<Utc>) -> Result<bool> {
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     let result = sessions::Entity::update_many()
         .col_expr(sessions::Column::LastSeenAt, Expr::val(now))
         .filter(sessions::Column::Id.eq(id))
         .filter(sessions::Column::TokenHash.eq(token_hash))
         .filter(sessions::Column::RevokedAt.is_null())
-        .exec(db.conn())
+        .exec(&*txn)
         .await?;
+    txn.commit().await?;
     Ok(result.rows_affected == 1)
 }
 
@@ -318,16 +334,18 @@ pub async fn touch(db: &Db, id: Uuid, token_hash: &str, now: DateTime<Utc>) -> R
 /// was revoked meanwhile.
 pub async fn reauthenticated(
     db: &Db,
+    user_id: Uuid,
     id: Uuid,
     auth_time: DateTime<Utc>,
     aal: Aal,
     events: &[NewAuditEvent],
 ) -> Result<bool> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     let result = sessions::Entity::update_many()
         .col_expr(sessions::Column::AuthTime, Expr::val(chrono::SubsecRound::trunc_subsecs(auth_time, 6)))
         .col_expr(sessions::Column::Aal, Expr::val(aal.as_str()))
         .filter(sessions::Column::Id.eq(id))
+        .filter(sessions::Column::UserId.eq(user_id))
         .filter(sessions::Column::RevokedAt.is_null())
         .exec(&*txn)
         .await?;
@@ -379,7 +397,7 @@ pub async fn revoke(
     now: DateTime<Utc>,
     make_events: impl FnOnce(&[Uuid]) -> Vec<NewAuditEvent>,
 ) -> Result<Vec<(Uuid, String)>> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(scope.user_id())).await?;
     let revoked = revoke_in(&txn, scope, reason, now).await?;
     let ids: Vec<Uuid> = revoked.iter().map(|(id, _)| *id).collect();
     let events = make_events(&ids);
@@ -442,21 +460,24 @@ pub(crate) async fn revoke_in(
 pub struct RefreshRecord {
     pub id: Uuid,
     pub session_id: Uuid,
+    pub user_id: Uuid,
     pub expires_at: DateTime<Utc>,
     pub rotated_at: Option<DateTime<Utc>>,
 }
 
+/// The refresh token with this hash (read under its scope: the user is not
+/// known yet).
 pub async fn find_refresh(db: &Db, token_hash: &str) -> Result<Option<RefreshRecord>> {
-    Ok(refresh_tokens::Entity::find()
-        .filter(refresh_tokens::Column::TokenHash.eq(token_hash))
-        .one(db.conn())
-        .await?
-        .map(|m| RefreshRecord {
+    let conn = db.read_as(Scope::Token(token_hash)).await?;
+    Ok(refresh_tokens::Entity::find().filter(refresh_tokens::Column::TokenHash.eq(token_hash)).one(&conn).await?.map(
+        |m| RefreshRecord {
             id: m.id,
             session_id: m.session_id,
+            user_id: m.user_id,
             expires_at: m.expires_at,
             rotated_at: m.rotated_at,
-        }))
+        },
+    ))
 }
 
 /// The outcome of presenting a refresh token.
@@ -482,7 +503,7 @@ pub async fn rotate(
     now: DateTime<Utc>,
     events: &[NewAuditEvent],
 ) -> Result<Rotation> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(refresh.user_id)).await?;
     let used = refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::RotatedAt, Expr::val(now))
         .filter(refresh_tokens::Column::Id.eq(refresh.id))
@@ -507,7 +528,7 @@ pub async fn rotate(
     if updated.rows_affected != 1 {
         return Ok(Rotation::SessionGone);
     }
-    insert_refresh(&txn, session.id, new_refresh_hash, now, session.expires_at).await?;
+    insert_refresh(&txn, (session.id, session.user_id), new_refresh_hash, now, session.expires_at).await?;
     audit::append_in(&txn, events).await?;
     txn.commit().await?;
     Ok(Rotation::Rotated)
@@ -522,7 +543,7 @@ pub async fn remove_device(
     now: DateTime<Utc>,
     make_events: impl FnOnce(&[Uuid]) -> Vec<NewAuditEvent>,
 ) -> Result<Option<Vec<(Uuid, String)>>> {
-    if devices::find(db, device_id).await?.filter(|d| d.user_id == user_id).is_none() {
+    if devices::find(db, user_id, device_id).await?.is_none() {
         return Ok(None);
     }
     let revoked = revoke(
@@ -535,6 +556,8 @@ pub async fn remove_device(
     .await?;
     // The statement itself keeps a blocked row, so a block landing after
     // the read above is not deleted with it.
-    devices::delete_unless_blocked(db.conn(), user_id, device_id).await?;
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
+    devices::delete_unless_blocked(&*txn, user_id, device_id).await?;
+    txn.commit().await?;
     Ok(Some(revoked))
 }

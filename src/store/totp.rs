@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::audit::{self, NewAuditEvent};
-use super::db::Db;
+use super::db::{Db, Scope};
 use crate::domain::states::Aal;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -25,7 +25,8 @@ pub struct TotpRecord {
 }
 
 pub async fn find(db: &Db, user_id: Uuid) -> Result<Option<TotpRecord>> {
-    Ok(totp_credentials::Entity::find_by_id(user_id).one(db.conn()).await?.map(|m| TotpRecord {
+    let conn = db.read_as(Scope::User(user_id)).await?;
+    Ok(totp_credentials::Entity::find_by_id(user_id).one(&conn).await?.map(|m| TotpRecord {
         key_id: m.key_id,
         ciphertext: m.ciphertext,
         confirmed_at: m.confirmed_at,
@@ -40,7 +41,7 @@ pub async fn is_enabled(db: &Db, user_id: Uuid) -> Result<bool> {
 /// Stores a new unconfirmed secret, replacing an earlier unconfirmed one.
 /// `false` (nothing written) when TOTP is already on.
 pub async fn put_pending(db: &Db, user_id: Uuid, sealed: (Uuid, String), now: DateTime<Utc>) -> Result<bool> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     let existing = totp_credentials::Entity::find_by_id(user_id).one(&*txn).await?;
     if existing.as_ref().is_some_and(|t| t.confirmed_at.is_some()) {
         return Ok(false);
@@ -72,14 +73,16 @@ fn step_is_fresh(step: i64) -> Condition {
 /// Consumes `step` for a confirmed credential; `false` if it (or a later
 /// step) was used already.
 pub async fn consume_step(db: &Db, user_id: Uuid, step: i64, now: DateTime<Utc>) -> Result<bool> {
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     let result = totp_credentials::Entity::update_many()
         .col_expr(totp_credentials::Column::LastUsedStep, Expr::val(step))
         .col_expr(totp_credentials::Column::UpdatedAt, Expr::val(now))
         .filter(totp_credentials::Column::UserId.eq(user_id))
         .filter(totp_credentials::Column::ConfirmedAt.is_not_null())
         .filter(step_is_fresh(step))
-        .exec(db.conn())
+        .exec(&*txn)
         .await?;
+    txn.commit().await?;
     Ok(result.rows_affected == 1)
 }
 
@@ -97,7 +100,7 @@ pub async fn confirm(
     now: DateTime<Utc>,
     events: &[NewAuditEvent],
 ) -> Result<bool> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     let confirmed = totp_credentials::Entity::update_many()
         .col_expr(totp_credentials::Column::ConfirmedAt, Expr::val(now))
         .col_expr(totp_credentials::Column::LastUsedStep, Expr::val(step))
@@ -149,28 +152,31 @@ pub async fn use_recovery_code(
     legacy_hash: &str,
     now: DateTime<Utc>,
 ) -> Result<bool> {
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     let result = recovery_codes::Entity::update_many()
         .col_expr(recovery_codes::Column::UsedAt, Expr::val(now))
         .col_expr(recovery_codes::Column::CodeHash, Expr::val(code_hash))
         .filter(recovery_codes::Column::UserId.eq(user_id))
         .filter(recovery_codes::Column::CodeHash.is_in([code_hash, legacy_hash]))
         .filter(recovery_codes::Column::UsedAt.is_null())
-        .exec(db.conn())
+        .exec(&*txn)
         .await?;
+    txn.commit().await?;
     Ok(result.rows_affected == 1)
 }
 
 pub async fn recovery_codes_left(db: &Db, user_id: Uuid) -> Result<u64> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
     Ok(recovery_codes::Entity::find()
         .filter(recovery_codes::Column::UserId.eq(user_id))
         .filter(recovery_codes::Column::UsedAt.is_null())
-        .count(db.conn())
+        .count(&conn)
         .await?)
 }
 
 /// Removes the secret and the recovery codes.
 pub async fn disable(db: &Db, user_id: Uuid, events: &[NewAuditEvent]) -> Result<()> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     totp_credentials::Entity::delete_by_id(user_id).exec(&*txn).await?;
     recovery_codes::Entity::delete_many().filter(recovery_codes::Column::UserId.eq(user_id)).exec(&*txn).await?;
     audit::append_in(&txn, events).await?;

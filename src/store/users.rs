@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::StoreError;
 use super::attempts::{self, Columns, Counted, LockPlan};
 use super::audit::{self, NewAuditEvent};
-use super::db::Db;
+use super::db::{Db, Scope};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -50,19 +50,20 @@ pub type SealedCredential = (Uuid, String, DateTime<Utc>);
 
 /// A user with the sealed OPAQUE record, in one query (login/start).
 pub async fn find_with_credential(db: &Db, username: &str) -> Result<Option<(UserRecord, Option<SealedCredential>)>> {
+    // The user id is not known yet: the record is reached by username.
+    let conn = db.read_as(Scope::Username(username)).await?;
     let found = users::Entity::find()
         .filter(users::Column::Username.eq(username))
         .find_also_related(opaque_credentials::Entity)
-        .one(db.conn())
+        .one(&conn)
         .await?;
     Ok(found.map(|(user, credential)| (user.into(), credential.map(|c| (c.key_id, c.ciphertext, c.updated_at)))))
 }
 
-/// A user and whether TOTP is on, in one query (login/finish).
 /// The user with which second factors are on: (user, TOTP, any passkey).
 pub async fn find_with_factors(db: &Db, id: Uuid) -> Result<Option<(UserRecord, bool, bool)>> {
-    let Some((user, totp)) =
-        users::Entity::find_by_id(id).find_also_related(totp_credentials::Entity).one(db.conn()).await?
+    let conn = db.read_as(Scope::User(id)).await?;
+    let Some((user, totp)) = users::Entity::find_by_id(id).find_also_related(totp_credentials::Entity).one(&conn).await?
     else {
         return Ok(None);
     };
@@ -71,7 +72,7 @@ pub async fn find_with_factors(db: &Db, id: Uuid) -> Result<Option<(UserRecord, 
         .column(webauthn_credentials::Column::Id)
         .filter(webauthn_credentials::Column::UserId.eq(id))
         .into_tuple::<Uuid>()
-        .one(db.conn())
+        .one(&conn)
         .await?;
     Ok(Some((user.into(), totp.is_some_and(|t| t.confirmed_at.is_some()), passkey.is_some())))
 }
@@ -95,8 +96,9 @@ pub async fn exists(db: &Db, username: &str) -> Result<bool> {
 /// The sealed OPAQUE record (key id, ciphertext) and its version (when it
 /// was last replaced).
 pub async fn credential(db: &Db, user_id: Uuid) -> Result<Option<(Uuid, String, DateTime<Utc>)>> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
     Ok(opaque_credentials::Entity::find_by_id(user_id)
-        .one(db.conn())
+        .one(&conn)
         .await?
         .map(|m| (m.key_id, m.ciphertext, m.updated_at)))
 }
@@ -121,7 +123,7 @@ pub async fn register(
     now: DateTime<Utc>,
     audit_event: NewAuditEvent,
 ) -> Result<()> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(id)).await?;
     users::Entity::insert(users::ActiveModel {
         id: Set(id),
         username: Set(username.to_owned()),
@@ -157,7 +159,7 @@ pub async fn count_failure(db: &Db, id: Uuid, plan: &LockPlan, only_if_unlocked:
         locked_until: users::Column::LockedUntil,
         lock_reason: Some(users::Column::LockReason),
     };
-    attempts::count::<users::Entity>(db, &cols, id.into(), plan, only_if_unlocked, |m| m.failed_attempts).await
+    attempts::count::<users::Entity>(db, None, &cols, id.into(), plan, only_if_unlocked, |m| m.failed_attempts).await
 }
 
 /// Records a failure without the schedule (tests and tools that set up a

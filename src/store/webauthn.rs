@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::audit::{self, NewAuditEvent};
-use super::db::Db;
+use super::db::{Db, Scope};
 use crate::domain::states::Aal;
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -48,11 +48,12 @@ impl From<webauthn_credentials::Model> for CredentialRecord {
 
 /// A user's credentials, oldest first.
 pub async fn list(db: &Db, user_id: Uuid) -> Result<Vec<CredentialRecord>> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
     Ok(webauthn_credentials::Entity::find()
         .filter(webauthn_credentials::Column::UserId.eq(user_id))
         .order_by_asc(webauthn_credentials::Column::CreatedAt)
         .order_by_asc(webauthn_credentials::Column::Id)
-        .all(db.conn())
+        .all(&conn)
         .await?
         .into_iter()
         .map(Into::into)
@@ -60,18 +61,20 @@ pub async fn list(db: &Db, user_id: Uuid) -> Result<Vec<CredentialRecord>> {
 }
 
 pub async fn count(db: &Db, user_id: Uuid) -> Result<u64> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
     Ok(webauthn_credentials::Entity::find()
         .filter(webauthn_credentials::Column::UserId.eq(user_id))
-        .count(db.conn())
+        .count(&conn)
         .await?)
 }
 
 /// One of the user's credentials, by its WebAuthn credential id.
 pub async fn find_by_credential_id(db: &Db, user_id: Uuid, credential_id: &str) -> Result<Option<CredentialRecord>> {
+    let conn = db.read_as(Scope::User(user_id)).await?;
     Ok(webauthn_credentials::Entity::find()
         .filter(webauthn_credentials::Column::UserId.eq(user_id))
         .filter(webauthn_credentials::Column::CredentialId.eq(credential_id))
-        .one(db.conn())
+        .one(&conn)
         .await?
         .map(Into::into))
 }
@@ -80,7 +83,7 @@ pub async fn find_by_credential_id(db: &Db, user_id: Uuid, credential_id: &str) 
 /// appends `events`, in one transaction. [`StoreError::Conflict`] when the
 /// credential id is registered already (to anyone).
 pub async fn insert(db: &Db, record: &CredentialRecord, session_id: Uuid, events: &[NewAuditEvent]) -> Result<()> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(record.user_id)).await?;
     webauthn_credentials::Entity::insert(webauthn_credentials::ActiveModel {
         id: Set(record.id),
         user_id: Set(record.user_id),
@@ -127,13 +130,16 @@ pub async fn record_use(
         // An authenticator without a counter (most synced passkeys) keeps 0.
         update.filter(webauthn_credentials::Column::SignCount.eq(0))
     };
-    Ok(update.exec(db.conn()).await?.rows_affected == 1)
+    let txn = db.begin_write_as(Scope::User(checked.user_id)).await?;
+    let recorded = update.exec(&*txn).await?.rows_affected == 1;
+    txn.commit().await?;
+    Ok(recorded)
 }
 
 /// Removes one of the user's credentials with `events`; `false` if it is
 /// not theirs (or gone).
 pub async fn remove(db: &Db, user_id: Uuid, id: Uuid, events: &[NewAuditEvent]) -> Result<bool> {
-    let txn = db.begin_write().await?;
+    let txn = db.begin_write_as(Scope::User(user_id)).await?;
     let removed = webauthn_credentials::Entity::delete_many()
         .filter(webauthn_credentials::Column::Id.eq(id))
         .filter(webauthn_credentials::Column::UserId.eq(user_id))

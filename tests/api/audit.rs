@@ -134,7 +134,7 @@ each_stack!(keyed_chain_cannot_be_reforged_on, keyed_chain_cannot_be_reforged_by
 
 async fn a_forged_history_is_not_keyed_anew_after_a_restart(db: DbKind, cache: CacheKind) {
     let test_db = TestDb::new(db).await;
-    let app = TestApp::spawn_on_url(&test_db.url, cache, |_| {}).await;
+    let app = TestApp::spawn_on(&test_db, cache, |_| {}).await;
     app.register_and_login("ivy", PASSWORD).await;
     let marker = rows(&app.app_db).await[0].clone();
     assert_eq!(marker.event, CHAIN_KEYED_EVENT);
@@ -147,7 +147,7 @@ async fn a_forged_history_is_not_keyed_anew_after_a_restart(db: DbKind, cache: C
 
     // At the next start the keyring's anchor says the chain was keyed at
     // the marker: nothing is keyed anew, and verify names the missing row.
-    let restarted = TestApp::spawn_on_url(&test_db.url, cache, |_| {}).await;
+    let restarted = TestApp::spawn_on(&test_db, cache, |_| {}).await;
     restarted.register_and_login("ned", PASSWORD).await;
     let markers = rows(&restarted.app_db).await.iter().filter(|r| r.event == CHAIN_KEYED_EVENT).count();
     assert_eq!(markers, 0, "no new marker vouches for the forged rows");
@@ -222,7 +222,7 @@ async fn an_unkeyed_log_is_verified_and_continued_keyed(db: DbKind, cache: Cache
     insert_plain_rows(&owner, &["registration", "login.success", "session.create"], Utc::now()).await;
     let old = rows(&owner).await;
 
-    let app = TestApp::spawn_on_url(&test_db.url, cache, |_| {}).await;
+    let app = TestApp::spawn_on(&test_db, cache, |_| {}).await;
     app.register_and_login("jon", PASSWORD).await;
     let all = rows(&app.app_db).await;
     let marker = &all[3];
@@ -235,7 +235,7 @@ async fn an_unkeyed_log_is_verified_and_continued_keyed(db: DbKind, cache: Cache
     assert_eq!((report.checked, report.unkeyed, report.keyed_at), (all.len() as u64, 3, Some(marker.id)));
 
     // Another start keys nothing again.
-    let again = TestApp::spawn_on_url(&test_db.url, cache, |_| {}).await;
+    let again = TestApp::spawn_on(&test_db, cache, |_| {}).await;
     again.register_and_login("kim", PASSWORD).await;
     let markers = rows(&app.app_db).await.iter().filter(|r| r.event == CHAIN_KEYED_EVENT).count();
     assert_eq!(markers, 1);
@@ -281,7 +281,7 @@ async fn a_broken_unkeyed_log_is_keyed_with_a_failure_marker(db: DbKind, cache: 
         .await
         .expect("tamper");
 
-    let app = TestApp::spawn_on_url(&test_db.url, cache, |_| {}).await;
+    let app = TestApp::spawn_on(&test_db, cache, |_| {}).await;
     app.register_and_login("lee", PASSWORD).await;
     let all = rows(&app.app_db).await;
     assert_eq!((all[3].event.as_str(), all[3].outcome.as_str()), (CHAIN_KEYED_EVENT, "failure"));

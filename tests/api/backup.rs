@@ -12,16 +12,22 @@ const PASSWORD: &str = "correct horse battery staple";
 const PASSPHRASE: &str = "backup passphrase, kept apart";
 
 fn backup(db: &TestDb, passphrase: &str, args: &[&str]) -> Output {
+    backup_at(&db.url, passphrase, args)
+}
+
+/// On another URL (the service's role), which migrates nothing.
+fn backup_at(url: &str, passphrase: &str, args: &[&str]) -> Output {
     let data = tempfile::tempdir().expect("tempdir");
     Command::new(env!("CARGO_BIN_EXE_latchkey"))
         .arg("backup")
         .args(args)
         .env_clear()
-        .env("LATCHKEY_DATABASE_URL", &db.url)
+        .env("LATCHKEY_DATABASE_URL", url)
         .env("LATCHKEY_DATA_DIR", data.path())
         .env("LATCHKEY_MASTER_PASSWORD", TEST_MASTER_PASSWORD)
         .env("LATCHKEY_KEYRING__PBKDF2_ITERATIONS", TEST_PBKDF2_ITERATIONS.to_string())
         .env("LATCHKEY_BACKUP_PASSPHRASE", passphrase)
+        .env("LATCHKEY_MIGRATE_ON_START", if url.contains(crate::helpers::APP_LOGIN) { "false" } else { "true" })
         .output()
         .expect("run latchkey")
 }
@@ -42,13 +48,16 @@ fn p(path: &Path) -> &str {
 
 async fn backup_and_restore(kind: DbKind) {
     let source = TestDb::new(kind).await;
-    let app = TestApp::spawn_on_url(&source.url, CacheKind::Memory, |_| {}).await;
+    let app = TestApp::spawn_on(&source, CacheKind::Memory, |_| {}).await;
     let session = app.register_and_login("ursula", PASSWORD).await;
     assert_eq!(app.whoami(&session.token).await.status(), 200);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("latchkey.backup");
-    let created = ok(&backup(&source, PASSPHRASE, &["create", p(&file)]));
+    // Created as the service's role (row-level security in force on
+    // Postgres: the backup task reads every row); restored as the owner.
+    let service_url = source.app_url().await.unwrap_or_else(|| source.url.clone());
+    let created = ok(&backup_at(&service_url, PASSPHRASE, &["create", p(&file)]));
     assert!(created.contains("1 users"), "{created}");
     let bytes = std::fs::read(&file).expect("read");
     assert!(bytes.starts_with(b"age-encryption.org/v1"), "an age file");
@@ -79,7 +88,7 @@ async fn backup_and_restore(kind: DbKind) {
     assert!(err.contains("not empty"), "{err}");
     ok(&backup(&target, PASSPHRASE, &["restore", "--force", p(&file)]));
 
-    let after = TestApp::spawn_on_url(&target.url, CacheKind::Memory, |_| {}).await;
+    let after = TestApp::spawn_on(&target, CacheKind::Memory, |_| {}).await;
     assert_eq!(after.whoami(&session.token).await.status(), 200, "a session from before");
     let again = after.login("ursula", PASSWORD, "device-2").await;
     assert_eq!(after.whoami(&again.token).await.status(), 200, "a login with a user from before");

@@ -111,6 +111,7 @@ async fn cleanup_respects_retention(db: DbKind, cache: CacheKind) {
     entity::refresh_tokens::Entity::insert(entity::refresh_tokens::ActiveModel {
         id: Set(Uuid::new_v4()),
         session_id: Set(live_row.id),
+        user_id: Set(live_row.user_id),
         token_hash: Set(hex_id(Uuid::new_v4())),
         created_at: Set(now - days(41)),
         expires_at: Set(now - days(40)),
@@ -218,7 +219,7 @@ each_stack!(cleanup_respects_retention_on, cleanup_respects_retention);
 #[tokio::test]
 async fn maintenance_run_prints_the_counts() {
     let db = TestDb::new(DbKind::Postgres).await;
-    let app = TestApp::spawn_on_url(&db.url, CacheKind::Memory, |_| {}).await;
+    let app = TestApp::spawn_on(&db, CacheKind::Memory, |_| {}).await;
     let gone = app.register_and_login("gone", PASSWORD).await;
     let kept = app.register_and_login("kept", PASSWORD).await;
     set_session(&app, &gone, entity::sessions::Column::RevokedAt, Utc::now() - days(31)).await;

@@ -23,6 +23,7 @@ mod lifecycle;
 mod nginx;
 mod opaque_auth;
 mod replicas;
+mod rls;
 mod rust_client;
 mod sessions;
 mod tls;

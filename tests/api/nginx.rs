@@ -29,8 +29,8 @@ async fn nginx_auth_request_with_whoami() {
             c.trusted_proxies = vec!["127.0.0.1/32".parse().expect("net")];
         }
     };
-    let a = TestApp::spawn_on_url(&db.url, CacheKind::Redis, tweak(prefix.clone())).await;
-    let b = TestApp::spawn_on_url(&db.url, CacheKind::Redis, tweak(prefix)).await;
+    let a = TestApp::spawn_on(&db, CacheKind::Redis, tweak(prefix.clone())).await;
+    let b = TestApp::spawn_on(&db, CacheKind::Redis, tweak(prefix)).await;
     let proxy = Nginx::start(&nginx, [&a, &b], |config| config).await;
     let base = &proxy.base;
 

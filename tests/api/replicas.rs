@@ -24,9 +24,9 @@ async fn pair(redis: String) -> (TestApp, TestApp, TestDb) {
             c.ratelimit.namespaces = vec![Namespace { name: "api".into(), limit: 10, window: Duration::from_secs(60) }];
         }
     };
-    // The first migrates; the second starts on the migrated database.
-    let a = TestApp::spawn_on_url(&db.url, CacheKind::Redis, configure(redis.clone(), prefix.clone())).await;
-    let b = TestApp::spawn_on_url(&db.url, CacheKind::Redis, configure(redis, prefix)).await;
+    // Migrated by the owner; both serve as the app role.
+    let a = TestApp::spawn_on(&db, CacheKind::Redis, configure(redis.clone(), prefix.clone())).await;
+    let b = TestApp::spawn_on(&db, CacheKind::Redis, configure(redis, prefix)).await;
     (a, b, db)
 }
 

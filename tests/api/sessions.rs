@@ -64,7 +64,8 @@ async fn concurrent_refresh_gives_one_winner(db: DbKind, cache: CacheKind) {
     // the winner's new tokens are already revoked and it answers 401 too.
     assert!(codes == [200, 401] || codes == [401, 401], "never two uses of one refresh token: {codes:?}");
     let session_id = s.body["session_id"].as_str().expect("id").parse::<uuid::Uuid>().expect("uuid");
-    assert!(latchkey::store::sessions::is_revoked(&app.app_db, session_id).await.expect("query"));
+    let user_id = s.body["user_id"].as_str().expect("user id").parse::<uuid::Uuid>().expect("uuid");
+    assert!(latchkey::store::sessions::is_revoked(&app.app_db, user_id, session_id).await.expect("query"));
     for winner in winners {
         assert_eq!(app.whoami(&winner.token).await.status(), 401, "the winner's new token died with the session");
     }

@@ -269,8 +269,8 @@ async fn replicas_issue_and_verify_each_others_jwts() {
             c.redis_prefix = prefix;
         }
     };
-    let a = TestApp::spawn_on_url(&db.url, CacheKind::Redis, configure(prefix.clone())).await;
-    let b = TestApp::spawn_on_url(&db.url, CacheKind::Redis, configure(prefix)).await;
+    let a = TestApp::spawn_on(&db, CacheKind::Redis, configure(prefix.clone())).await;
+    let b = TestApp::spawn_on(&db, CacheKind::Redis, configure(prefix)).await;
     let s = a.register_and_login("rhea", PASSWORD).await;
     let from_a = jwt(&a, &s).await;
     let from_b = jwt(&b, &s).await;

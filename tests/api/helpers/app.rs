@@ -46,7 +46,11 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub keys: Keys,
     pub core: std::sync::Arc<latchkey::domain::core::Core>,
+    /// The database as its owner (on Postgres the superuser, which row-level
+    /// security does not hold): what tests inspect and tamper with.
     pub app_db: Db,
+    /// The service's own handle (on Postgres the app login role).
+    pub service_db: Db,
     pub fast: Fast,
     _db: Option<TestDb>,
     _data_dir: tempfile::TempDir,
@@ -59,27 +63,68 @@ impl TestApp {
 
     pub async fn spawn_with(db_kind: DbKind, cache: CacheKind, tweak: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new(db_kind).await;
-        let url = db.url.clone();
-        Self::spawn_inner(Some(db), &url, cache, tweak).await
+        match db.app_url().await {
+            // Migrated by the owner; the service runs as the app role.
+            Some(url) => {
+                let owner = db.url.clone();
+                Self::spawn_inner(Some(db), &url, Some(&owner), cache, |c| {
+                    c.migrate_on_start = Some(false);
+                    tweak(c);
+                })
+                .await
+            }
+            None => {
+                let url = db.url.clone();
+                Self::spawn_inner(Some(db), &url, None, cache, tweak).await
+            }
+        }
+    }
+
+    /// An app on a test database another app or command shares: on
+    /// Postgres as the app role (row-level security in force), the
+    /// database migrated by its owner, as [`Self::spawn_with`] does.
+    pub async fn spawn_on(db: &TestDb, cache: CacheKind, tweak: impl FnOnce(&mut Config)) -> Self {
+        match db.app_url().await {
+            Some(url) => {
+                Self::spawn_inner(None, &url, Some(&db.url), cache, |c| {
+                    c.migrate_on_start = Some(false);
+                    tweak(c);
+                })
+                .await
+            }
+            None => Self::spawn_inner(None, &db.url, None, cache, tweak).await,
+        }
     }
 
     /// An app on an existing database (another role, a shared database).
     pub async fn spawn_on_url(url: &str, cache: CacheKind, tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::spawn_inner(None, url, cache, tweak).await
+        Self::spawn_inner(None, url, None, cache, tweak).await
     }
 
-    async fn spawn_inner(db: Option<TestDb>, url: &str, cache: CacheKind, tweak: impl FnOnce(&mut Config)) -> Self {
+    async fn spawn_inner(
+        db: Option<TestDb>,
+        url: &str,
+        owner_url: Option<&str>,
+        cache: CacheKind,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let mut config = test_config(url, cache, data_dir.path());
         tweak(&mut config);
         let keys = Keys::new(config.redis_prefix.clone());
         let app = Application::build(config, false).await.expect("the app starts");
-        let (app_db, fast) = app.stores();
+        let (service_db, fast) = app.stores();
+        let app_db = match owner_url {
+            Some(owner) => {
+                service_db.connect_alongside(owner, &super::db_options()).await.expect("connect as the owner")
+            }
+            None => service_db.clone(),
+        };
         let address = format!("http://127.0.0.1:{}", app.port());
         let core = app.state().core.clone();
         tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        Self { address, client, keys, core, app_db, fast, _db: db, _data_dir: data_dir }
+        Self { address, client, keys, core, app_db, service_db, fast, _db: db, _data_dir: data_dir }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -33,6 +33,10 @@ pub enum CacheKind {
     Memory,
 }
 
+/// The login role the tests run the service as on Postgres (cluster-wide,
+/// shared by every test database; it owns nothing).
+pub const APP_LOGIN: &str = "lk_test_service";
+
 /// A fresh, empty database for one test.
 pub struct TestDb {
     pub url: String,
@@ -59,6 +63,33 @@ impl TestDb {
                 Self { url, _dir: Some(dir) }
             }
         }
+    }
+
+    /// The URL the service uses on Postgres: the database migrated by its
+    /// owner (the superuser the tests connect as), and a login role in
+    /// `latchkey_app` that is neither superuser nor BYPASSRLS, so the
+    /// service runs with row-level security in force. `None` on SQLite.
+    pub async fn app_url(&self) -> Option<String> {
+        if !self.url.starts_with("postgres") {
+            return None;
+        }
+        self.connect().await.close().await;
+        let admin = Database::connect(&self.url).await.expect("connect as the owner");
+        admin
+            .execute_unprepared(&format!(
+                "DO $$ BEGIN
+                   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_LOGIN}') THEN
+                     CREATE ROLE {APP_LOGIN} LOGIN NOSUPERUSER NOBYPASSRLS IN ROLE latchkey_app;
+                   END IF;
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+                 END $$"
+            ))
+            .await
+            .expect("create the app login role");
+        admin.close().await.expect("close");
+        let (scheme_user, rest) = self.url.split_once('@').expect("a user in the URL");
+        let scheme = scheme_user.split_once("//").map_or("postgres:", |(s, _)| s);
+        Some(format!("{scheme}//{APP_LOGIN}@{rest}"))
     }
 
     /// A connected, migrated handle.

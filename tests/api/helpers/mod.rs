@@ -12,7 +12,9 @@ mod macros;
 mod servers;
 
 pub use app::{TEST_MASTER_PASSWORD, TEST_PBKDF2_ITERATIONS, TestApp};
-pub use backends::{CacheKind, DbKind, TestDb, db_options, fast_store, postgres_admin_url, redis_url, unique_prefix};
+pub use backends::{
+    APP_LOGIN, CacheKind, DbKind, TestDb, db_options, fast_store, postgres_admin_url, redis_url, unique_prefix,
+};
 pub use command::latchkey;
 pub use dump::{dump_cache, dump_database};
 pub use echo::Upstream;
