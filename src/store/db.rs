@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use sea_orm::{
     ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, TransactionTrait as _,
@@ -31,11 +32,22 @@ pub struct WriteTxn {
     txn: DatabaseTransaction,
     _writer: Option<OwnedMutexGuard<()>>,
     pub(super) audit_chain: Arc<ChainState>,
+    /// Postgres: the audit append lock is already held (taken by an earlier
+    /// statement of this transaction, see `audit::lock_expr`).
+    pub(super) audit_locked: AtomicBool,
+    /// The audit chain's head after this transaction's appends; the
+    /// handle caches it once the commit succeeded.
+    pub(super) pending_head: std::sync::Mutex<Option<String>>,
 }
 
 impl WriteTxn {
     pub async fn commit(self) -> Result<(), StoreError> {
-        self.txn.commit().await.map_err(StoreError::from)
+        let head = self.pending_head.lock().ok().and_then(|mut h| h.take());
+        self.txn.commit().await.map_err(StoreError::from)?;
+        if let Some(head) = head {
+            self.audit_chain.committed(head);
+        }
+        Ok(())
     }
 }
 
@@ -100,7 +112,13 @@ impl Db {
             }
             None => self.conn.begin().await?,
         };
-        Ok(WriteTxn { txn, _writer: writer, audit_chain: self.audit_chain.clone() })
+        Ok(WriteTxn {
+            txn,
+            _writer: writer,
+            audit_chain: self.audit_chain.clone(),
+            audit_locked: AtomicBool::new(false),
+            pending_head: std::sync::Mutex::default(),
+        })
     }
 
     pub fn conn(&self) -> &DatabaseConnection {
