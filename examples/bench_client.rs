@@ -25,8 +25,8 @@ async fn register(client: &Client, username: &str, password: &str) -> Res<()> {
     }
 }
 
-async fn login(client: &Client, username: &str, password: &str) -> Res<Session> {
-    let device = DeviceInfo { fingerprint: Some("bench".into()), ..DeviceInfo::default() };
+async fn login(client: &Client, username: &str, password: &str, device_token: Option<String>) -> Res<Session> {
+    let device = DeviceInfo { fingerprint: Some("bench".into()), device_token, ..DeviceInfo::default() };
     match client.login(username, password, &device).await? {
         LoginOutcome::Session(session) => Ok(session),
         LoginOutcome::MfaRequired(_) => Err("the bench user has TOTP on".into()),
@@ -58,15 +58,16 @@ async fn main() -> Res<()> {
         "session" => {
             let (user, pass) = (arg(3)?, arg(4)?);
             register(&client, user, pass).await?;
-            println!("{}", login(&client, user, pass).await?.session_token);
+            println!("{}", login(&client, user, pass, None).await?.session_token);
         }
         "login-cpu" => {
             let (pid, count): (u32, u32) = (arg(3)?.parse()?, arg(4)?.parse()?);
             register(&client, "cpu-bench", "cpu bench password").await?;
-            login(&client, "cpu-bench", "cpu bench password").await?; // warm up
+            // Warm up, and keep the device credential as a real client does.
+            let first = login(&client, "cpu-bench", "cpu bench password", None).await?;
             let before = cpu_seconds(pid)?;
             for _ in 0..count {
-                login(&client, "cpu-bench", "cpu bench password").await?;
+                login(&client, "cpu-bench", "cpu bench password", first.device_token.clone()).await?;
             }
             let per_login_us = (cpu_seconds(pid)? - before) / f64::from(count) * 1e6;
             println!("{per_login_us:.0}");
@@ -101,12 +102,12 @@ async fn soak(client: &Client, http: &reqwest::Client, service_token: &str, seco
         let (client, http, base, token, counts) =
             (client.clone(), http.clone(), base.to_owned(), service_token.to_owned(), counts.clone());
         tasks.push(tokio::spawn(async move {
-            let mut session = login(&client, "soak", "soak password").await.ok();
+            let mut session = login(&client, "soak", "soak password", None).await.ok();
             let mut i = 0u64;
             while Instant::now() < stop {
                 i += 1;
                 let Some(s) = session.clone() else {
-                    session = login(&client, "soak", "soak password").await.ok();
+                    session = login(&client, "soak", "soak password", None).await.ok();
                     record(&counts, None);
                     continue;
                 };
@@ -138,7 +139,7 @@ async fn soak(client: &Client, http: &reqwest::Client, service_token: &str, seco
                 record(&counts, status);
                 // A fresh login now and then (each costs the client an Argon2id run).
                 if worker == 0 && i.is_multiple_of(500) {
-                    session = login(&client, "soak", "soak password").await.ok().or(session);
+                    session = login(&client, "soak", "soak password", None).await.ok().or(session);
                 }
             }
         }));
@@ -196,7 +197,9 @@ async fn logins(client: Client, clients: usize, seconds: u64) -> Res<()> {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             let username = format!("login-bench-{i}");
-            let device = DeviceInfo { fingerprint: Some("bench".into()), ..DeviceInfo::default() };
+            // As a real client: the device credential from the first login
+            // goes with every later one (a known device, no new row).
+            let mut device = DeviceInfo { fingerprint: Some("bench".into()), ..DeviceInfo::default() };
             let (mut starts, mut finishes, mut errors) = (Vec::new(), Vec::new(), 0u64);
             while Instant::now() < stop {
                 let t0 = Instant::now();
@@ -209,7 +212,10 @@ async fn logins(client: Client, clients: usize, seconds: u64) -> Res<()> {
                 };
                 let t1 = Instant::now();
                 match pending.finish().await {
-                    Ok(LoginOutcome::Session(_)) => {
+                    Ok(LoginOutcome::Session(session)) => {
+                        if session.device_token.is_some() {
+                            device.device_token = session.device_token.clone();
+                        }
                         starts.push(t1 - t0);
                         finishes.push(t1.elapsed());
                     }

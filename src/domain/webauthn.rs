@@ -472,7 +472,16 @@ impl Core {
             .session(current.session_id)
             .device_opt(current.device_id.as_deref())
             .build();
-        if !session_store::reauthenticated(&self.db, current.user_id, current.session_id, auth_time, Aal::Aal2, &[event]).await? {
+        if !session_store::reauthenticated(
+            &self.db,
+            current.user_id,
+            current.session_id,
+            auth_time,
+            Aal::Aal2,
+            &[event],
+        )
+        .await?
+        {
             return Err(Error::Unauthorized);
         }
         self.session_cache.evict(&[(current.session_id, current.token_hash.clone())]).await;

@@ -82,6 +82,10 @@ impl std::fmt::Debug for ChainKey {
 pub struct ChainState {
     key: OnceLock<ChainKey>,
     keyed: AtomicBool,
+    /// The hash of the last row this handle appended (after its commit):
+    /// the next append on Postgres inserts on the condition that it is
+    /// still the head, instead of reading the head first.
+    head: std::sync::Mutex<Option<String>>,
 }
 
 impl ChainState {
@@ -90,6 +94,17 @@ impl ChainState {
             Ok(()) => Ok(()),
             Err(key) if self.key.get() == Some(&key) => Ok(()),
             Err(_) => Err(StoreError::Database("a different audit chain key is already loaded".into())),
+        }
+    }
+
+    fn cached_head(&self) -> Option<String> {
+        self.head.lock().ok().and_then(|h| h.clone())
+    }
+
+    /// After a commit: `hash` is the head that transaction appended.
+    pub(super) fn committed(&self, hash: String) {
+        if let Ok(mut head) = self.head.lock() {
+            *head = Some(hash);
         }
     }
 
@@ -284,7 +299,7 @@ pub async fn key_chain(db: &Db, key: [u8; 32], now: DateTime<Utc>) -> Result<Key
         details: None,
     };
     let prev = last_hash(&*txn).await?;
-    insert_chained(&txn, key, prev, &[marker]).await?;
+    insert_rows(&txn, chain_rows(key, prev, &[marker]).0).await?;
     let marker = head(&*txn).await?.ok_or_else(|| StoreError::Database("the marker row is not there".into()))?;
     write_anchor(&*txn, key, &marker).await?;
     txn.commit().await?;
@@ -292,7 +307,11 @@ pub async fn key_chain(db: &Db, key: [u8; 32], now: DateTime<Utc>) -> Result<Key
     Ok(Keying::Keyed { marker, unkeyed: old.checked, broken_at })
 }
 
-async fn lock(conn: &super::db::Txn) -> Result<(), StoreError> {
+async fn lock(txn: &WriteTxn) -> Result<(), StoreError> {
+    if txn.audit_locked.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let conn: &super::db::Txn = txn;
     if conn.get_database_backend() == DatabaseBackend::Postgres {
         conn.execute_raw(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
@@ -300,8 +319,19 @@ async fn lock(conn: &super::db::Txn) -> Result<(), StoreError> {
             [AUDIT_LOCK_KEY.into()],
         ))
         .await?;
+        txn.audit_locked.store(true, Ordering::Release);
     }
     Ok(())
+}
+
+/// Takes the append lock inside another statement of `txn` (Postgres), so
+/// a transaction that will append does not spend a round trip on the lock
+/// alone. The statement must come before the append: the append reads the
+/// chain's head in a statement of its own, whose snapshot then sees every
+/// row committed before the lock was granted.
+pub(super) fn lock_expr(txn: &WriteTxn) -> sea_orm::sea_query::Expr {
+    txn.audit_locked.store(true, Ordering::Release);
+    sea_orm::sea_query::Expr::cust_with_values("pg_advisory_xact_lock($1)::text", [AUDIT_LOCK_KEY])
 }
 
 async fn marker_exists(conn: &impl ConnectionTrait) -> Result<bool, StoreError> {
@@ -345,17 +375,89 @@ pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), S
         }
         txn.audit_chain.keyed.store(true, Ordering::Release);
     }
+    // Under the lock, the head this handle appended last is usually still
+    // the head: insert on that condition, and read the head only when it
+    // is not (another replica appended, or nothing is cached).
+    let postgres = txn.get_database_backend() == DatabaseBackend::Postgres;
+    let cached = txn.pending_head.lock().ok().and_then(|h| h.clone()).or_else(|| txn.audit_chain.cached_head());
+    if let Some(prev) = cached.filter(|_| postgres) {
+        let (rows, head) = chain_rows(key, prev.clone(), events);
+        if insert_if_head(txn, &prev, &rows).await? {
+            return set_pending(txn, head);
+        }
+    }
     let prev = last_hash(&**txn).await?;
-    insert_chained(txn, key, prev, events).await
+    let (rows, head) = chain_rows(key, prev, events);
+    insert_rows(txn, rows).await?;
+    set_pending(txn, head)
 }
 
-/// Inserts `events` chained after `prev`; the caller holds the append lock.
-async fn insert_chained(
-    conn: &super::db::Txn,
-    key: &ChainKey,
-    mut prev: String,
-    events: &[NewAuditEvent],
-) -> Result<(), StoreError> {
+fn set_pending(txn: &WriteTxn, head: String) -> Result<(), StoreError> {
+    if let Ok(mut pending) = txn.pending_head.lock() {
+        *pending = Some(head);
+    }
+    Ok(())
+}
+
+/// Inserts the chained rows only if the chain's head is `prev` (one
+/// statement, after the lock: its snapshot sees every committed append).
+async fn insert_if_head(txn: &WriteTxn, prev: &str, rows: &[audit_events::Model]) -> Result<bool, StoreError> {
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait as _, Func, Order, Query};
+    let expected = rows.len();
+    let columns = [
+        audit_events::Column::OccurredAt,
+        audit_events::Column::Event,
+        audit_events::Column::UserId,
+        audit_events::Column::SessionId,
+        audit_events::Column::DeviceId,
+        audit_events::Column::Ip,
+        audit_events::Column::Outcome,
+        audit_events::Column::DetailsKeyId,
+        audit_events::Column::Details,
+        audit_events::Column::PrevHash,
+        audit_events::Column::Hash,
+    ];
+    let tuples = rows.iter().map(|row| {
+        sea_orm::sea_query::ValueTuple::Many(vec![
+            row.occurred_at.into(),
+            row.event.clone().into(),
+            row.user_id.into(),
+            row.session_id.into(),
+            row.device_id.clone().into(),
+            row.ip.clone().into(),
+            row.outcome.clone().into(),
+            row.details_key_id.into(),
+            row.details.clone().into(),
+            row.prev_hash.clone().into(),
+            row.hash.clone().into(),
+        ])
+    });
+    let head = Query::select()
+        .column(audit_events::Column::Hash)
+        .from(audit_events::Entity)
+        .order_by(audit_events::Column::Id, Order::Desc)
+        .limit(1)
+        .to_owned();
+    let mut select = Query::select();
+    // The columns of a VALUES list are named column1, column2, ... .
+    select
+        .columns((1..=columns.len()).map(|i| Alias::new(format!("column{i}"))))
+        .from_values(tuples, Alias::new("v"))
+        .and_where(
+            Expr::expr(Func::coalesce([Expr::SubQuery(None, Box::new(head.into())), Expr::val(GENESIS_HASH)])).eq(prev),
+        );
+    let insert = Query::insert()
+        .into_table(audit_events::Entity)
+        .columns(columns)
+        .select_from(select)
+        .map_err(|e| StoreError::Database(e.to_string()))?
+        .to_owned();
+    let done = txn.execute(&insert).await?;
+    Ok(usize::try_from(done.rows_affected()).is_ok_and(|n| n == expected))
+}
+
+/// `events` as rows chained after `prev`, and the new head.
+fn chain_rows(key: &ChainKey, mut prev: String, events: &[NewAuditEvent]) -> (Vec<audit_events::Model>, String) {
     let mut rows = Vec::with_capacity(events.len());
     for event in events {
         // Postgres keeps microseconds: hash what will be read back.
@@ -376,22 +478,27 @@ async fn insert_chained(
         };
         row.hash = link(Some(key), &prev, &row);
         prev = row.hash.clone();
-        rows.push(audit_events::ActiveModel {
-            occurred_at: Set(row.occurred_at),
-            event: Set(row.event),
-            user_id: Set(row.user_id),
-            session_id: Set(row.session_id),
-            device_id: Set(row.device_id),
-            ip: Set(row.ip),
-            outcome: Set(row.outcome),
-            details_key_id: Set(row.details_key_id),
-            details: Set(row.details),
-            prev_hash: Set(row.prev_hash),
-            hash: Set(row.hash),
-            ..Default::default()
-        });
+        rows.push(row);
     }
-    // One statement for all of them: ids follow the order of the rows.
+    (rows, prev)
+}
+
+/// Inserts chained rows (one statement: ids follow the order of the rows).
+async fn insert_rows(conn: &super::db::Txn, rows: Vec<audit_events::Model>) -> Result<(), StoreError> {
+    let rows = rows.into_iter().map(|row| audit_events::ActiveModel {
+        occurred_at: Set(row.occurred_at),
+        event: Set(row.event),
+        user_id: Set(row.user_id),
+        session_id: Set(row.session_id),
+        device_id: Set(row.device_id),
+        ip: Set(row.ip),
+        outcome: Set(row.outcome),
+        details_key_id: Set(row.details_key_id),
+        details: Set(row.details),
+        prev_hash: Set(row.prev_hash),
+        hash: Set(row.hash),
+        ..Default::default()
+    });
     audit_events::Entity::insert_many(rows).exec_without_returning(conn).await?;
     Ok(())
 }

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use migration::m20261206_000002_row_level_security as rls;
 use sea_orm::sqlx::{self, Postgres};
@@ -211,11 +212,22 @@ pub struct WriteTxn {
     txn: Txn,
     _writer: Option<OwnedMutexGuard<()>>,
     pub(super) audit_chain: Arc<ChainState>,
+    /// Postgres: the audit append lock is already held (taken by an earlier
+    /// statement of this transaction, see `audit::lock_expr`).
+    pub(super) audit_locked: AtomicBool,
+    /// The audit chain's head after this transaction's appends; the
+    /// handle caches it once the commit succeeded.
+    pub(super) pending_head: std::sync::Mutex<Option<String>>,
 }
 
 impl WriteTxn {
     pub async fn commit(self) -> Result<(), StoreError> {
-        self.txn.commit().await.map_err(StoreError::from)
+        let head = self.pending_head.lock().ok().and_then(|mut h| h.take());
+        self.txn.commit().await.map_err(StoreError::from)?;
+        if let Some(head) = head {
+            self.audit_chain.committed(head);
+        }
+        Ok(())
     }
 }
 
@@ -333,7 +345,13 @@ impl Db {
             return self.begin_write().await;
         }
         let txn = self.begin_scoped("BEGIN", scope).await?;
-        Ok(WriteTxn { txn, _writer: None, audit_chain: self.audit_chain.clone() })
+        Ok(WriteTxn {
+            txn,
+            _writer: None,
+            audit_chain: self.audit_chain.clone(),
+            audit_locked: AtomicBool::new(false),
+            pending_head: std::sync::Mutex::default(),
+        })
     }
 
     /// A connection for reads under `scope`: on Postgres one transaction
@@ -381,7 +399,13 @@ impl Db {
             }
             None => Txn::Orm(self.conn.begin().await?),
         };
-        Ok(WriteTxn { txn, _writer: writer, audit_chain: self.audit_chain.clone() })
+        Ok(WriteTxn {
+            txn,
+            _writer: writer,
+            audit_chain: self.audit_chain.clone(),
+            audit_locked: AtomicBool::new(false),
+            pending_head: std::sync::Mutex::default(),
+        })
     }
 
     pub fn conn(&self) -> &DatabaseConnection {

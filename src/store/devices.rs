@@ -115,10 +115,17 @@ pub(crate) async fn list_names<C: ConnectionTrait>(
 }
 
 /// Inserts the device, or refreshes its last-seen data (trust untouched).
-pub(crate) async fn upsert<C: ConnectionTrait>(conn: &C, s: &DeviceSighting) -> Result<()> {
+/// `ends_failures`: a success on this device also ends its run of failures
+/// and its lock (in this statement: one statement may change a row once).
+pub(crate) fn upsert_statement(s: &DeviceSighting, ends_failures: bool) -> sea_orm::sea_query::InsertStatement {
+    use sea_orm::QueryTrait as _;
     let mut update = vec![devices::Column::LastSeenAt, devices::Column::LastIp, devices::Column::UserAgent];
     if s.name.is_some() {
         update.push(devices::Column::Name);
+    }
+    if ends_failures {
+        // The inserted row's values: 0 and NULL.
+        update.extend([devices::Column::FailedAttempts, devices::Column::LockedUntil]);
     }
     devices::Entity::insert(devices::ActiveModel {
         id: Set(s.id.clone()),
@@ -136,9 +143,7 @@ pub(crate) async fn upsert<C: ConnectionTrait>(conn: &C, s: &DeviceSighting) -> 
         locked_until: Set(None),
     })
     .on_conflict(OnConflict::column(devices::Column::Id).update_columns(update).to_owned())
-    .exec_without_returning(conn)
-    .await?;
-    Ok(())
+    .into_query()
 }
 
 /// Deletes a device row, unless it is blocked (deleting it would lift the
@@ -222,13 +227,18 @@ pub async fn reset_failures(db: &Db, user_id: Uuid, id: &str) -> Result<()> {
 
 /// [`reset_failures`] in a transaction.
 pub(crate) async fn reset_failures_in<C: ConnectionTrait>(conn: &C, id: &str) -> Result<()> {
+    conn.execute(&reset_failures_statement(id)).await?;
+    Ok(())
+}
+
+/// The statement of [`reset_failures_in`], for batching with others.
+pub(crate) fn reset_failures_statement(id: &str) -> sea_orm::sea_query::UpdateStatement {
+    use sea_orm::QueryTrait as _;
     use sea_orm::sea_query::Expr;
     devices::Entity::update_many()
         .col_expr(devices::Column::FailedAttempts, Expr::val(0))
         .col_expr(devices::Column::LockedUntil, Expr::val(Option::<DateTime<Utc>>::None))
         .filter(devices::Column::Id.eq(id))
         .filter(devices::Column::FailedAttempts.ne(0))
-        .exec(conn)
-        .await?;
-    Ok(())
+        .into_query()
 }

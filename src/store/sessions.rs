@@ -4,9 +4,12 @@
 
 use chrono::{DateTime, Utc};
 use entity::{refresh_tokens, sessions, users};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, Expr, InsertStatement, LockType, Query, SubQueryStatement, UnionType, WithClause,
+};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait as _, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait as _,
 };
 use uuid::Uuid;
 
@@ -96,47 +99,81 @@ pub async fn create(
     let txn = db.begin_write_as(Scope::User(new.user_id)).await?;
     // SQLite has one writer at a time; Postgres takes the rows' locks.
     let postgres = db.backend() == sea_orm::DatabaseBackend::Postgres;
-    // The user (its row locked) and its credential's version, in one query.
-    let mut user_query = users::Entity::find_by_id(new.user_id).find_also_related(entity::opaque_credentials::Entity);
-    if postgres {
-        sea_orm::QueryTrait::query(&mut user_query)
-            .lock_with_tables(sea_orm::sea_query::LockType::Update, [users::Entity]);
-    }
-    let Some((user, credential)) = user_query.one(&*txn).await? else { return Ok(None) };
-    let credential_version = credential.map(|c| c.updated_at);
-    let mut gate =
-        Gate { locked_until: user.locked_until, lock_reason: user.lock_reason, device_trust: None, credential_version };
-    if let Some(device) = new.device.as_ref().filter(|d| d.new_credential.is_none()) {
-        let mut device_query = entity::devices::Entity::find_by_id(device.id.clone());
-        if postgres {
-            device_query = device_query.lock_exclusive();
-        }
-        if let Some(row) = device_query.one(&*txn).await? {
-            gate.device_trust =
-                Some(row.trust.parse().map_err(|e| StoreError::Corrupt(format!("device {}: {e}", row.id)))?);
-        }
-    }
+    let Some(gate) = read_gate(&txn, new, postgres).await? else { return Ok(None) };
     if !admit(&gate) {
         return Ok(None);
     }
-    // The user's row is locked (Postgres) or the writer slot held (SQLite):
-    // concurrent logins of one user count one after another.
-    let active: Vec<(Uuid, String)> = sessions::Entity::find()
+    // The login's writes: the end of its run of failures, the device
+    // sighting, the session and its refresh token.
+    let mut writes: Vec<SubQueryStatement> = Vec::with_capacity(4);
+    let device_ends_failures =
+        |device: &DeviceSighting| matches!(&new.ends_failures, Some(FailureScope::Device(id)) if *id == device.id);
+    match &new.ends_failures {
+        Some(FailureScope::Account(id)) => writes.push(super::users::reset_failures_statement(*id).into()),
+        Some(FailureScope::Device(_)) if new.device.as_ref().is_some_and(device_ends_failures) => {}
+        Some(FailureScope::Device(id)) => writes.push(devices::reset_failures_statement(id).into()),
+        None => {}
+    }
+    if let Some(device) = &new.device {
+        writes.push(devices::upsert_statement(device, device_ends_failures(device)).into());
+    }
+    writes.push(insert_session_statement(new).into());
+    writes.push(
+        insert_refresh_statement((new.id, new.user_id), &new.refresh_token_hash, new.created_at, new.expires_at).into(),
+    );
+    // The sessions beyond the cap, oldest first: all active ones but the
+    // newest `max_active - 1`. The user's row is locked (Postgres) or the
+    // writer slot held (SQLite), so concurrent logins of one user count one
+    // after another.
+    let over_cap = sessions::Entity::find()
         .select_only()
         .column(sessions::Column::Id)
         .column(sessions::Column::TokenHash)
         .filter(sessions::Column::UserId.eq(new.user_id))
         .filter(sessions::Column::RevokedAt.is_null())
         .filter(sessions::Column::ExpiresAt.gt(new.created_at))
-        .order_by_asc(sessions::Column::CreatedAt)
-        .order_by_asc(sessions::Column::Id)
-        .into_tuple()
-        .all(&*txn)
-        .await?;
-    let excess = (active.len() + 1).saturating_sub(usize::try_from(max_active).unwrap_or(usize::MAX));
-    let evicted: Vec<(Uuid, String)> = active.into_iter().take(excess).collect();
-    if !evicted.is_empty() {
-        let ids: Vec<Uuid> = evicted.iter().map(|(id, _)| *id).collect();
+        .order_by_desc(sessions::Column::CreatedAt)
+        .order_by_desc(sessions::Column::Id)
+        // SQLite takes no OFFSET without a LIMIT.
+        .limit(1 << 40)
+        .offset(u64::from(max_active.saturating_sub(1)))
+        .into_query();
+    let mut excess: Vec<(Uuid, String)> = if postgres {
+        // One statement on Postgres: the writes as CTEs, the sessions over
+        // the cap read from the snapshot before them, and the audit append
+        // lock taken for the events below (a login's transaction spends 6
+        // round trips instead of 12).
+        let mut with = WithClause::new();
+        for (i, write) in writes.into_iter().enumerate() {
+            with.cte(CommonTableExpression::new().query(write).table_name(Alias::new(format!("w{i}"))).to_owned());
+        }
+        let mut lock = Query::select();
+        lock.expr(Expr::cust("NULL::uuid")).expr(audit::lock_expr(&txn));
+        let rows = txn.query_all(&lock.union(UnionType::All, over_cap).to_owned().with(with)).await?;
+        rows.into_iter()
+            .filter_map(|row| match row.try_get_by_index::<Option<Uuid>>(0) {
+                Ok(Some(id)) => Some(row.try_get_by_index::<String>(1).map(|hash| (id, hash))),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<std::result::Result<_, _>>()?
+    } else {
+        let excess = txn.query_all(&over_cap).await?;
+        for write in &writes {
+            match write {
+                SubQueryStatement::InsertStatement(insert) => txn.execute(insert).await?,
+                SubQueryStatement::UpdateStatement(update) => txn.execute(update).await?,
+                _ => return Err(StoreError::Database("unexpected statement in a login's writes".into())),
+            };
+        }
+        excess
+            .into_iter()
+            .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+            .collect::<std::result::Result<_, sea_orm::DbErr>>()?
+    };
+    excess.reverse();
+    if !excess.is_empty() {
+        let ids: Vec<Uuid> = excess.iter().map(|(id, _)| *id).collect();
         sessions::Entity::update_many()
             .col_expr(sessions::Column::RevokedAt, Expr::val(new.created_at))
             .col_expr(sessions::Column::RevokedReason, Expr::val("evicted"))
@@ -145,29 +182,71 @@ pub async fn create(
             .exec(&*txn)
             .await?;
         audit::append_in(&txn, &evicted_events(&ids)).await?;
-    }
-    // Read after the update: a refresh that committed meanwhile changed the
-    // token hash the cache holds the session under.
-    let evicted: Vec<(Uuid, String)> = if evicted.is_empty() {
-        evicted
-    } else {
-        sessions::Entity::find()
+        // Read after the update: a refresh that committed meanwhile changed
+        // the token hash the cache holds the session under.
+        excess = sessions::Entity::find()
             .select_only()
             .column(sessions::Column::Id)
             .column(sessions::Column::TokenHash)
-            .filter(sessions::Column::Id.is_in(evicted.iter().map(|(id, _)| *id).collect::<Vec<_>>()))
+            .filter(sessions::Column::Id.is_in(ids))
             .into_tuple()
             .all(&*txn)
-            .await?
+            .await?;
+    }
+    audit::append_in(&txn, events).await?;
+    txn.commit().await?;
+    Ok(Some(excess))
+}
+
+/// The account's and device's state a new session must satisfy, read under
+/// row locks in one query; `None` when the user is gone.
+async fn read_gate(txn: &super::db::WriteTxn, new: &NewSession, postgres: bool) -> Result<Option<Gate>> {
+    use entity::{devices as device_rows, opaque_credentials as credentials};
+    let mut query = Query::select();
+    query
+        .column((users::Entity, users::Column::LockedUntil))
+        .column((users::Entity, users::Column::LockReason))
+        .column((credentials::Entity, credentials::Column::UpdatedAt))
+        .from(users::Entity)
+        .left_join(
+            credentials::Entity,
+            Expr::col((credentials::Entity, credentials::Column::UserId)).equals((users::Entity, users::Column::Id)),
+        )
+        .and_where(Expr::col((users::Entity, users::Column::Id)).eq(new.user_id));
+    match new.device.as_ref().filter(|d| d.new_credential.is_none()) {
+        Some(device) => {
+            let mut trust = Query::select();
+            trust
+                .column(device_rows::Column::Trust)
+                .from(device_rows::Entity)
+                .and_where(Expr::col(device_rows::Column::Id).eq(device.id.clone()));
+            if postgres {
+                trust.lock(LockType::Update);
+            }
+            query.expr(Expr::SubQuery(None, Box::new(trust.into())));
+        }
+        None => {
+            query.expr(Expr::cust("NULL"));
+        }
+    }
+    if postgres {
+        query.lock_with_tables(LockType::Update, [users::Entity]);
+    }
+    let Some(row) = txn.query_one(&query).await? else { return Ok(None) };
+    let device_trust = match row.try_get_by_index::<Option<String>>(3)? {
+        Some(trust) => Some(trust.parse().map_err(|e| StoreError::Corrupt(format!("device trust: {e}")))?),
+        None => None,
     };
-    match &new.ends_failures {
-        Some(FailureScope::Account(id)) => super::users::reset_failures_in(&*txn, *id).await?,
-        Some(FailureScope::Device(id)) => devices::reset_failures_in(&*txn, id).await?,
-        None => {}
-    }
-    if let Some(device) = &new.device {
-        devices::upsert(&*txn, device).await?;
-    }
+    Ok(Some(Gate {
+        locked_until: row.try_get_by_index(0)?,
+        lock_reason: row.try_get_by_index(1)?,
+        device_trust,
+        credential_version: row.try_get_by_index(2)?,
+    }))
+}
+
+/// A session's row, as inserted.
+fn insert_session_statement(new: &NewSession) -> InsertStatement {
     sessions::Entity::insert(sessions::ActiveModel {
         id: Set(new.id),
         user_id: Set(new.user_id),
@@ -185,21 +264,15 @@ pub async fn create(
         revoked_at: Set(None),
         revoked_reason: Set(None),
     })
-    .exec_without_returning(&*txn)
-    .await?;
-    insert_refresh(&txn, (new.id, new.user_id), &new.refresh_token_hash, new.created_at, new.expires_at).await?;
-    audit::append_in(&txn, events).await?;
-    txn.commit().await?;
-    Ok(Some(evicted))
+    .into_query()
 }
 
-async fn insert_refresh(
-    txn: &super::db::WriteTxn,
+fn insert_refresh_statement(
     (session_id, user_id): (Uuid, Uuid),
     hash: &str,
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
-) -> Result<()> {
+) -> InsertStatement {
     refresh_tokens::Entity::insert(refresh_tokens::ActiveModel {
         id: Set(Uuid::now_v7()),
         session_id: Set(session_id),
@@ -209,8 +282,17 @@ async fn insert_refresh(
         expires_at: Set(expires_at),
         rotated_at: Set(None),
     })
-    .exec_without_returning(&**txn)
-    .await?;
+    .into_query()
+}
+
+async fn insert_refresh(
+    txn: &super::db::WriteTxn,
+    (session_id, user_id): (Uuid, Uuid),
+    hash: &str,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<()> {
+    txn.execute(&insert_refresh_statement((session_id, user_id), hash, now, expires_at)).await?;
     Ok(())
 }
 

@@ -63,7 +63,8 @@ pub async fn find_with_credential(db: &Db, username: &str) -> Result<Option<(Use
 /// The user with which second factors are on: (user, TOTP, any passkey).
 pub async fn find_with_factors(db: &Db, id: Uuid) -> Result<Option<(UserRecord, bool, bool)>> {
     let conn = db.read_as(Scope::User(id)).await?;
-    let Some((user, totp)) = users::Entity::find_by_id(id).find_also_related(totp_credentials::Entity).one(&conn).await?
+    let Some((user, totp)) =
+        users::Entity::find_by_id(id).find_also_related(totp_credentials::Entity).one(&conn).await?
     else {
         return Ok(None);
     };
@@ -185,8 +186,14 @@ pub async fn reset_failures(db: &Db, id: Uuid) -> Result<()> {
 /// [`reset_failures`] in a transaction: one statement (every SET reads the
 /// row as it was, on both backends).
 pub(crate) async fn reset_failures_in<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<()> {
-    use sea_orm::Condition;
+    conn.execute(&reset_failures_statement(id)).await?;
+    Ok(())
+}
+
+/// The statement of [`reset_failures_in`], for batching with others.
+pub(crate) fn reset_failures_statement(id: Uuid) -> sea_orm::sea_query::UpdateStatement {
     use sea_orm::sea_query::{CaseStatement, Expr};
+    use sea_orm::{Condition, QueryTrait as _};
     let automatic = || users::Column::LockReason.is_in([AUTOMATIC_LOCK, HARD_LOCK]);
     let locked_until: Expr = CaseStatement::new()
         .case(automatic(), Expr::val(Option::<DateTime<Utc>>::None))
@@ -202,9 +209,7 @@ pub(crate) async fn reset_failures_in<C: ConnectionTrait>(conn: &C, id: Uuid) ->
         .col_expr(users::Column::LockReason, lock_reason)
         .filter(users::Column::Id.eq(id))
         .filter(Condition::any().add(users::Column::FailedAttempts.ne(0)).add(automatic()))
-        .exec(conn)
-        .await?;
-    Ok(())
+        .into_query()
 }
 
 /// Locks the account until `until` (an admin's lock is never shortened by

@@ -323,3 +323,34 @@ async fn cli_audit_verify_with_a_head() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SEQ:HASH"), "clap names the expected form");
 }
+
+/// Two replicas on one database (Postgres: replicas share it) append in
+/// turn and at once. Each remembers the head it appended last and appends
+/// on the condition that it still is the head; when the other replica
+/// appended meanwhile, it must read the head again, never fork the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_appending_in_turn_keep_one_chain() {
+    let test_db = TestDb::new(DbKind::Postgres).await;
+    let a = TestApp::spawn_on_url(&test_db.url, CacheKind::Redis, |_| {}).await;
+    let b = TestApp::spawn_on_url(&test_db.url, CacheKind::Redis, |_| {}).await;
+    a.register_and_login("rae", PASSWORD).await;
+    for app in [&a, &b, &b, &a, &b, &a] {
+        app.login("rae", PASSWORD, "laptop").await;
+    }
+    // At once: one user per login (logins in flight count as attempts).
+    let names: Vec<String> = (0..6).map(|i| format!("ray{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        [&a, &b][i % 2].register(name, PASSWORD).await;
+    }
+    let logins = names.iter().enumerate().map(|(i, name)| [&a, &b][i % 2].login(name, PASSWORD, "phone"));
+    assert_eq!(futures_util::future::join_all(logins).await.len(), 6);
+    for app in [&a, &b] {
+        let report = audit::verify(&app.app_db, None).await.expect("verify");
+        assert_eq!(report.fault, None, "one chain, as either replica reads it");
+    }
+    let all = rows(&a.app_db).await;
+    assert_eq!(all.iter().filter(|r| r.event == "login.success").count(), 1 + 6 + 6);
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash, "row {} links to the row before it", pair[1].id);
+    }
+}
