@@ -66,7 +66,7 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<String> {
         self.require_recent_auth(current, now)?;
-        self.require_aal2_if_totp(current).await?;
+        self.require_aal2_if_second_factor(current).await?;
         // Each start evaluates the OPRF under the user's key: a stolen session
         // must not get an unlimited offline oracle for the current password.
         self.enforce(Action::Registration, client, Some(&current.username)).await?;
@@ -87,7 +87,7 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<()> {
         self.require_recent_auth(current, now)?;
-        self.require_aal2_if_totp(current).await?;
+        self.require_aal2_if_second_factor(current).await?;
         let record = parse_record(record)?;
         let key = self.keys.tagged("pwchange", &current.session_id.to_string());
         if !self.take_marker(&key, now).await? {
@@ -257,7 +257,9 @@ impl Core {
             .collect())
     }
 
-    async fn require_aal2_if_totp(&self, current: &CurrentSession) -> Result<()> {
+    /// A user with a second factor changes sensitive things only from a
+    /// session that proved one (aal2).
+    pub(super) async fn require_aal2_if_second_factor(&self, current: &CurrentSession) -> Result<()> {
         if current.aal < Aal::Aal2 && self.has_second_factor(current.user_id).await? {
             return Err(Error::Forbidden);
         }

@@ -169,6 +169,9 @@ impl Core {
     #[tracing::instrument(skip_all, fields(user_id = %current.user_id))]
     pub async fn totp_enroll(&self, current: &CurrentSession, now: DateTime<Utc>) -> Result<Enrollment> {
         self.require_recent_auth(current, now)?;
+        // A user with a passkey adds TOTP only from a session that proved
+        // it: confirming makes the session aal2.
+        self.require_aal2_if_second_factor(current).await?;
         let mut secret = Zeroizing::new(vec![0u8; SECRET_BYTES]);
         rand::rngs::OsRng.fill_bytes(&mut secret);
         let secret_base32 = totp_rs::Secret::from(secret.to_vec()).to_base32();
@@ -217,6 +220,7 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<Vec<String>> {
         self.require_recent_auth(current, now)?;
+        self.require_aal2_if_second_factor(current).await?;
         check_code_format(code)?;
         let record = store::find(&self.db, current.user_id).await?;
         let Some(record) = record else {

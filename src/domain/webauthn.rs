@@ -207,6 +207,9 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<(String, CreationChallengeResponse)> {
         self.require_recent_auth(current, now)?;
+        // A new factor is added only by a session that proved an existing
+        // one: an aal1 session would otherwise make itself aal2.
+        self.require_aal2_if_second_factor(current).await?;
         let name = check_name(name)?;
         let existing = store::list(&self.db, current.user_id).await?;
         if existing.len() as u64 >= MAX_CREDENTIALS {
@@ -244,6 +247,7 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Result<CredentialInfo> {
         self.require_recent_auth(current, now)?;
+        self.require_aal2_if_second_factor(current).await?;
         let no_ceremony = || Error::InvalidRequest("no passkey registration was started with this ceremony_id".into());
         if ceremony_id.is_empty() || ceremony_id.len() > 64 {
             return Err(no_ceremony());
@@ -309,8 +313,10 @@ impl Core {
         if !credentials.iter().any(|c| c.id == id) {
             return Err(Error::NotFound);
         }
-        let last = credentials.len() == 1 && !totp_store::is_enabled(&self.db, current.user_id).await?;
-        if last && current.aal < Aal::Aal2 {
+        // As for TOTP: removing a factor needs a session that proved one,
+        // the last one or not (an aal1 session must not trade a passkey for
+        // a weaker factor, nor race two removals to none).
+        if current.aal < Aal::Aal2 {
             return Err(Error::Forbidden);
         }
         let event = self

@@ -213,7 +213,7 @@ async fn enrolment_login_and_removal(db: DbKind, cache: CacheKind) {
     let list: Value = app.get_auth("/v1/webauthn/credentials", &session.token).await.json().await.expect("json");
     assert!(list["credentials"][0]["last_used_at"].is_string());
 
-    // Removal: not someone else's, not the last factor from an aal1 session.
+    // Removal: not someone else's, not from an aal1 session.
     let path = format!("/v1/webauthn/credentials/{id}");
     assert_eq!(app.delete_auth(&path, &mallory.token).await.status(), StatusCode::NOT_FOUND);
     let whoami: Value = app.whoami(&older.token).await.json().await.expect("json");
@@ -228,6 +228,41 @@ async fn enrolment_login_and_removal(db: DbKind, cache: CacheKind) {
     let _ = app.login("pia", PASSWORD, "laptop").await;
 }
 each_stack!(enrolment_login_and_removal, enrolment_login_and_removal);
+
+/// What a password thief holding an aal1 session (one from before the
+/// victim turned on a second factor) tries: add a factor of their own, which
+/// would make that session aal2 and let them through every later login, or
+/// trade the victim's passkey for a weaker factor. Every such change needs
+/// a session that proved an existing factor.
+async fn an_aal1_session_cannot_add_or_trade_factors(db: DbKind, cache: CacheKind) {
+    let app = spawn(db, cache).await;
+    // The victim has TOTP; the thief's session predates it.
+    let victim = app.register_and_login("val", PASSWORD).await;
+    let thief = app.login("val", PASSWORD, "elsewhere").await;
+    app.enable_totp(&victim.token).await;
+    let res = app.post_auth("/v1/webauthn/register/start", &thief.token, &json!({"name": "mine"})).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "no passkey of the thief's own");
+    let whoami: Value = app.whoami(&thief.token).await.json().await.expect("json");
+    assert_eq!(whoami["aal"], "aal1");
+
+    // The victim has passkeys; the thief's session predates them.
+    let victim = app.register_and_login("wes", PASSWORD).await;
+    let thief = app.login("wes", PASSWORD, "elsewhere").await;
+    let mut key = Authenticator::new();
+    let first = app.add_passkey(&victim, &mut key, "YubiKey").await;
+    let _second = app.add_passkey(&victim, &mut Authenticator::new(), "Phone").await;
+    let res = app.post_auth("/v1/webauthn/register/start", &thief.token, &json!({"name": "mine"})).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "no second passkey of the thief's own");
+    let res = app.client.post(app.url("/v1/totp/enroll")).bearer_auth(&thief.token).send().await.expect("request");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "no TOTP of the thief's own");
+    let path = format!("/v1/webauthn/credentials/{first}");
+    assert_eq!(app.delete_auth(&path, &thief.token).await.status(), StatusCode::FORBIDDEN, "one of two, still refused");
+    let list: Value = app.get_auth("/v1/webauthn/credentials", &victim.token).await.json().await.expect("json");
+    assert_eq!(list["credentials"].as_array().map(Vec::len), Some(2), "both passkeys are still there");
+    // The victim's own aal2 session may.
+    assert_eq!(app.delete_auth(&path, &victim.token).await.status(), StatusCode::NO_CONTENT);
+}
+each_stack!(an_aal1_session_cannot_add_or_trade_factors, an_aal1_session_cannot_add_or_trade_factors);
 
 async fn cloned_authenticator_is_refused(db: DbKind, cache: CacheKind) {
     let app = spawn(db, cache).await;
