@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 use entity::{refresh_tokens, sessions, users};
 use sea_orm::sea_query::{
-    Alias, CommonTableExpression, Expr, InsertStatement, LockType, Query, SubQueryStatement, UnionType, WithClause,
+    Alias, CommonTableExpression, Expr, InsertStatement, LockType, Query, SelectStatement, SubQueryStatement,
+    UnionType, WithClause,
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait as _, QueryFilter, QueryOrder,
@@ -121,35 +122,55 @@ pub async fn create(
     writes.push(
         insert_refresh_statement((new.id, new.user_id), &new.refresh_token_hash, new.created_at, new.expires_at).into(),
     );
-    // The sessions beyond the cap, oldest first: all active ones but the
-    // newest `max_active - 1`. The user's row is locked (Postgres) or the
-    // writer slot held (SQLite), so concurrent logins of one user count one
-    // after another.
-    let over_cap = sessions::Entity::find()
-        .select_only()
-        .column(sessions::Column::Id)
-        .column(sessions::Column::TokenHash)
-        .filter(sessions::Column::UserId.eq(new.user_id))
-        .filter(sessions::Column::RevokedAt.is_null())
-        .filter(sessions::Column::ExpiresAt.gt(new.created_at))
-        .order_by_desc(sessions::Column::CreatedAt)
-        .order_by_desc(sessions::Column::Id)
-        // SQLite takes no OFFSET without a LIMIT.
-        .limit(1 << 40)
-        .offset(u64::from(max_active.saturating_sub(1)))
-        .into_query();
-    let mut excess: Vec<(Uuid, String)> = if postgres {
-        // One statement on Postgres: the writes as CTEs, the sessions over
-        // the cap read from the snapshot before them, and the audit append
-        // lock taken for the events below (a login's transaction spends 6
-        // round trips instead of 12).
+    // The sessions beyond the cap: all active ones but the newest
+    // `max_active - 1`. The user's row is locked (Postgres) or the writer
+    // slot held (SQLite), so concurrent logins of one user count one after
+    // another.
+    let over_cap = |columns: &[sessions::Column]| {
+        let mut query = sessions::Entity::find().select_only();
+        for column in columns {
+            query = query.column(*column);
+        }
+        query
+            .filter(sessions::Column::UserId.eq(new.user_id))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .filter(sessions::Column::ExpiresAt.gt(new.created_at))
+            .order_by_desc(sessions::Column::CreatedAt)
+            .order_by_desc(sessions::Column::Id)
+            // SQLite takes no OFFSET without a LIMIT.
+            .limit(1 << 40)
+            .offset(u64::from(max_active.saturating_sub(1)))
+            .into_query()
+    };
+    let evict = |ids: SelectStatement| {
+        sessions::Entity::update_many()
+            .col_expr(sessions::Column::RevokedAt, Expr::val(new.created_at))
+            .col_expr(sessions::Column::RevokedReason, Expr::val("evicted"))
+            .filter(sessions::Column::Id.in_subquery(ids))
+            .filter(sessions::Column::RevokedAt.is_null())
+            .into_query()
+    };
+    let evicted: Vec<(Uuid, String)> = if postgres {
+        // One statement on Postgres: the writes as CTEs; the eviction too,
+        // returning the evicted sessions with their current token hash (a
+        // refresh that committed meanwhile changed it); then the audit
+        // append lock for the events below, taken after every row lock of
+        // the transaction (the eviction's branch runs first), as a refresh
+        // or revocation takes them (row, then lock): no deadlock. A login's
+        // transaction spends 5 round trips instead of 12.
         let mut with = WithClause::new();
         for (i, write) in writes.into_iter().enumerate() {
             with.cte(CommonTableExpression::new().query(write).table_name(Alias::new(format!("w{i}"))).to_owned());
         }
+        let eviction = evict(over_cap(&[sessions::Column::Id]))
+            .returning(Query::returning().columns([sessions::Column::Id, sessions::Column::TokenHash]))
+            .to_owned();
+        with.cte(CommonTableExpression::new().query(eviction).table_name(Alias::new("evicted")).to_owned());
+        let mut evicted = Query::select();
+        evicted.column(sessions::Column::Id).column(sessions::Column::TokenHash).from(Alias::new("evicted"));
         let mut lock = Query::select();
         lock.expr(Expr::cust("NULL::uuid")).expr(audit::lock_expr(&txn));
-        let rows = txn.query_all(&lock.union(UnionType::All, over_cap).to_owned().with(with)).await?;
+        let rows = txn.query_all(&evicted.union(UnionType::All, lock).to_owned().with(with)).await?;
         rows.into_iter()
             .filter_map(|row| match row.try_get_by_index::<Option<Uuid>>(0) {
                 Ok(Some(id)) => Some(row.try_get_by_index::<String>(1).map(|hash| (id, hash))),
@@ -158,7 +179,12 @@ pub async fn create(
             })
             .collect::<std::result::Result<_, _>>()?
     } else {
-        let excess = txn.query_all(&over_cap).await?;
+        let excess: Vec<Uuid> = txn
+            .query_all(&over_cap(&[sessions::Column::Id]))
+            .await?
+            .into_iter()
+            .map(|row| row.try_get_by_index(0))
+            .collect::<std::result::Result<_, _>>()?;
         for write in &writes {
             match write {
                 SubQueryStatement::InsertStatement(insert) => txn.execute(insert).await?,
@@ -166,36 +192,34 @@ pub async fn create(
                 _ => return Err(StoreError::Database("unexpected statement in a login's writes".into())),
             };
         }
-        excess
-            .into_iter()
-            .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
-            .collect::<std::result::Result<_, sea_orm::DbErr>>()?
+        if excess.is_empty() {
+            Vec::new()
+        } else {
+            // SQLite holds the only writer slot: nothing changed meanwhile.
+            txn.execute(&evict(
+                Query::select()
+                    .column(sessions::Column::Id)
+                    .from(sessions::Entity)
+                    .and_where(sessions::Column::Id.is_in(excess.clone()))
+                    .to_owned(),
+            ))
+            .await?;
+            sessions::Entity::find()
+                .select_only()
+                .column(sessions::Column::Id)
+                .column(sessions::Column::TokenHash)
+                .filter(sessions::Column::Id.is_in(excess))
+                .into_tuple()
+                .all(&*txn)
+                .await?
+        }
     };
-    excess.reverse();
-    if !excess.is_empty() {
-        let ids: Vec<Uuid> = excess.iter().map(|(id, _)| *id).collect();
-        sessions::Entity::update_many()
-            .col_expr(sessions::Column::RevokedAt, Expr::val(new.created_at))
-            .col_expr(sessions::Column::RevokedReason, Expr::val("evicted"))
-            .filter(sessions::Column::Id.is_in(ids.clone()))
-            .filter(sessions::Column::RevokedAt.is_null())
-            .exec(&*txn)
-            .await?;
-        audit::append_in(&txn, &evicted_events(&ids)).await?;
-        // Read after the update: a refresh that committed meanwhile changed
-        // the token hash the cache holds the session under.
-        excess = sessions::Entity::find()
-            .select_only()
-            .column(sessions::Column::Id)
-            .column(sessions::Column::TokenHash)
-            .filter(sessions::Column::Id.is_in(ids))
-            .into_tuple()
-            .all(&*txn)
-            .await?;
-    }
-    audit::append_in(&txn, events).await?;
+    let ids: Vec<Uuid> = evicted.iter().map(|(id, _)| *id).collect();
+    let mut all_events = if ids.is_empty() { Vec::new() } else { evicted_events(&ids) };
+    all_events.extend_from_slice(events);
+    audit::append_in(&txn, &all_events).await?;
     txn.commit().await?;
-    Ok(Some(excess))
+    Ok(Some(evicted))
 }
 
 /// The account's and device's state a new session must satisfy, read under

@@ -136,6 +136,35 @@ async fn session_cap_evicts_the_oldest(db: DbKind, cache: CacheKind) {
 }
 each_stack!(session_cap_evicts_the_oldest_on, session_cap_evicts_the_oldest);
 
+/// A login at the cap evicts the oldest session while that session is
+/// being refreshed: the two transactions touch the same session row and the
+/// audit append lock, and must not wait on each other in a cycle (a
+/// deadlock would abort one with a 500). Every answer is a success or a
+/// plain 401 for the evicted session, and the cap holds.
+async fn eviction_racing_a_refresh_never_deadlocks(db: DbKind, cache: CacheKind) {
+    let app = TestApp::spawn_with(db, cache, |c| {
+        c.sessions.max_per_user = 2;
+        c.ratelimit.lockout_threshold = 50;
+    })
+    .await;
+    let mut oldest = app.register_and_login("race", PASSWORD).await;
+    let mut newer = app.login("race", PASSWORD, "device-a").await;
+    for round in 0..8 {
+        let refresh = app.refresh(&oldest.refresh);
+        let login = app.login_response("race", PASSWORD, json!({"fingerprint": format!("device-{round}")}));
+        let (refreshed, logged_in) = tokio::join!(refresh, login);
+        assert!(matches!(refreshed.status().as_u16(), 200 | 401), "refresh: {}", refreshed.status());
+        assert_eq!(logged_in.status(), 200, "login at the cap");
+        let body: Value = logged_in.json().await.expect("json");
+        let latest = Session::from_json(body);
+        let listed: Value = app.get_auth("/v1/sessions", &latest.token).await.json().await.expect("json");
+        assert_eq!(listed["sessions"].as_array().expect("array").len(), 2, "the cap holds");
+        oldest = newer;
+        newer = latest;
+    }
+}
+each_stack!(eviction_racing_a_refresh_never_deadlocks_on, eviction_racing_a_refresh_never_deadlocks);
+
 /// The client half of OPAQUE registration against `start`/`finish`, with
 /// `extra` fields (a reset token) and an optional bearer session. Returns
 /// the start status and, when it was 200, the finish status and body.
