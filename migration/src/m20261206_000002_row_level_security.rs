@@ -186,8 +186,10 @@ impl MigrationTrait for Migration {
         let by_id = format!("id = {}", setting(DEVICE_SETTING));
         allow(conn, "devices", "by_id", "SELECT", &by_id).await?;
         // Cross-user tasks.
+        // Cleanup reads and deletes; it never inserts or updates.
         for table in ["sessions", "refresh_tokens", "reset_tokens", "devices"] {
-            allow(conn, table, "maintenance", "ALL", &task_is(MAINTENANCE)).await?;
+            allow(conn, table, "maintenance", "SELECT", &task_is(MAINTENANCE)).await?;
+            allow(conn, table, "maintenance_delete", "DELETE", &task_is(MAINTENANCE)).await?;
         }
         for table in ["opaque_credentials", "totp_credentials", "webauthn_credentials"] {
             allow(conn, table, "reencrypt", "SELECT", &task_is(REENCRYPT)).await?;

@@ -81,6 +81,11 @@ pub async fn find(db: &Db, user_id: Uuid, id: &str) -> Result<Option<DeviceRecor
 
 /// A device whoever's it is (an admin names it by id alone).
 pub async fn find_any(db: &Db, id: &str) -> Result<Option<DeviceRecord>> {
+    // No stored text holds a NUL (Postgres text cannot), and the setting
+    // could not carry one.
+    if id.contains('\0') {
+        return Ok(None);
+    }
     let conn = db.read_as(Scope::Device(id)).await?;
     devices::Entity::find_by_id(id.to_owned()).one(&conn).await?.map(TryInto::try_into).transpose()
 }

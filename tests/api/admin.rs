@@ -109,6 +109,12 @@ async fn admin_endpoints(db: DbKind, cache: CacheKind) {
         app.admin_send(Method::PUT, "/v1/admin/devices/nope/trust", &admin.token, Some(trust("blocked"))).await,
         404
     );
+    // A NUL or other odd bytes in the id: not found either, never a 500.
+    for odd in ["a%00b", "%C3%A5", "%FF"] {
+        let path = format!("/v1/admin/devices/{odd}/trust");
+        let status = app.admin_send(Method::PUT, &path, &admin.token, Some(trust("blocked"))).await;
+        assert!(matches!(status.as_u16(), 400 | 404), "{odd}: {status}");
+    }
     assert_eq!(
         app.admin_send(
             Method::PUT,

@@ -268,6 +268,14 @@ async fn each_cross_user_lookup_sees_only_what_its_setting_names() {
         let n = txn.execute_unprepared(&format!("DELETE FROM {table}")).await.expect("delete").rows_affected();
         assert_eq!(n, 0, "{scope:?} deleted from {table}");
     }
+    // Maintenance deletes but never rewrites: no trust changed, no
+    // session revived or handed to someone else.
+    let txn = db.begin_write_as(Scope::Task(Task::Maintenance)).await.expect("txn");
+    let n = txn.execute_unprepared("UPDATE devices SET trust = 'trusted'").await.expect("update").rows_affected();
+    assert_eq!(n, 0, "maintenance updated devices");
+    let n = txn.execute_unprepared("UPDATE sessions SET revoked_at = NULL").await.expect("update").rows_affected();
+    assert_eq!(n, 0, "maintenance updated sessions");
+    drop(txn);
     // A setting's value is data, never SQL: quotes and statements in it
     // find nothing and widen nothing.
     for hostile in
