@@ -5,8 +5,7 @@
 use chrono::{DateTime, Utc};
 use entity::{refresh_tokens, sessions, users};
 use sea_orm::sea_query::{
-    Alias, CommonTableExpression, Expr, InsertStatement, LockType, Query, SelectStatement, SubQueryStatement,
-    UnionType, WithClause,
+    Alias, CommonTableExpression, Expr, InsertStatement, LockType, Query, SubQueryStatement, UnionType, WithClause,
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait as _, QueryFilter, QueryOrder,
@@ -122,69 +121,52 @@ pub async fn create(
     writes.push(
         insert_refresh_statement((new.id, new.user_id), &new.refresh_token_hash, new.created_at, new.expires_at).into(),
     );
-    // The sessions beyond the cap: all active ones but the newest
-    // `max_active - 1`. The user's row is locked (Postgres) or the writer
-    // slot held (SQLite), so concurrent logins of one user count one after
-    // another.
-    let over_cap = |columns: &[sessions::Column]| {
-        let mut query = sessions::Entity::find().select_only();
-        for column in columns {
-            query = query.column(*column);
-        }
-        query
-            .filter(sessions::Column::UserId.eq(new.user_id))
-            .filter(sessions::Column::RevokedAt.is_null())
-            .filter(sessions::Column::ExpiresAt.gt(new.created_at))
-            .order_by_desc(sessions::Column::CreatedAt)
-            .order_by_desc(sessions::Column::Id)
-            // SQLite takes no OFFSET without a LIMIT.
-            .limit(1 << 40)
-            .offset(u64::from(max_active.saturating_sub(1)))
-            .into_query()
-    };
-    let evict = |ids: SelectStatement| {
-        sessions::Entity::update_many()
-            .col_expr(sessions::Column::RevokedAt, Expr::val(new.created_at))
-            .col_expr(sessions::Column::RevokedReason, Expr::val("evicted"))
-            .filter(sessions::Column::Id.in_subquery(ids))
-            .filter(sessions::Column::RevokedAt.is_null())
-            .into_query()
-    };
-    let evicted: Vec<(Uuid, String)> = if postgres {
-        // One statement on Postgres: the writes as CTEs; the eviction too,
-        // returning the evicted sessions with their current token hash (a
-        // refresh that committed meanwhile changed it); then the audit
-        // append lock for the events below, taken after every row lock of
-        // the transaction (the eviction's branch runs first), as a refresh
-        // or revocation takes them (row, then lock): no deadlock. A login's
-        // transaction spends 5 round trips instead of 12.
+    // The eviction of the sessions beyond the cap (all active ones but the
+    // newest `max_active - 1`), returning each with its current token hash
+    // (a refresh that committed meanwhile changed it). The user's row is
+    // locked (Postgres) or the writer slot held (SQLite), so concurrent
+    // logins of one user count one after another.
+    let over_cap = sessions::Entity::find()
+        .select_only()
+        .column(sessions::Column::Id)
+        .filter(sessions::Column::UserId.eq(new.user_id))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .filter(sessions::Column::ExpiresAt.gt(new.created_at))
+        .order_by_desc(sessions::Column::CreatedAt)
+        .order_by_desc(sessions::Column::Id)
+        // SQLite takes no OFFSET without a LIMIT.
+        .limit(1 << 40)
+        .offset(u64::from(max_active.saturating_sub(1)))
+        .into_query();
+    let eviction = sessions::Entity::update_many()
+        .col_expr(sessions::Column::RevokedAt, Expr::val(new.created_at))
+        .col_expr(sessions::Column::RevokedReason, Expr::val("evicted"))
+        .filter(sessions::Column::Id.in_subquery(over_cap))
+        .filter(sessions::Column::RevokedAt.is_null())
+        .into_query()
+        .returning(Query::returning().columns([sessions::Column::Id, sessions::Column::TokenHash]))
+        .to_owned();
+    let rows = if postgres {
+        // One statement on Postgres: the writes and the eviction as CTEs,
+        // then the audit append lock for the events below, taken after
+        // every row lock of the transaction (the eviction's branch runs
+        // first), as a refresh or revocation takes them (row, then lock):
+        // no deadlock. A login's transaction spends 5 round trips instead
+        // of 12.
         let mut with = WithClause::new();
         for (i, write) in writes.into_iter().enumerate() {
             with.cte(CommonTableExpression::new().query(write).table_name(Alias::new(format!("w{i}"))).to_owned());
         }
-        let eviction = evict(over_cap(&[sessions::Column::Id]))
-            .returning(Query::returning().columns([sessions::Column::Id, sessions::Column::TokenHash]))
-            .to_owned();
         with.cte(CommonTableExpression::new().query(eviction).table_name(Alias::new("evicted")).to_owned());
         let mut evicted = Query::select();
         evicted.column(sessions::Column::Id).column(sessions::Column::TokenHash).from(Alias::new("evicted"));
         let mut lock = Query::select();
         lock.expr(Expr::cust("NULL::uuid")).expr(audit::lock_expr(&txn));
-        let rows = txn.query_all(&evicted.union(UnionType::All, lock).to_owned().with(with)).await?;
-        rows.into_iter()
-            .filter_map(|row| match row.try_get_by_index::<Option<Uuid>>(0) {
-                Ok(Some(id)) => Some(row.try_get_by_index::<String>(1).map(|hash| (id, hash))),
-                Ok(None) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<std::result::Result<_, _>>()?
+        txn.query_all(&evicted.union(UnionType::All, lock).to_owned().with(with)).await?
     } else {
-        let excess: Vec<Uuid> = txn
-            .query_all(&over_cap(&[sessions::Column::Id]))
-            .await?
-            .into_iter()
-            .map(|row| row.try_get_by_index(0))
-            .collect::<std::result::Result<_, _>>()?;
+        // SQLite, one statement after another: the eviction first, so the
+        // new session is not counted against the cap.
+        let rows = txn.query_all(&eviction).await?;
         for write in &writes {
             match write {
                 SubQueryStatement::InsertStatement(insert) => txn.execute(insert).await?,
@@ -192,28 +174,17 @@ pub async fn create(
                 _ => return Err(StoreError::Database("unexpected statement in a login's writes".into())),
             };
         }
-        if excess.is_empty() {
-            Vec::new()
-        } else {
-            // SQLite holds the only writer slot: nothing changed meanwhile.
-            txn.execute(&evict(
-                Query::select()
-                    .column(sessions::Column::Id)
-                    .from(sessions::Entity)
-                    .and_where(sessions::Column::Id.is_in(excess.clone()))
-                    .to_owned(),
-            ))
-            .await?;
-            sessions::Entity::find()
-                .select_only()
-                .column(sessions::Column::Id)
-                .column(sessions::Column::TokenHash)
-                .filter(sessions::Column::Id.is_in(excess))
-                .into_tuple()
-                .all(&*txn)
-                .await?
-        }
+        rows
     };
+    // The lock's row (Postgres) has no session id.
+    let evicted: Vec<(Uuid, String)> = rows
+        .into_iter()
+        .filter_map(|row| match row.try_get_by_index::<Option<Uuid>>(0) {
+            Ok(Some(id)) => Some(row.try_get_by_index::<String>(1).map(|hash| (id, hash))),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<std::result::Result<_, _>>()?;
     let ids: Vec<Uuid> = evicted.iter().map(|(id, _)| *id).collect();
     let mut all_events = if ids.is_empty() { Vec::new() } else { evicted_events(&ids) };
     all_events.extend_from_slice(events);
