@@ -28,6 +28,10 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::audit::ChainState;
+use super::scoped_pool::{Lease, ScopedPool};
+
+/// A pooled connection idle this long is pinged before it is handed out.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(10);
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
@@ -36,6 +40,8 @@ pub struct Db {
     /// SQLite allows one writer: write transactions queue here instead of
     /// failing with "database is locked" when two upgrade at once.
     sqlite_writer: Option<Arc<Mutex<()>>>,
+    /// Postgres: the connections of scoped transactions.
+    scoped: Option<Arc<ScopedPool>>,
     /// The audit chain's key, shared by every clone of this handle.
     pub(super) audit_chain: Arc<ChainState>,
 }
@@ -122,7 +128,7 @@ fn text_literal(value: &str) -> String {
 /// sea-orm query runs on either through [`ConnectionTrait`].
 pub enum Txn {
     Orm(DatabaseTransaction),
-    Scoped(Mutex<sqlx::Transaction<'static, Postgres>>),
+    Scoped(Mutex<Lease>),
 }
 
 impl std::fmt::Debug for Txn {
@@ -138,7 +144,7 @@ impl Txn {
     pub async fn commit(self) -> Result<(), DbErr> {
         match self {
             Self::Orm(txn) => txn.commit().await,
-            Self::Scoped(txn) => txn.into_inner().commit().await.map_err(exec_err),
+            Self::Scoped(lease) => lease.into_inner().commit().await.map_err(exec_err),
         }
     }
 }
@@ -170,7 +176,7 @@ impl ConnectionTrait for Txn {
             Self::Orm(txn) => txn.execute_raw(stmt).await,
             Self::Scoped(txn) => {
                 let mut txn = txn.lock().await;
-                bound(&stmt).execute(&mut **txn).await.map(Into::into).map_err(exec_err)
+                bound(&stmt).execute(txn.conn()).await.map(Into::into).map_err(exec_err)
             }
         }
     }
@@ -180,7 +186,7 @@ impl ConnectionTrait for Txn {
             Self::Orm(txn) => txn.execute_unprepared(sql).await,
             Self::Scoped(txn) => {
                 let mut txn = txn.lock().await;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut **txn).await.map(Into::into).map_err(exec_err)
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(txn.conn()).await.map(Into::into).map_err(exec_err)
             }
         }
     }
@@ -190,7 +196,7 @@ impl ConnectionTrait for Txn {
             Self::Orm(txn) => txn.query_one_raw(stmt).await,
             Self::Scoped(txn) => {
                 let mut txn = txn.lock().await;
-                bound(&stmt).fetch_optional(&mut **txn).await.map(|r| r.map(Into::into)).map_err(query_err)
+                bound(&stmt).fetch_optional(txn.conn()).await.map(|r| r.map(Into::into)).map_err(query_err)
             }
         }
     }
@@ -200,7 +206,7 @@ impl ConnectionTrait for Txn {
             Self::Orm(txn) => txn.query_all_raw(stmt).await,
             Self::Scoped(txn) => {
                 let mut txn = txn.lock().await;
-                let rows = bound(&stmt).fetch_all(&mut **txn).await.map_err(query_err)?;
+                let rows = bound(&stmt).fetch_all(txn.conn()).await.map_err(query_err)?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
         }
@@ -239,8 +245,8 @@ impl std::ops::Deref for WriteTxn {
 }
 
 /// Reads under a [`Scope`]: on Postgres a transaction that is never
-/// committed (dropping it queues the ROLLBACK, which the pool sends when
-/// the connection comes back, off the caller's path); elsewhere the pool.
+/// committed (dropping it sends the ROLLBACK from a task of its own, off
+/// the caller's path); elsewhere the pool.
 pub enum ReadConn<'a> {
     Pool(&'a DatabaseConnection),
     Scoped(Txn),
@@ -308,13 +314,24 @@ impl Db {
             .min_connections(options.min_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_timeout(options.acquire_timeout)
+            // A ping on every checkout was a round trip per query: ping only
+            // a connection idle long enough to have been dropped.
+            .test_before_acquire_if_idle_for(IDLE_PING_AFTER)
             .sqlx_logging(options.log_statements);
         if url.starts_with("postgres") && !options.statement_timeout.is_zero() {
             opts.statement_timeout(options.statement_timeout);
         }
         let conn = Database::connect(opts).await.map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
         let sqlite_writer = (conn.get_database_backend() == DatabaseBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Self { conn, sqlite_writer, audit_chain: Arc::default() })
+        let scoped = (conn.get_database_backend() == DatabaseBackend::Postgres).then(|| {
+            let pool = conn.get_postgres_connection_pool();
+            Arc::new(ScopedPool::new(
+                (*pool.connect_options()).clone(),
+                options.max_connections,
+                options.acquire_timeout,
+            ))
+        });
+        Ok(Self { conn, sqlite_writer, scoped, audit_chain: Arc::default() })
     }
 
     /// Another pool on `url` (another role, say) sharing this handle's audit
@@ -327,16 +344,9 @@ impl Db {
     /// Begins a transaction on Postgres whose `BEGIN` (`begin`, with its
     /// options) also sets `scope`, in one message.
     async fn begin_scoped(&self, begin: &str, scope: Scope<'_>) -> Result<Txn, StoreError> {
-        let pool = self.conn.get_postgres_connection_pool();
-        let statement = format!("{begin}; {}", scope.set_config());
-        let txn = pool.begin_with(sqlx::AssertSqlSafe(statement)).await.map_err(|e| match e {
-            // No connection: transient, as sea-orm's own acquire errors are.
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                StoreError::DatabaseUnavailable(e.to_string())
-            }
-            other => StoreError::from(exec_err(other)),
-        })?;
-        Ok(Txn::Scoped(Mutex::new(txn)))
+        let pool = self.scoped.as_ref().ok_or_else(|| StoreError::DatabaseUnavailable("not Postgres".into()))?;
+        let lease = pool.begin(&format!("{begin}; {}", scope.set_config())).await?;
+        Ok(Txn::Scoped(Mutex::new(lease)))
     }
 
     /// Begins a transaction that will write, under `scope` (see [`Scope`]).
@@ -485,6 +495,9 @@ impl Db {
     }
 
     pub async fn close(self) {
+        if let Some(scoped) = &self.scoped {
+            scoped.close();
+        }
         let _ = self.conn.close().await;
     }
 }

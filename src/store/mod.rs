@@ -12,6 +12,7 @@ pub mod devices;
 mod error;
 pub mod fast;
 pub mod keyring;
+mod scoped_pool;
 pub mod server_setup;
 pub mod sessions;
 pub mod signing;
