@@ -14,6 +14,7 @@ mod m20261201_000003_account_lifecycle;
 mod m20261201_000004_signing_keys;
 mod m20261206_000001_webauthn_credentials;
 pub mod m20261206_000002_row_level_security;
+mod m20261207_000001_device_token_lookup;
 
 /// All latchkey migrations, oldest first.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_signing_keys::Migration),
             Box::new(m20261206_000001_webauthn_credentials::Migration),
             Box::new(m20261206_000002_row_level_security::Migration),
+            Box::new(m20261207_000001_device_token_lookup::Migration),
         ]
     }
 }

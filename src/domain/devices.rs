@@ -17,7 +17,6 @@ use super::core::ClientInfo as Client;
 use super::core::{ClientInfo, Core};
 use super::sessions::CurrentSession;
 use super::states::Trust;
-use super::tokens::{self, TokenKind};
 use super::{Error, Result};
 use crate::store::devices;
 use crate::store::sessions as session_store;
@@ -101,13 +100,6 @@ pub enum DevicePlan {
 }
 
 impl Core {
-    /// The caller's device credential when it is a valid one of this
-    /// user's; anything else is no credential (no error, no oracle).
-    pub(super) async fn recognize_device(&self, user_id: Uuid, token: Option<&str>) -> Result<Option<DeviceRecord>> {
-        let Some(hash) = token.and_then(|t| tokens::verify_shape(TokenKind::Device, t)) else { return Ok(None) };
-        Ok(devices::find_by_token(&self.db, user_id, &hash).await?)
-    }
-
     /// A keyed hash of the fingerprint a client claims, unlinkable across
     /// users (raw fingerprints are never stored).
     pub(super) fn fingerprint_hash(&self, user_id: Uuid, fingerprint: &str) -> String {

@@ -36,10 +36,11 @@ use super::opaque::Suite;
 use super::ratelimit::Action;
 use super::sessions::{Authenticated, IssuedSession};
 use super::states::{Aal, Trust};
-use super::tokens;
+use super::tokens::{self, TokenKind};
 use super::username::Username;
 use super::webauthn::FactorKind;
 use super::{Error, Result};
+use crate::store::users::DeviceLookup;
 use crate::store::{FastStore as _, devices, users};
 
 const LOGIN_STATE_TTL: Duration = Duration::from_secs(60);
@@ -119,15 +120,14 @@ impl Core {
         let request = CredentialRequest::<Suite>::deserialize(&bytes)
             .map_err(|_| Error::InvalidRequest("credential_request is not a valid KE1 message".into()))?;
 
-        // The user and its sealed record in one query.
-        let (user, sealed_record) = match users::find_with_credential(&self.db, username.as_str()).await? {
-            Some((user, credential)) => (Some(user), credential),
-            None => (None, None),
-        };
-        let device = match &user {
-            Some(user) => self.recognize_device(user.id, device_token).await?,
-            None => None,
-        };
+        // The user, its sealed record and the presented device in one
+        // transaction (a made-up or foreign credential is no device).
+        let device_hash = device_token.and_then(|t| tokens::verify_shape(TokenKind::Device, t));
+        let (user, sealed_record, device) =
+            match users::find_for_login(&self.db, username.as_str(), device_hash.as_deref()).await? {
+                Some((user, credential, device)) => (Some(user), credential, device),
+                None => (None, None, None),
+            };
         if let (Some(user), Some(device)) = (&user, &device)
             && device.trust == Trust::Blocked
         {
@@ -269,13 +269,24 @@ impl Core {
         };
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
 
-        let known = match self.recognize_device(user_id, device_token).await? {
-            Some(device) => Some(device),
-            None => match &pending.device_id {
-                Some(id) => devices::find(&self.db, user_id, id).await?,
-                None => None,
-            },
+        // The device: the credential presented now, else the one
+        // recognized at start; read with the user and its factors.
+        let device_hash = device_token.and_then(|t| tokens::verify_shape(TokenKind::Device, t));
+        let lookup = match (&device_hash, &pending.device_id) {
+            (Some(hash), _) => DeviceLookup::Token(hash),
+            (None, Some(id)) => DeviceLookup::Id(id),
+            (None, None) => DeviceLookup::None,
         };
+        let (user, totp_on, passkey_on, mut known) =
+            users::find_for_finish(&self.db, user_id, lookup).await?.ok_or(Error::InvalidCredentials)?;
+        if known.is_none()
+            && device_hash.is_some()
+            && let Some(id) = &pending.device_id
+        {
+            // A credential at finish that is not this user's: the one from
+            // start, as before.
+            known = devices::find(&self.db, user_id, id).await?;
+        }
         if let Some(device) = known.as_ref().filter(|d| d.trust == Trust::Blocked) {
             let event = self
                 .audit
@@ -286,8 +297,6 @@ impl Core {
             event.append().await?;
             return Err(Error::DeviceBlocked);
         }
-        let (user, totp_on, passkey_on) =
-            users::find_with_factors(&self.db, user_id).await?.ok_or(Error::InvalidCredentials)?;
         if let Some(until) = user.locked_until.filter(|u| *u > now)
             && lockout::is_admin_lock(user.lock_reason.as_deref())
         {

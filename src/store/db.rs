@@ -64,6 +64,9 @@ pub enum Scope<'a> {
     /// The device with this id (`latchkey.device_id`): an admin names a
     /// device by id alone, before its user is known.
     Device(&'a str),
+    /// login/start's reads: [`Self::Username`] and, when the client
+    /// presented a device credential, [`Self::Token`] with its hash.
+    Login { username: &'a str, token_hash: Option<&'a str> },
     /// A task that spans users (`latchkey.scope`).
     Task(Task),
 }
@@ -103,14 +106,19 @@ impl Scope<'_> {
     /// that cannot end the string: plain token characters as they are,
     /// anything else hex-encoded.
     fn set_config(&self) -> String {
-        let (name, value) = match self {
-            Self::User(id) => (rls::USER_SETTING, id.to_string()),
-            Self::Token(hash) => (rls::TOKEN_SETTING, (*hash).to_owned()),
-            Self::Username(name) => (rls::USERNAME_SETTING, (*name).to_owned()),
-            Self::Device(id) => (rls::DEVICE_SETTING, (*id).to_owned()),
-            Self::Task(task) => (rls::SCOPE_SETTING, task.as_str().to_owned()),
+        let one = |name: &str, value: &str| format!("set_config('{name}', {}, true)", text_literal(value));
+        let settings = match self {
+            Self::User(id) => one(rls::USER_SETTING, &id.to_string()),
+            Self::Token(hash) => one(rls::TOKEN_SETTING, hash),
+            Self::Username(name) => one(rls::USERNAME_SETTING, name),
+            Self::Device(id) => one(rls::DEVICE_SETTING, id),
+            Self::Task(task) => one(rls::SCOPE_SETTING, task.as_str()),
+            Self::Login { username, token_hash: None } => one(rls::USERNAME_SETTING, username),
+            Self::Login { username, token_hash: Some(hash) } => {
+                format!("{}, {}", one(rls::USERNAME_SETTING, username), one(rls::TOKEN_SETTING, hash))
+            }
         };
-        format!("SELECT set_config('{name}', {}, true)", text_literal(&value))
+        format!("SELECT {settings}")
     }
 }
 

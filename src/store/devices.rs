@@ -71,9 +71,14 @@ pub struct DeviceSighting {
 /// A device of `user_id`.
 pub async fn find(db: &Db, user_id: Uuid, id: &str) -> Result<Option<DeviceRecord>> {
     let conn = db.read_as(Scope::User(user_id)).await?;
+    find_in(&conn, user_id, id).await
+}
+
+/// [`find`] on a connection the caller holds (under a scope that sees it).
+pub(super) async fn find_in(conn: &impl ConnectionTrait, user_id: Uuid, id: &str) -> Result<Option<DeviceRecord>> {
     devices::Entity::find_by_id(id.to_owned())
         .filter(devices::Column::UserId.eq(user_id))
-        .one(&conn)
+        .one(conn)
         .await?
         .map(TryInto::try_into)
         .transpose()
@@ -192,12 +197,17 @@ pub async fn set_trust(
 }
 
 /// The device of `user_id` holding the credential with this hash.
-pub async fn find_by_token(db: &Db, user_id: Uuid, token_hash: &str) -> Result<Option<DeviceRecord>> {
-    let conn = db.read_as(Scope::User(user_id)).await?;
+/// The device of `user_id` whose credential hash this is, on a connection
+/// the caller holds (under a scope that sees it).
+pub(super) async fn find_by_token_in(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    token_hash: &str,
+) -> Result<Option<DeviceRecord>> {
     devices::Entity::find()
         .filter(devices::Column::TokenHash.eq(token_hash))
         .filter(devices::Column::UserId.eq(user_id))
-        .one(&conn)
+        .one(conn)
         .await?
         .map(TryInto::try_into)
         .transpose()

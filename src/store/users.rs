@@ -9,6 +9,7 @@ use super::StoreError;
 use super::attempts::{self, Columns, Counted, LockPlan};
 use super::audit::{self, NewAuditEvent};
 use super::db::{Db, Scope};
+use super::devices::{self, DeviceRecord};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -48,23 +49,61 @@ pub async fn find_by_username(db: &Db, username: &str) -> Result<Option<UserReco
 /// The sealed OPAQUE record: (key id, ciphertext, version).
 pub type SealedCredential = (Uuid, String, DateTime<Utc>);
 
-/// A user with the sealed OPAQUE record, in one query (login/start).
-pub async fn find_with_credential(db: &Db, username: &str) -> Result<Option<(UserRecord, Option<SealedCredential>)>> {
-    // The user id is not known yet: the record is reached by username.
-    let conn = db.read_as(Scope::Username(username)).await?;
-    let found = users::Entity::find()
+/// login/start's reads, in one transaction: the user with its sealed
+/// record, and the device whose credential hash the client presented when
+/// it is one of this user's.
+pub async fn find_for_login(
+    db: &Db,
+    username: &str,
+    device_token_hash: Option<&str>,
+) -> Result<Option<(UserRecord, Option<SealedCredential>, Option<DeviceRecord>)>> {
+    // The user id is not known yet: the record is reached by username, the
+    // device by its credential's hash.
+    let conn = db.read_as(Scope::Login { username, token_hash: device_token_hash }).await?;
+    let Some((user, credential)) = users::Entity::find()
         .filter(users::Column::Username.eq(username))
         .find_also_related(opaque_credentials::Entity)
         .one(&conn)
-        .await?;
-    Ok(found.map(|(user, credential)| (user.into(), credential.map(|c| (c.key_id, c.ciphertext, c.updated_at)))))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let device = match device_token_hash {
+        Some(hash) => devices::find_by_token_in(&conn, user.id, hash).await?,
+        None => None,
+    };
+    Ok(Some((user.into(), credential.map(|c| (c.key_id, c.ciphertext, c.updated_at)), device)))
 }
 
-/// The user with which second factors are on: (user, TOTP, any passkey).
-pub async fn find_with_factors(db: &Db, id: Uuid) -> Result<Option<(UserRecord, bool, bool)>> {
+/// How login/finish names the device it comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum DeviceLookup<'a> {
+    None,
+    /// The hash of the device credential presented.
+    Token(&'a str),
+    /// The device recognized at login/start.
+    Id(&'a str),
+}
+
+/// login/finish's reads, in one transaction: the user, whether TOTP is on
+/// and whether it has a passkey, and its device.
+pub async fn find_for_finish(
+    db: &Db,
+    id: Uuid,
+    device: DeviceLookup<'_>,
+) -> Result<Option<(UserRecord, bool, bool, Option<DeviceRecord>)>> {
     let conn = db.read_as(Scope::User(id)).await?;
+    let device = match device {
+        DeviceLookup::None => None,
+        DeviceLookup::Token(hash) => devices::find_by_token_in(&conn, id, hash).await?,
+        DeviceLookup::Id(device_id) => devices::find_in(&conn, id, device_id).await?,
+    };
+    Ok(factors_in(&conn, id).await?.map(|(user, totp, passkey)| (user, totp, passkey, device)))
+}
+
+async fn factors_in(conn: &impl ConnectionTrait, id: Uuid) -> Result<Option<(UserRecord, bool, bool)>> {
     let Some((user, totp)) =
-        users::Entity::find_by_id(id).find_also_related(totp_credentials::Entity).one(&conn).await?
+        users::Entity::find_by_id(id).find_also_related(totp_credentials::Entity).one(conn).await?
     else {
         return Ok(None);
     };
@@ -73,7 +112,7 @@ pub async fn find_with_factors(db: &Db, id: Uuid) -> Result<Option<(UserRecord, 
         .column(webauthn_credentials::Column::Id)
         .filter(webauthn_credentials::Column::UserId.eq(id))
         .into_tuple::<Uuid>()
-        .one(&conn)
+        .one(conn)
         .await?;
     Ok(Some((user.into(), totp.is_some_and(|t| t.confirmed_at.is_some()), passkey.is_some())))
 }
