@@ -19,15 +19,45 @@ pub async fn metrics(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let res = next.call(req).await?;
     let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    let status = res.status().as_u16().to_string();
-    metrics::counter!("latchkey_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("latchkey_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(start.elapsed().as_secs_f64());
+    let (requests, duration) = request_metrics(method, route, res.status());
+    requests.increment(1);
+    duration.record(start.elapsed().as_secs_f64());
     Ok(res)
+}
+
+/// Handles kept per thread beyond this many (method, route, status)
+/// triples are not kept (the registry still counts them).
+const MAX_KEPT_HANDLES: usize = 1024;
+
+type RequestMetrics = (metrics::Counter, metrics::Histogram);
+
+thread_local! {
+    /// The metric handles of each (method, route, status) this thread has
+    /// seen: registering them anew built their label sets and looked them up
+    /// on every request.
+    static HANDLES: std::cell::RefCell<std::collections::HashMap<(actix_web::http::Method, String, StatusCode), RequestMetrics>> =
+        std::cell::RefCell::default();
+}
+
+fn request_metrics(method: actix_web::http::Method, route: String, status: StatusCode) -> RequestMetrics {
+    let key = (method, route, status);
+    if let Some(found) = HANDLES.with_borrow(|handles| handles.get(&key).cloned()) {
+        return found;
+    }
+    let (method, route, status) = key;
+    let handles = (
+        metrics::counter!("latchkey_http_requests_total", "method" => method.as_str().to_owned(), "route" => route.clone(), "status" => status.as_u16().to_string()),
+        metrics::histogram!("latchkey_http_request_duration_seconds", "method" => method.as_str().to_owned(), "route" => route.clone()),
+    );
+    HANDLES.with_borrow_mut(|kept| {
+        if kept.len() < MAX_KEPT_HANDLES {
+            kept.insert((method, route, status), handles.clone());
+        }
+    });
+    handles
 }
 
 /// Returns the request id (the one on every log line of the request) to the

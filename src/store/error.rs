@@ -2,7 +2,7 @@
 //! not answer, may answer later) so callers choose fail-open or fail-closed
 //! deliberately instead of treating every error alike.
 
-use sea_orm::{DbErr, SqlErr};
+use sea_orm::{DbErr, RuntimeErr, SqlErr};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,6 +39,9 @@ impl From<DbErr> for StoreError {
         if let Some(SqlErr::UniqueConstraintViolation(msg)) = err.sql_err() {
             return Self::Conflict(msg);
         }
+        if connection_lost(&err) {
+            return Self::DatabaseUnavailable(err.to_string());
+        }
         match &err {
             DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => Self::DatabaseUnavailable(err.to_string()),
             _ => {
@@ -52,6 +55,30 @@ impl From<DbErr> for StoreError {
                 }
             }
         }
+    }
+}
+
+/// Whether the server ended or refused the connection: I/O and protocol
+/// errors, or SQLSTATE class 08 (connection exception) and 57P01-57P03
+/// (shut down, crashed, not accepting connections yet). A pooled connection
+/// held across a restart of the server answers its next statement so.
+pub(super) fn connection_lost(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Conn(RuntimeErr::SqlxError(e))) =
+        err
+    else {
+        return false;
+    };
+    sqlx_connection_lost(e)
+}
+
+pub(super) fn sqlx_connection_lost(err: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error;
+    match err {
+        Error::Io(_) | Error::Tls(_) | Error::Protocol(_) | Error::PoolTimedOut | Error::PoolClosed => true,
+        Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
     }
 }
 

@@ -21,6 +21,7 @@ use sea_orm::sqlx::{self, Connection as _, ConnectOptions as _, Executor as _, P
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::StoreError;
+use super::error::sqlx_connection_lost;
 
 /// An idle connection unused this long is pinged before it is lent.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
@@ -62,21 +63,39 @@ impl ScopedPool {
             .await
             .map_err(|_| unavailable("timed out waiting for a connection"))?
             .map_err(|_| unavailable("the pool is closed"))?;
-        let mut conn = match self.take_idle().await {
-            Some(conn) => conn,
-            None => tokio::time::timeout_at(deadline, self.options.connect())
-                .await
-                .map_err(|_| unavailable("timed out connecting"))?
-                .map_err(|e| unavailable(&e.to_string()))?,
-        };
-        match conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(begin.to_owned()))).await {
-            Ok(_) => Ok(Lease { conn: Some(conn), pool_id: self.id, idle_max: self.idle_per_thread, permit: Some(permit), open: true }),
-            // A failed BEGIN leaves nothing open; the connection may be
-            // broken, so it is not kept.
-            Err(e) => Err(match e {
-                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => unavailable(&e.to_string()),
-                other => StoreError::from(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(other.into()))),
-            }),
+        loop {
+            let (mut conn, reused) = match self.take_idle().await {
+                Some(conn) => (conn, true),
+                None => (
+                    tokio::time::timeout_at(deadline, self.options.connect())
+                        .await
+                        .map_err(|_| unavailable("timed out connecting"))?
+                        .map_err(|e| unavailable(&e.to_string()))?,
+                    false,
+                ),
+            };
+            match conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(begin.to_owned()))).await {
+                Ok(_) => {
+                    return Ok(Lease {
+                        conn: Some(conn),
+                        pool_id: self.id,
+                        idle_max: self.idle_per_thread,
+                        permit: Some(permit),
+                        open: true,
+                    });
+                }
+                // A kept connection the server has ended (a restart within
+                // the ping interval): so are this thread's others; start
+                // afresh.
+                Err(e) if reused && sqlx_connection_lost(&e) => {
+                    drop(conn);
+                    self.close_idle_here();
+                }
+                // A failed BEGIN leaves nothing open; the connection may be
+                // broken, so it is not kept.
+                Err(e) if sqlx_connection_lost(&e) => return Err(unavailable(&e.to_string())),
+                Err(e) => return Err(StoreError::from(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into())))),
+            }
         }
     }
 
@@ -100,6 +119,10 @@ impl ScopedPool {
     /// others close with their thread).
     pub fn close(&self) {
         self.permits.close();
+        self.close_idle_here();
+    }
+
+    fn close_idle_here(&self) {
         let conns = IDLE.with_borrow_mut(|idle| idle.remove(&self.id)).unwrap_or_default();
         for (conn, _) in conns {
             close_later(conn);
