@@ -63,8 +63,9 @@ impl From<DbErr> for StoreError {
 /// (shut down, crashed, not accepting connections yet). A pooled connection
 /// held across a restart of the server answers its next statement so.
 pub(super) fn connection_lost(err: &DbErr) -> bool {
-    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Conn(RuntimeErr::SqlxError(e))) =
-        err
+    let (DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Query(RuntimeErr::SqlxError(e))
+    | DbErr::Conn(RuntimeErr::SqlxError(e))) = err
     else {
         return false;
     };

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::{self, Connection as _, ConnectOptions as _, Executor as _, PgConnection, postgres::PgConnectOptions};
+use sea_orm::sqlx::{
+    self, ConnectOptions as _, Connection as _, Executor as _, PgConnection, postgres::PgConnectOptions,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::StoreError;

@@ -218,6 +218,13 @@ async fn each_cross_user_lookup_sees_only_what_its_setting_names() {
         .expect("query")
         .expect("alice's refresh token");
     let device = session.device_id.clone().expect("the session's device");
+    let device_hash = entity::devices::Entity::find_by_id(device.clone())
+        .one(owner)
+        .await
+        .expect("query")
+        .expect("alice's device")
+        .token_hash
+        .expect("a device credential");
     let reset_hash = "1".repeat(64);
 
     // (scope, table, rows it must see): every other table shows nothing.
@@ -227,6 +234,14 @@ async fn each_cross_user_lookup_sees_only_what_its_setting_names() {
         (Scope::Token(&reset_hash), vec![("reset_tokens", 1)]),
         (Scope::Username("alice"), vec![("opaque_credentials", 1)]),
         (Scope::Device(&device), vec![("devices", 1)]),
+        // A device credential's hash names that device alone; login/start
+        // reads by username and by that hash at once.
+        (Scope::Token(&device_hash), vec![("devices", 1)]),
+        (
+            Scope::Login { username: "alice", token_hash: Some(&device_hash) },
+            vec![("opaque_credentials", 1), ("devices", 1)],
+        ),
+        (Scope::Login { username: "alice", token_hash: None }, vec![("opaque_credentials", 1)]),
         (Scope::Task(Task::Directory), vec![("totp_credentials", 2)]),
         (
             Scope::Task(Task::Reencrypt),
