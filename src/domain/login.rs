@@ -164,8 +164,9 @@ impl Core {
             return Err(e);
         }
 
-        // An unknown name cost the same one query as a real user (whose
-        // record came with it), so timing does not tell them apart.
+        // An unknown name cost the same reads as a real user (whose record
+        // came with it; the device is looked up either way), so timing
+        // does not tell them apart.
         let (record, credential_version) = match (&user, sealed_record) {
             (Some(user), Some((key_id, ciphertext, version))) => {
                 (Some(self.open_record(user.id, key_id, ciphertext).await?), Some(version))

@@ -19,7 +19,11 @@ pub async fn metrics(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let method = req.method().clone();
+    // A method outside HTTP's own is one label, not one per spelling.
+    let method = match req.method().as_str() {
+        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "TRACE" | "CONNECT" => req.method().clone(),
+        _ => actix_web::http::Method::from_bytes(b"OTHER").unwrap_or_default(),
+    };
     let res = next.call(req).await?;
     let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
     let (requests, duration) = request_metrics(method, route, res.status());

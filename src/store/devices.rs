@@ -197,6 +197,20 @@ pub async fn set_trust(
 }
 
 /// The device of `user_id` holding the credential with this hash.
+/// The device whose credential hash this is, whoever's it is, on a
+/// connection the caller holds (under a scope that sees it).
+pub(super) async fn find_by_token_hash_in(
+    conn: &impl ConnectionTrait,
+    token_hash: &str,
+) -> Result<Option<DeviceRecord>> {
+    devices::Entity::find()
+        .filter(devices::Column::TokenHash.eq(token_hash))
+        .one(conn)
+        .await?
+        .map(TryInto::try_into)
+        .transpose()
+}
+
 /// The device of `user_id` whose credential hash this is, on a connection
 /// the caller holds (under a scope that sees it).
 pub(super) async fn find_by_token_in(

@@ -1,26 +1,28 @@
 //! Postgres connections for scoped transactions (row-level security, see
-//! [`super::db::Scope`]), kept per thread.
+//! [`super::db::Scope`]).
 //!
 //! sqlx's pool sends a round trip of its own every time a connection comes
-//! back (a `Sync` to test it and flush a queued `ROLLBACK`): half of a
-//! login's messages to Postgres were those. A scoped transaction here ends
-//! with its own `COMMIT` or `ROLLBACK` and the connection goes back as it
-//! is. Idle connections are kept on the thread that used them last: actix
+//! back (a `Sync` to test it and flush a queued `ROLLBACK`): with its test
+//! on checkout, half of a login's messages to Postgres were those. A
+//! scoped transaction here ends with its own `COMMIT` or `ROLLBACK` and the
+//! connection goes back as it is.
+//!
+//! A connection is lent preferably to the thread that used it last: actix
 //! runs one single-threaded runtime per worker, so a worker's connections
 //! have their sockets on its own reactor and a reply never wakes another
-//! thread first. At most `max` connections are lent at once (one
-//! semaphore for all threads); each thread keeps at most `max / 2` idle.
+//! thread first. At most `max` connections are open at once, lent or idle:
+//! a thread that finds none of its own idle and no room opens one in place
+//! of another thread's idle connection, or waits for one to come back.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::{
     self, ConnectOptions as _, Connection as _, Executor as _, PgConnection, postgres::PgConnectOptions,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::StoreError;
 use super::error::sqlx_connection_lost;
@@ -29,106 +31,189 @@ use super::error::sqlx_connection_lost;
 const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
 /// An idle connection unused this long is closed instead of lent.
 const CLOSE_AFTER_IDLE: Duration = Duration::from_secs(600);
+/// How long the `ROLLBACK` of a dropped transaction may take before its
+/// connection is closed instead.
+const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(0);
 
-thread_local! {
-    static IDLE: RefCell<HashMap<u64, Vec<(PgConnection, Instant)>>> = RefCell::new(HashMap::new());
+struct Idle {
+    conn: PgConnection,
+    thread: ThreadId,
+    since: Instant,
+    permit: OwnedSemaphorePermit,
 }
 
 #[derive(Debug)]
 pub struct ScopedPool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     id: u64,
     options: PgConnectOptions,
-    permits: Arc<Semaphore>,
+    /// One permit per open connection, lent or idle.
+    open: Arc<Semaphore>,
+    idle: Mutex<Vec<Idle>>,
+    /// A connection came back to `idle`.
+    returned: Notify,
     acquire_timeout: Duration,
-    idle_per_thread: usize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedPool").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// Where a connection for a new transaction comes from.
+enum Source {
+    /// This thread's idle connection.
+    Own(Idle),
+    /// Room for a new one (its permit).
+    Room(OwnedSemaphorePermit),
 }
 
 impl ScopedPool {
     pub fn new(options: PgConnectOptions, max: u32, acquire_timeout: Duration) -> Self {
         let max = usize::try_from(max.max(1)).unwrap_or(1);
         Self {
-            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
-            options,
-            permits: Arc::new(Semaphore::new(max)),
-            acquire_timeout,
-            idle_per_thread: max,
+            shared: Arc::new(Shared {
+                id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+                options,
+                open: Arc::new(Semaphore::new(max)),
+                idle: Mutex::new(Vec::new()),
+                returned: Notify::new(),
+                acquire_timeout,
+            }),
         }
     }
 
     /// A connection on which `begin` (a `BEGIN`, with what travels with it)
     /// has run.
     pub async fn begin(&self, begin: &str) -> Result<Lease, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
-        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| unavailable("timed out waiting for a connection"))?
-            .map_err(|_| unavailable("the pool is closed"))?;
+        let shared = &self.shared;
+        let deadline = tokio::time::Instant::now() + shared.acquire_timeout;
+        let timed_out = || unavailable("timed out waiting for a connection");
         loop {
-            let (mut conn, reused) = match self.take_idle().await {
-                Some(conn) => (conn, true),
-                None => (
-                    tokio::time::timeout_at(deadline, self.options.connect())
-                        .await
-                        .map_err(|_| unavailable("timed out connecting"))?
-                        .map_err(|e| unavailable(&e.to_string()))?,
-                    false,
-                ),
-            };
-            match conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(begin.to_owned()))).await {
-                Ok(_) => {
-                    return Ok(Lease {
-                        conn: Some(conn),
-                        pool_id: self.id,
-                        idle_max: self.idle_per_thread,
-                        permit: Some(permit),
-                        open: true,
-                    });
+            let (mut conn, permit, reused) =
+                match tokio::time::timeout_at(deadline, shared.source()).await.map_err(|_| timed_out())?? {
+                    Source::Own(idle) => {
+                        if idle.since.elapsed() >= PING_AFTER_IDLE {
+                            let mut idle = idle;
+                            match tokio::time::timeout_at(deadline, idle.conn.ping()).await {
+                                Ok(Ok(())) => (idle.conn, idle.permit, true),
+                                // Dead: its permit opens another.
+                                Ok(Err(_)) => (shared.connect(deadline).await?, idle.permit, false),
+                                Err(_) => return Err(timed_out()),
+                            }
+                        } else {
+                            (idle.conn, idle.permit, true)
+                        }
+                    }
+                    Source::Room(permit) => (shared.connect(deadline).await?, permit, false),
+                };
+            let sql = sqlx::raw_sql(sqlx::AssertSqlSafe(begin.to_owned()));
+            match tokio::time::timeout_at(deadline, conn.execute(sql)).await {
+                Ok(Ok(_)) => {
+                    return Ok(Lease { conn: Some(conn), permit: Some(permit), shared: shared.clone(), open: true });
                 }
                 // A kept connection the server has ended (a restart within
                 // the ping interval): so are this thread's others; start
                 // afresh.
-                Err(e) if reused && sqlx_connection_lost(&e) => {
-                    drop(conn);
-                    self.close_idle_here();
+                Ok(Err(e)) if reused && sqlx_connection_lost(&e) => {
+                    drop((conn, permit));
+                    shared.close_idle_of(std::thread::current().id());
                 }
-                // A failed BEGIN leaves nothing open; the connection may be
-                // broken, so it is not kept.
-                Err(e) if sqlx_connection_lost(&e) => return Err(unavailable(&e.to_string())),
-                Err(e) => return Err(StoreError::from(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into())))),
+                // The connection is not kept: a failed BEGIN may have left
+                // an aborted transaction open (a failing `set_config`), or
+                // the connection is broken.
+                Ok(Err(e)) if sqlx_connection_lost(&e) => return Err(unavailable(&e.to_string())),
+                Ok(Err(e)) => {
+                    return Err(StoreError::from(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into()))));
+                }
+                Err(_) => return Err(timed_out()),
             }
         }
     }
 
-    /// This thread's most recently used idle connection, tested when it has
-    /// been idle a while.
-    async fn take_idle(&self) -> Option<PgConnection> {
-        loop {
-            let (mut conn, since) = IDLE.with_borrow_mut(|idle| idle.get_mut(&self.id).and_then(Vec::pop))?;
-            let idle_for = since.elapsed();
-            if idle_for >= CLOSE_AFTER_IDLE {
-                close_later(conn);
-                continue;
-            }
-            if idle_for < PING_AFTER_IDLE || conn.ping().await.is_ok() {
-                return Some(conn);
-            }
-        }
-    }
-
-    /// Lends no more connections; closes this thread's idle ones (the
-    /// others close with their thread).
+    /// Lends no more connections; closes the idle ones.
     pub fn close(&self) {
-        self.permits.close();
-        self.close_idle_here();
+        self.shared.open.close();
+        let idle = std::mem::take(&mut *self.shared.lock_idle());
+        for entry in idle {
+            close_later(entry.conn);
+        }
+    }
+}
+
+impl Shared {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        // The list stays consistent whatever panicked while holding it.
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn close_idle_here(&self) {
-        let conns = IDLE.with_borrow_mut(|idle| idle.remove(&self.id)).unwrap_or_default();
-        for (conn, _) in conns {
-            close_later(conn);
+    /// This thread's most recently used idle connection, else room for a
+    /// new one (made by closing another thread's idle connection if need
+    /// be), else the first of those once one comes back.
+    async fn source(&self) -> Result<Source, StoreError> {
+        let me = std::thread::current().id();
+        loop {
+            let returned = self.returned.notified();
+            {
+                let mut idle = self.lock_idle();
+                // Connections idle too long are closed (their permits free).
+                idle.retain(|entry| entry.since.elapsed() < CLOSE_AFTER_IDLE);
+                if let Some(at) = idle.iter().rposition(|entry| entry.thread == me) {
+                    return Ok(Source::Own(idle.remove(at)));
+                }
+                match self.open.clone().try_acquire_owned() {
+                    Ok(permit) => return Ok(Source::Room(permit)),
+                    Err(tokio::sync::TryAcquireError::Closed) => return Err(unavailable("the pool is closed")),
+                    Err(tokio::sync::TryAcquireError::NoPermits) => {}
+                }
+                if !idle.is_empty() {
+                    // The least recently used of another thread's is closed
+                    // in favour of one on this thread.
+                    let Idle { conn, permit, .. } = idle.remove(0);
+                    close_later(conn);
+                    return Ok(Source::Room(permit));
+                }
+            }
+            tokio::select! {
+                () = returned => {}
+                permit = self.open.clone().acquire_owned() => {
+                    return permit.map(Source::Room).map_err(|_| unavailable("the pool is closed"));
+                }
+            }
         }
+    }
+
+    async fn connect(&self, deadline: tokio::time::Instant) -> Result<PgConnection, StoreError> {
+        tokio::time::timeout_at(deadline, self.options.connect())
+            .await
+            .map_err(|_| unavailable("timed out connecting"))?
+            .map_err(|e| unavailable(&e.to_string()))
+    }
+
+    fn close_idle_of(&self, thread: ThreadId) {
+        let mut idle = self.lock_idle();
+        let (theirs, others): (Vec<Idle>, Vec<Idle>) = idle.drain(..).partition(|entry| entry.thread == thread);
+        *idle = others;
+        drop(idle);
+        for entry in theirs {
+            close_later(entry.conn);
+        }
+    }
+
+    fn give_back(&self, conn: PgConnection, permit: OwnedSemaphorePermit) {
+        if self.open.is_closed() {
+            close_later(conn);
+            return;
+        }
+        let entry = Idle { conn, thread: std::thread::current().id(), since: Instant::now(), permit };
+        self.lock_idle().push(entry);
+        self.returned.notify_one();
     }
 }
 
@@ -139,19 +224,18 @@ fn unavailable(why: &str) -> StoreError {
 fn close_later(conn: PgConnection) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(async move {
-            let _ = conn.close().await;
+            let _ = tokio::time::timeout(ROLLBACK_TIMEOUT, conn.close()).await;
         });
     }
 }
 
-/// A lent connection inside a transaction. Committing or rolling back
-/// gives it back; dropping it while the transaction is open rolls back in
-/// a task of its own (off the caller's path).
+/// A lent connection inside a transaction. Committing gives it back;
+/// dropping it while the transaction is open rolls back in a task of its
+/// own (off the caller's path) and then gives it back.
 pub struct Lease {
     conn: Option<PgConnection>,
-    pool_id: u64,
-    idle_max: usize,
     permit: Option<OwnedSemaphorePermit>,
+    shared: Arc<Shared>,
     /// The transaction has not ended.
     open: bool,
 }
@@ -176,37 +260,20 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else { return };
-        let (pool_id, idle_max, permit) = (self.pool_id, self.idle_max, self.permit.take());
+        let (Some(mut conn), Some(permit)) = (self.conn.take(), self.permit.take()) else { return };
         if !self.open {
-            give_back(pool_id, idle_max, conn);
-            drop(permit);
+            self.shared.give_back(conn, permit);
             return;
         }
         // Without a runtime the connection is closed, which ends the
         // transaction on the server too.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let shared = self.shared.clone();
             handle.spawn(async move {
-                if conn.execute("ROLLBACK").await.is_ok() {
-                    give_back(pool_id, idle_max, conn);
+                if let Ok(Ok(_)) = tokio::time::timeout(ROLLBACK_TIMEOUT, conn.execute("ROLLBACK")).await {
+                    shared.give_back(conn, permit);
                 }
-                drop(permit);
             });
         }
-    }
-}
-
-fn give_back(pool_id: u64, idle_max: usize, conn: PgConnection) {
-    let surplus = IDLE.with_borrow_mut(|idle| {
-        let list = idle.entry(pool_id).or_default();
-        if list.len() < idle_max {
-            list.push((conn, Instant::now()));
-            None
-        } else {
-            Some(conn)
-        }
-    });
-    if let Some(conn) = surplus {
-        close_later(conn);
     }
 }

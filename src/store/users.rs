@@ -60,18 +60,19 @@ pub async fn find_for_login(
     // The user id is not known yet: the record is reached by username, the
     // device by its credential's hash.
     let conn = db.read_as(Scope::Login { username, token_hash: device_token_hash }).await?;
-    let Some((user, credential)) = users::Entity::find()
+    let found = users::Entity::find()
         .filter(users::Column::Username.eq(username))
         .find_also_related(opaque_credentials::Entity)
         .one(&conn)
-        .await?
-    else {
-        return Ok(None);
-    };
+        .await?;
+    // The device is looked up whether or not the name is an account's, so
+    // the time taken does not tell; it counts only when it is this user's.
     let device = match device_token_hash {
-        Some(hash) => devices::find_by_token_in(&conn, user.id, hash).await?,
+        Some(hash) => devices::find_by_token_hash_in(&conn, hash).await?,
         None => None,
     };
+    let Some((user, credential)) = found else { return Ok(None) };
+    let device = device.filter(|d| d.user_id == user.id);
     Ok(Some((user.into(), credential.map(|c| (c.key_id, c.ciphertext, c.updated_at)), device)))
 }
 

@@ -465,3 +465,74 @@ async fn the_policies_add_no_sequential_scan_to_whoami_miss_and_login() {
         assert!(!nodes.iter().any(|n| n == "Seq Scan"), "{name}: {nodes:?}\n{}", stmt.sql);
     }
 }
+
+/// Scoped transactions run on connections of their own, kept per thread:
+/// under concurrency from several threads they stay within the pool's
+/// size (lent and idle together), every one ends its transaction (none is
+/// left idle in one), and none waits forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scoped_connections_stay_within_the_pool_size() {
+    let app = TestApp::spawn(DbKind::Postgres, CacheKind::Memory).await;
+    let (alice, _, _) = two_users(&app).await;
+    let name: String = app
+        .app_db
+        .conn()
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_database()::text"))
+        .await
+        .expect("query")
+        .expect("row")
+        .try_get_by_index(0)
+        .expect("name");
+    let admin = crate::helpers::postgres_admin_url();
+    let (scheme, rest) = admin.split_once("//").expect("url");
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h).rsplit_once('/').map_or(rest, |(h, _)| h);
+    let tag = format!("lk_pool_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let url = format!("{scheme}//{}@{host}/{name}?application_name={tag}", crate::helpers::APP_LOGIN);
+    let options = latchkey::store::db::DbOptions { max_connections: 2, ..crate::helpers::db_options() };
+    let db = Db::connect(&url, &options).await.expect("pool of two");
+    let count = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{tag}'");
+    let in_transaction = format!("{count} AND state LIKE 'idle in transaction%'");
+
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (sampling, owner, count) = (sampling.clone(), app.app_db.clone(), count.clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(scalar_i64(owner.conn(), &count).await);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            most
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 3 == 0 {
+                // A write, committed.
+                let txn = db.begin_write_as(Scope::User(alice)).await.expect("write");
+                assert!(scalar_i64(&*txn, "SELECT count(*) FROM sessions").await > 0);
+                txn.commit().await.expect("commit");
+            } else {
+                // A read, dropped (rolled back off the caller's path), some
+                // held across a sleep.
+                let conn = db.read_as(Scope::User(alice)).await.expect("read");
+                assert!(scalar_i64(&conn, "SELECT count(*) FROM sessions").await > 0);
+                if i % 3 == 1 {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("every transaction gets a connection");
+    }
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let most = sampler.await.expect("sampler");
+    // Two scoped connections and the sea-orm pool's one (its minimum).
+    assert!(most <= 3, "{most} connections open at once for a pool of two");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(scalar_i64(app.app_db.conn(), &in_transaction).await, 0, "a connection was left in a transaction");
+    db.close().await;
+}
