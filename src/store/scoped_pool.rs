@@ -11,8 +11,12 @@
 //! runs one single-threaded runtime per worker, so a worker's connections
 //! have their sockets on its own reactor and a reply never wakes another
 //! thread first. At most `max` connections are open at once, lent or idle:
-//! a thread that finds none of its own idle and no room opens one in place
-//! of another thread's idle connection, or waits for one to come back.
+//! a thread that finds none of its own idle opens a new one while there is
+//! room, else borrows another thread's idle one as it is (its replies then
+//! pass through that thread's reactor, as every reply did with sqlx's
+//! pool), else waits for one to come back. (Closing another thread's idle
+//! connection to open one here instead made connections churn under load:
+//! 83 logins/s instead of 400.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,8 +72,8 @@ impl std::fmt::Debug for Shared {
 
 /// Where a connection for a new transaction comes from.
 enum Source {
-    /// This thread's idle connection.
-    Own(Idle),
+    /// An idle connection, this thread's if it has one.
+    Idle(Idle),
     /// Room for a new one (its permit).
     Room(OwnedSemaphorePermit),
 }
@@ -98,7 +102,7 @@ impl ScopedPool {
         loop {
             let (mut conn, permit, reused) =
                 match tokio::time::timeout_at(deadline, shared.source()).await.map_err(|_| timed_out())?? {
-                    Source::Own(idle) => {
+                    Source::Idle(idle) => {
                         if idle.since.elapsed() >= PING_AFTER_IDLE {
                             let mut idle = idle;
                             match tokio::time::timeout_at(deadline, idle.conn.ping()).await {
@@ -119,11 +123,11 @@ impl ScopedPool {
                     return Ok(Lease { conn: Some(conn), permit: Some(permit), shared: shared.clone(), open: true });
                 }
                 // A kept connection the server has ended (a restart within
-                // the ping interval): so are this thread's others; start
+                // the ping interval): so are the other idle ones; start
                 // afresh.
                 Ok(Err(e)) if reused && sqlx_connection_lost(&e) => {
                     drop((conn, permit));
-                    shared.close_idle_of(std::thread::current().id());
+                    shared.close_idle();
                 }
                 // The connection is not kept: a failed BEGIN may have left
                 // an aborted transaction open (a failing `set_config`), or
@@ -140,10 +144,7 @@ impl ScopedPool {
     /// Lends no more connections; closes the idle ones.
     pub fn close(&self) {
         self.shared.open.close();
-        let idle = std::mem::take(&mut *self.shared.lock_idle());
-        for entry in idle {
-            close_later(entry.conn);
-        }
+        self.shared.close_idle();
     }
 }
 
@@ -154,8 +155,8 @@ impl Shared {
     }
 
     /// This thread's most recently used idle connection, else room for a
-    /// new one (made by closing another thread's idle connection if need
-    /// be), else the first of those once one comes back.
+    /// new one, else another thread's most recently used idle connection,
+    /// else the first of those once one comes back.
     async fn source(&self) -> Result<Source, StoreError> {
         let me = std::thread::current().id();
         loop {
@@ -165,19 +166,15 @@ impl Shared {
                 // Connections idle too long are closed (their permits free).
                 idle.retain(|entry| entry.since.elapsed() < CLOSE_AFTER_IDLE);
                 if let Some(at) = idle.iter().rposition(|entry| entry.thread == me) {
-                    return Ok(Source::Own(idle.remove(at)));
+                    return Ok(Source::Idle(idle.remove(at)));
                 }
                 match self.open.clone().try_acquire_owned() {
                     Ok(permit) => return Ok(Source::Room(permit)),
                     Err(tokio::sync::TryAcquireError::Closed) => return Err(unavailable("the pool is closed")),
                     Err(tokio::sync::TryAcquireError::NoPermits) => {}
                 }
-                if !idle.is_empty() {
-                    // The least recently used of another thread's is closed
-                    // in favour of one on this thread.
-                    let Idle { conn, permit, .. } = idle.remove(0);
-                    close_later(conn);
-                    return Ok(Source::Room(permit));
+                if let Some(other) = idle.pop() {
+                    return Ok(Source::Idle(other));
                 }
             }
             tokio::select! {
@@ -196,12 +193,9 @@ impl Shared {
             .map_err(|e| unavailable(&e.to_string()))
     }
 
-    fn close_idle_of(&self, thread: ThreadId) {
-        let mut idle = self.lock_idle();
-        let (theirs, others): (Vec<Idle>, Vec<Idle>) = idle.drain(..).partition(|entry| entry.thread == thread);
-        *idle = others;
-        drop(idle);
-        for entry in theirs {
+    fn close_idle(&self) {
+        let idle = std::mem::take(&mut *self.lock_idle());
+        for entry in idle {
             close_later(entry.conn);
         }
     }

@@ -83,6 +83,23 @@ async fn count_as(db: &Db, scope: Scope<'_>, table: &str) -> i64 {
     scalar_i64(&conn, &format!("SELECT count(*) FROM {table}")).await
 }
 
+/// The URL of the app's database for the service's login role.
+async fn service_url(app: &TestApp) -> String {
+    let name: String = app
+        .app_db
+        .conn()
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_database()::text"))
+        .await
+        .expect("query")
+        .expect("row")
+        .try_get_by_index(0)
+        .expect("name");
+    let admin = crate::helpers::postgres_admin_url();
+    let (scheme, rest) = admin.split_once("//").expect("url");
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h).rsplit_once('/').map_or(rest, |(h, _)| h);
+    format!("{scheme}//{}@{host}/{name}", crate::helpers::APP_LOGIN)
+}
+
 async fn owner_count(app: &TestApp, table: &str, user: Uuid) -> i64 {
     scalar_i64(app.app_db.conn(), &format!("SELECT count(*) FROM {table} WHERE user_id = '{user}'")).await
 }
@@ -161,19 +178,7 @@ async fn a_query_that_forgets_its_user_sees_no_foreign_rows() {
     // The settings are transaction-local: on a pool of one connection, the
     // statement after a scoped transaction (dropped or committed) sees
     // nothing again.
-    let name: String = app
-        .app_db
-        .conn()
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_database()::text"))
-        .await
-        .expect("query")
-        .expect("row")
-        .try_get_by_index(0)
-        .expect("name");
-    let admin = crate::helpers::postgres_admin_url();
-    let (scheme, rest) = admin.split_once("//").expect("url");
-    let host = rest.split_once('@').map_or(rest, |(_, h)| h).rsplit_once('/').map_or(rest, |(h, _)| h);
-    let url = format!("{scheme}//{}@{host}/{name}", crate::helpers::APP_LOGIN);
+    let url = service_url(&app).await;
     let options = latchkey::store::db::DbOptions { max_connections: 1, ..crate::helpers::db_options() };
     let one = Db::connect(&url, &options).await.expect("one connection");
     for commit in [false, true] {
@@ -474,20 +479,8 @@ async fn the_policies_add_no_sequential_scan_to_whoami_miss_and_login() {
 async fn scoped_connections_stay_within_the_pool_size() {
     let app = TestApp::spawn(DbKind::Postgres, CacheKind::Memory).await;
     let (alice, _, _) = two_users(&app).await;
-    let name: String = app
-        .app_db
-        .conn()
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_database()::text"))
-        .await
-        .expect("query")
-        .expect("row")
-        .try_get_by_index(0)
-        .expect("name");
-    let admin = crate::helpers::postgres_admin_url();
-    let (scheme, rest) = admin.split_once("//").expect("url");
-    let host = rest.split_once('@').map_or(rest, |(_, h)| h).rsplit_once('/').map_or(rest, |(h, _)| h);
     let tag = format!("lk_pool_{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let url = format!("{scheme}//{}@{host}/{name}?application_name={tag}", crate::helpers::APP_LOGIN);
+    let url = format!("{}?application_name={tag}", service_url(&app).await);
     let options = latchkey::store::db::DbOptions { max_connections: 2, ..crate::helpers::db_options() };
     let db = Db::connect(&url, &options).await.expect("pool of two");
     let count = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{tag}'");
