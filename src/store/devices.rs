@@ -196,7 +196,6 @@ pub async fn set_trust(
     Ok(true)
 }
 
-/// The device of `user_id` holding the credential with this hash.
 /// The device whose credential hash this is, whoever's it is, on a
 /// connection the caller holds (under a scope that sees it).
 pub(super) async fn find_by_token_hash_in(
