@@ -40,8 +40,7 @@ use super::tokens::{self, TokenKind};
 use super::username::Username;
 use super::webauthn::FactorKind;
 use super::{Error, Result};
-use crate::store::users::DeviceLookup;
-use crate::store::{FastStore as _, devices, users};
+use crate::store::{FastStore as _, users};
 
 const LOGIN_STATE_TTL: Duration = Duration::from_secs(60);
 pub const MAX_FINGERPRINT_CHARS: usize = 256;
@@ -263,21 +262,10 @@ impl Core {
         // The device: the credential presented now, else the one
         // recognized at start; read with the user and its factors.
         let device_hash = device_token.and_then(|t| tokens::verify_shape(TokenKind::Device, t));
-        let lookup = match (&device_hash, &pending.device_id) {
-            (Some(hash), _) => DeviceLookup::Token(hash),
-            (None, Some(id)) => DeviceLookup::Id(id),
-            (None, None) => DeviceLookup::None,
-        };
-        let (user, totp_on, passkey_on, mut known) =
-            users::find_for_finish(&self.db, user_id, lookup).await?.ok_or(Error::InvalidCredentials)?;
-        if known.is_none()
-            && device_hash.is_some()
-            && let Some(id) = &pending.device_id
-        {
-            // A credential at finish that is not this user's: the one from
-            // start, as before.
-            known = devices::find(&self.db, user_id, id).await?;
-        }
+        let (user, totp_on, passkey_on, known) =
+            users::find_for_finish(&self.db, user_id, device_hash.as_deref(), pending.device_id.as_deref())
+                .await?
+                .ok_or(Error::InvalidCredentials)?;
         if let Some(device) = known.as_ref().filter(|d| d.trust == Trust::Blocked) {
             let event = self
                 .audit

@@ -18,7 +18,6 @@
 //! connection to open one here instead made connections churn under load:
 //! 83 logins/s instead of 400.)
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -39,8 +38,6 @@ const CLOSE_AFTER_IDLE: Duration = Duration::from_secs(600);
 /// connection is closed instead.
 const ROLLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
-static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(0);
-
 struct Idle {
     conn: PgConnection,
     thread: ThreadId,
@@ -54,7 +51,6 @@ pub struct ScopedPool {
 }
 
 struct Shared {
-    id: u64,
     options: PgConnectOptions,
     /// One permit per open connection, lent or idle.
     open: Arc<Semaphore>,
@@ -66,7 +62,7 @@ struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScopedPool").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("ScopedPool").finish_non_exhaustive()
     }
 }
 
@@ -83,7 +79,6 @@ impl ScopedPool {
         let max = usize::try_from(max.max(1)).unwrap_or(1);
         Self {
             shared: Arc::new(Shared {
-                id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
                 options,
                 open: Arc::new(Semaphore::new(max)),
                 idle: Mutex::new(Vec::new()),
@@ -131,8 +126,7 @@ impl ScopedPool {
                 }
                 // The connection is not kept: a failed BEGIN may have left
                 // an aborted transaction open (a failing `set_config`), or
-                // the connection is broken.
-                Ok(Err(e)) if sqlx_connection_lost(&e) => return Err(unavailable(&e.to_string())),
+                // the connection is broken (a 503, as `StoreError` sorts it).
                 Ok(Err(e)) => {
                     return Err(StoreError::from(sea_orm::DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e.into()))));
                 }

@@ -76,28 +76,25 @@ pub async fn find_for_login(
     Ok(Some((user.into(), credential.map(|c| (c.key_id, c.ciphertext, c.updated_at)), device)))
 }
 
-/// How login/finish names the device it comes from.
-#[derive(Debug, Clone, Copy)]
-pub enum DeviceLookup<'a> {
-    None,
-    /// The hash of the device credential presented.
-    Token(&'a str),
-    /// The device recognized at login/start.
-    Id(&'a str),
-}
-
 /// login/finish's reads, in one transaction: the user, whether TOTP is on
-/// and whether it has a passkey, and its device.
+/// and whether it has a passkey, and its device: the one whose credential
+/// hash the client presents now when it is this user's, else the one
+/// recognized at login/start.
 pub async fn find_for_finish(
     db: &Db,
     id: Uuid,
-    device: DeviceLookup<'_>,
+    device_token_hash: Option<&str>,
+    start_device: Option<&str>,
 ) -> Result<Option<(UserRecord, bool, bool, Option<DeviceRecord>)>> {
     let conn = db.read_as(Scope::User(id)).await?;
-    let device = match device {
-        DeviceLookup::None => None,
-        DeviceLookup::Token(hash) => devices::find_by_token_in(&conn, id, hash).await?,
-        DeviceLookup::Id(device_id) => devices::find_in(&conn, id, device_id).await?,
+    let presented = match device_token_hash {
+        Some(hash) => devices::find_by_token_in(&conn, id, hash).await?,
+        None => None,
+    };
+    let device = match (presented, start_device) {
+        (Some(device), _) => Some(device),
+        (None, Some(device_id)) => devices::find_in(&conn, id, device_id).await?,
+        (None, None) => None,
     };
     Ok(factors_in(&conn, id).await?.map(|(user, totp, passkey)| (user, totp, passkey, device)))
 }
