@@ -153,12 +153,12 @@ byId<HTMLButtonElement>("users-more").addEventListener("click", (e) => {
 
 // One user.
 
-async function openUser(id: string, focus = true): Promise<void> {
+async function openUser(id: string, focus = true): Promise<boolean> {
   try {
     selected = await lk.request((api) => api.GET("/v1/admin/users/{id}", { params: { path: { id } } }));
   } catch (err) {
     say(status, message(err), "error");
-    return;
+    return false;
   }
   const u = selected;
   byId("user-title").textContent = `User ${u.username}`;
@@ -178,6 +178,7 @@ async function openUser(id: string, focus = true): Promise<void> {
   show(byId("user"), true);
   await Promise.all([loadUserFactors(u.user_id), loadUserSessions(u.user_id), loadUserDevices(u.user_id)]);
   if (focus) byId("user").focus();
+  return true;
 }
 
 /** The user's second factors: TOTP and each passkey, with a way to remove a lost passkey. */
@@ -261,9 +262,10 @@ async function loadUserDevices(id: string): Promise<void> {
 }
 
 async function afterChange(text: string): Promise<void> {
-  say(status, text, "ok");
-  if (selected) await openUser(selected.user_id, false);
+  // The view first, then the word: the status line speaks of what is shown.
+  const reopened = selected ? await openUser(selected.user_id, false) : true;
   await Promise.all([loadUsers(false), loadAudit(false)]);
+  if (reopened) say(status, text, "ok");
 }
 
 byId<HTMLButtonElement>("user-audit").addEventListener("click", (e) => {

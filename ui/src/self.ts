@@ -226,8 +226,8 @@ async function loadSessions(): Promise<void> {
       action.addEventListener("click", () => {
         void busy(action, status, async () => {
           await lk.revoke(s.session_id);
-          say(status, "The session has ended.", "ok");
           await loadSessions();
+          say(status, "The session has ended.", "ok");
         });
       });
     }
@@ -247,8 +247,8 @@ async function loadSessions(): Promise<void> {
 byId<HTMLButtonElement>("revoke-others").addEventListener("click", (event) => {
   void busy(event.currentTarget as HTMLButtonElement, status, async () => {
     const revoked = await lk.revokeOthers();
-    say(status, `${revoked} other session${revoked === 1 ? "" : "s"} ended.`, "ok");
     await loadSessions();
+    say(status, `${revoked} other session${revoked === 1 ? "" : "s"} ended.`, "ok");
   });
 });
 
@@ -273,8 +273,8 @@ async function loadDevices(): Promise<void> {
             report(err);
             return;
           }
-          say(status, next === "trusted" ? `${label} is trusted.` : `${label} is no longer trusted.`, "ok");
           await refreshView();
+          say(status, next === "trusted" ? `${label} is trusted.` : `${label} is no longer trusted.`, "ok");
         });
       });
       actions.append(toggle);
@@ -288,8 +288,8 @@ async function loadDevices(): Promise<void> {
           report(err);
           return;
         }
-        say(status, `${label} was removed and its sessions ended.`, "ok");
         await refreshView();
+        say(status, `${label} was removed and its sessions ended.`, "ok");
       });
     });
     actions.append(remove);
@@ -389,8 +389,8 @@ async function loadPasskeys(): Promise<void> {
           report(err);
           return;
         }
-        say(status, `The passkey ${p.name} was removed.`, "ok");
         await refreshView();
+        say(status, `The passkey ${p.name} was removed.`, "ok");
       });
     });
     return [p.name, time(p.created_at), p.last_used_at ? time(p.last_used_at) : "never", remove];
