@@ -23,7 +23,12 @@
 //! Appends are serialized (a Postgres advisory lock held to the end of the
 //! transaction; SQLite has one writer), so concurrent events never fork the
 //! chain. Events are appended inside the transaction of the change they
-//! record: a committed change always has its audit row.
+//! record: a committed change always has its audit row. A scoped
+//! transaction on Postgres appends when it commits, after all its other
+//! statements, so it holds the lock only for two messages: the lock with
+//! the head's read, then the rows with the COMMIT (see
+//! [`commit_appending`]). Every transaction takes the lock after its row
+//! locks, so the lock adds no deadlock.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -324,16 +329,6 @@ async fn lock(txn: &WriteTxn) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Takes the append lock inside another statement of `txn` (Postgres), so
-/// a transaction that will append does not spend a round trip on the lock
-/// alone. The statement must come before the append: the append reads the
-/// chain's head in a statement of its own, whose snapshot then sees every
-/// row committed before the lock was granted.
-pub(super) fn lock_expr(txn: &WriteTxn) -> sea_orm::sea_query::Expr {
-    txn.audit_locked.store(true, Ordering::Release);
-    sea_orm::sea_query::Expr::cust_with_values("pg_advisory_xact_lock($1)::text", [AUDIT_LOCK_KEY])
-}
-
 async fn marker_exists(conn: &impl ConnectionTrait) -> Result<bool, StoreError> {
     let found = audit_events::Entity::find()
         .filter(audit_events::Column::Event.eq(CHAIN_KEYED_EVENT))
@@ -368,12 +363,22 @@ pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), S
         return Ok(());
     }
     let key = txn.audit_chain.key()?;
-    lock(txn).await?;
+    let scoped = matches!(&**txn, super::db::Txn::Scoped(_));
+    if !scoped {
+        lock(txn).await?;
+    }
     if !txn.audit_chain.keyed.load(Ordering::Acquire) {
         if !marker_exists(&**txn).await? {
             return Err(StoreError::Database("the audit chain is not keyed yet".into()));
         }
         txn.audit_chain.keyed.store(true, Ordering::Release);
+    }
+    if scoped {
+        if let Ok(mut deferred) = txn.deferred_audit.lock() {
+            deferred.extend_from_slice(events);
+            return Ok(());
+        }
+        return Err(StoreError::Database("the transaction's audit events are poisoned".into()));
     }
     // Under the lock, the head this handle appended last is usually still
     // the head: insert on that condition, and read the head only when it
@@ -390,6 +395,70 @@ pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), S
     let (rows, head) = chain_rows(key, prev, events);
     insert_rows(txn, rows).await?;
     set_pending(txn, head)
+}
+
+/// Commits a scoped transaction with its audit `events` (Postgres), in two
+/// messages under the append lock: the lock and the head's read (a
+/// statement of its own, whose snapshot sees every append committed before
+/// the lock was granted), then the chained rows and the COMMIT. Returns the
+/// new head.
+pub(super) async fn commit_appending(
+    mut lease: super::scoped_pool::Lease,
+    chain: &ChainState,
+    events: &[NewAuditEvent],
+) -> Result<String, StoreError> {
+    use sea_orm::sqlx::{self, Row as _};
+    let query_err = |e: sqlx::Error| StoreError::from(sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(e.into())));
+    let key = chain.key()?;
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_xact_lock({AUDIT_LOCK_KEY})::text AS locked; \
+         SELECT hash AS head FROM audit_events ORDER BY id DESC LIMIT 1"
+    )))
+    .fetch_all(lease.conn())
+    .await
+    .map_err(query_err)?;
+    let mut prev = GENESIS_HASH.to_owned();
+    for row in &rows {
+        if row.columns().first().is_some_and(|c| sqlx::Column::name(c) == "head") {
+            prev = row.try_get::<String, _>(0).map_err(|e| StoreError::Database(e.to_string()))?;
+        }
+    }
+    let (rows, head) = chain_rows(key, prev, events);
+    lease.commit_after(&insert_literal(&rows)).await.map_err(query_err)?;
+    Ok(head)
+}
+
+/// The INSERT of chained rows with their values as literals (for a message
+/// that also commits). Strings go through `text_literal`; timestamps and
+/// ids are written from their types.
+fn insert_literal(rows: &[audit_events::Model]) -> String {
+    use super::db::text_literal;
+    let text = |v: Option<&str>| v.map_or_else(|| "NULL".to_owned(), text_literal);
+    let uuid = |v: Option<Uuid>| v.map_or_else(|| "NULL".to_owned(), |id| format!("'{id}'::uuid"));
+    let values: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            format!(
+                "('{}'::timestamptz, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                row.occurred_at.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+                text_literal(&row.event),
+                uuid(row.user_id),
+                uuid(row.session_id),
+                text(row.device_id.as_deref()),
+                text(row.ip.as_deref()),
+                text_literal(&row.outcome),
+                uuid(row.details_key_id),
+                text(row.details.as_deref()),
+                text_literal(&row.prev_hash),
+                text_literal(&row.hash),
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO audit_events (occurred_at, event, user_id, session_id, device_id, ip, outcome, details_key_id, \
+         details, prev_hash, hash) VALUES {}",
+        values.join(", ")
+    )
 }
 
 fn set_pending(txn: &WriteTxn, head: String) -> Result<(), StoreError> {

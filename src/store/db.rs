@@ -27,7 +27,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::audit::ChainState;
+use super::audit::{ChainState, NewAuditEvent};
 use super::scoped_pool::{Lease, ScopedPool};
 
 /// A pooled connection idle this long is pinged before it is handed out.
@@ -122,8 +122,10 @@ impl Scope<'_> {
     }
 }
 
-fn text_literal(value: &str) -> String {
-    if value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+/// `value` as an SQL literal that cannot end the string: plain token
+/// characters as they are, anything else hex-encoded.
+pub(super) fn text_literal(value: &str) -> String {
+    if value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(&b)) {
         format!("'{value}'")
     } else {
         let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
@@ -226,18 +228,40 @@ pub struct WriteTxn {
     txn: Txn,
     _writer: Option<OwnedMutexGuard<()>>,
     pub(super) audit_chain: Arc<ChainState>,
-    /// Postgres: the audit append lock is already held (taken by an earlier
-    /// statement of this transaction, see `audit::lock_expr`).
+    /// Postgres: this transaction holds the audit append lock already.
     pub(super) audit_locked: AtomicBool,
     /// The audit chain's head after this transaction's appends; the
     /// handle caches it once the commit succeeded.
     pub(super) pending_head: std::sync::Mutex<Option<String>>,
+    /// Events of a scoped transaction (Postgres), appended at its commit
+    /// (see `audit::commit_appending`).
+    pub(super) deferred_audit: std::sync::Mutex<Vec<NewAuditEvent>>,
 }
 
 impl WriteTxn {
+    fn new(txn: Txn, writer: Option<OwnedMutexGuard<()>>, audit_chain: Arc<ChainState>) -> Self {
+        Self {
+            txn,
+            _writer: writer,
+            audit_chain,
+            audit_locked: AtomicBool::new(false),
+            pending_head: std::sync::Mutex::default(),
+            deferred_audit: std::sync::Mutex::default(),
+        }
+    }
+
     pub async fn commit(self) -> Result<(), StoreError> {
-        let head = self.pending_head.lock().ok().and_then(|mut h| h.take());
-        self.txn.commit().await.map_err(StoreError::from)?;
+        let deferred = self.deferred_audit.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default();
+        let head = match self.txn {
+            Txn::Scoped(lease) if !deferred.is_empty() => {
+                Some(super::audit::commit_appending(lease.into_inner(), &self.audit_chain, &deferred).await?)
+            }
+            txn => {
+                let head = self.pending_head.lock().ok().and_then(|mut h| h.take());
+                txn.commit().await.map_err(StoreError::from)?;
+                head
+            }
+        };
         if let Some(head) = head {
             self.audit_chain.committed(head);
         }
@@ -363,13 +387,7 @@ impl Db {
             return self.begin_write().await;
         }
         let txn = self.begin_scoped("BEGIN", scope).await?;
-        Ok(WriteTxn {
-            txn,
-            _writer: None,
-            audit_chain: self.audit_chain.clone(),
-            audit_locked: AtomicBool::new(false),
-            pending_head: std::sync::Mutex::default(),
-        })
+        Ok(WriteTxn::new(txn, None, self.audit_chain.clone()))
     }
 
     /// A connection for reads under `scope`: on Postgres one transaction
@@ -417,13 +435,7 @@ impl Db {
             }
             None => Txn::Orm(self.conn.begin().await?),
         };
-        Ok(WriteTxn {
-            txn,
-            _writer: writer,
-            audit_chain: self.audit_chain.clone(),
-            audit_locked: AtomicBool::new(false),
-            pending_head: std::sync::Mutex::default(),
-        })
+        Ok(WriteTxn::new(txn, writer, self.audit_chain.clone()))
     }
 
     pub fn conn(&self) -> &DatabaseConnection {

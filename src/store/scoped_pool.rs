@@ -244,6 +244,15 @@ impl Lease {
         self.open = false;
         Ok(())
     }
+
+    /// Runs `sql` (statements with their values as literals) and commits,
+    /// in one message: nothing waits on the client between them. When
+    /// `sql` fails the COMMIT is skipped and dropping the lease rolls back.
+    pub async fn commit_after(mut self, sql: &str) -> Result<(), sqlx::Error> {
+        self.conn().execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{sql}; COMMIT")))).await?;
+        self.open = false;
+        Ok(())
+    }
 }
 
 impl Drop for Lease {

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use entity::{refresh_tokens, sessions, users};
 use sea_orm::sea_query::{
-    Alias, CommonTableExpression, Expr, InsertStatement, LockType, Query, SubQueryStatement, UnionType, WithClause,
+    Alias, CommonTableExpression, Expr, InsertStatement, LockType, Query, SubQueryStatement, WithClause,
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait as _, QueryFilter, QueryOrder,
@@ -147,12 +147,9 @@ pub async fn create(
         .returning(Query::returning().columns([sessions::Column::Id, sessions::Column::TokenHash]))
         .to_owned();
     let rows = if postgres {
-        // One statement on Postgres: the writes and the eviction as CTEs,
-        // then the audit append lock for the events below, taken after
-        // every row lock of the transaction (the eviction's branch runs
-        // first), as a refresh or revocation takes them (row, then lock):
-        // no deadlock. A login's transaction spends 5 round trips instead
-        // of 12.
+        // One statement on Postgres: the writes and the eviction as CTEs.
+        // The audit events below are appended at the commit. A login's
+        // transaction spends 5 round trips instead of 12.
         let mut with = WithClause::new();
         for (i, write) in writes.into_iter().enumerate() {
             with.cte(CommonTableExpression::new().query(write).table_name(Alias::new(format!("w{i}"))).to_owned());
@@ -160,9 +157,7 @@ pub async fn create(
         with.cte(CommonTableExpression::new().query(eviction).table_name(Alias::new("evicted")).to_owned());
         let mut evicted = Query::select();
         evicted.column(sessions::Column::Id).column(sessions::Column::TokenHash).from(Alias::new("evicted"));
-        let mut lock = Query::select();
-        lock.expr(Expr::cust("NULL::uuid")).expr(audit::lock_expr(&txn));
-        txn.query_all(&evicted.union(UnionType::All, lock).to_owned().with(with)).await?
+        txn.query_all(&evicted.with(with)).await?
     } else {
         // SQLite, one statement after another: the eviction first, so the
         // new session is not counted against the cap.
@@ -176,15 +171,10 @@ pub async fn create(
         }
         rows
     };
-    // The lock's row (Postgres) has no session id.
     let evicted: Vec<(Uuid, String)> = rows
         .into_iter()
-        .filter_map(|row| match row.try_get_by_index::<Option<Uuid>>(0) {
-            Ok(Some(id)) => Some(row.try_get_by_index::<String>(1).map(|hash| (id, hash))),
-            Ok(None) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect::<std::result::Result<_, _>>()?;
+        .map(|row| Ok((row.try_get_by_index::<Uuid>(0)?, row.try_get_by_index::<String>(1)?)))
+        .collect::<std::result::Result<_, sea_orm::DbErr>>()?;
     let ids: Vec<Uuid> = evicted.iter().map(|(id, _)| *id).collect();
     let mut all_events = if ids.is_empty() { Vec::new() } else { evicted_events(&ids) };
     all_events.extend_from_slice(events);

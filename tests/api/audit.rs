@@ -354,3 +354,84 @@ async fn replicas_appending_in_turn_keep_one_chain() {
         assert_eq!(pair[1].prev_hash, pair[0].hash, "row {} links to the row before it", pair[1].id);
     }
 }
+
+/// Values a client can shape (an address, a device id, sealed details) are
+/// stored exactly as given, quotes, backslashes and all, whichever way the
+/// transaction appends (Postgres appends a scoped transaction's events at
+/// its commit, with the values written into the statement), and the chain
+/// stays whole.
+async fn awkward_values_are_stored_as_given(db: DbKind, cache: CacheKind) {
+    use latchkey::store::db::Scope;
+    let app = TestApp::spawn(db, cache).await;
+    app.register_and_login("ida", PASSWORD).await;
+    let user = uuid::Uuid::new_v4();
+    let awkward = ["x'); DELETE FROM audit_events; --", "back\\slash E'\\x41' \"quoted\"", "ünïcödé ✓ $$ $1 :name"];
+    for (i, value) in awkward.iter().enumerate() {
+        let event = audit::NewAuditEvent {
+            occurred_at: Utc::now(),
+            event: "device.renamed",
+            user_id: Some(user),
+            session_id: Some(uuid::Uuid::new_v4()),
+            device_id: Some((*value).to_owned()),
+            ip: Some(format!("{value}{i}")),
+            outcome: "success",
+            details: Some((uuid::Uuid::new_v4(), (*value).repeat(3))),
+        };
+        let txn = app.app_db.begin_write_as(Scope::User(user)).await.expect("begin");
+        audit::append_in(&txn, &[event.clone(), event.clone()]).await.expect("append");
+        txn.commit().await.expect("commit");
+        let all = rows(&app.app_db).await;
+        for row in &all[all.len() - 2..] {
+            assert_eq!(row.device_id.as_deref(), Some(*value));
+            assert_eq!(row.ip, event.ip);
+            assert_eq!(
+                (row.details_key_id, row.details.clone()),
+                (Some(event.details.as_ref().unwrap().0), Some(value.repeat(3)))
+            );
+            assert_eq!(row.session_id, event.session_id);
+            assert_eq!(row.occurred_at.timestamp_micros(), event.occurred_at.timestamp_micros());
+        }
+    }
+    assert!(rows(&app.app_db).await.iter().any(|r| r.event == "login.success"), "nothing was deleted");
+    let report = audit::verify(&app.app_db, None).await.expect("verify");
+    assert_eq!(report.fault, None);
+}
+each_stack!(awkward_values_are_stored_as_given_on, awkward_values_are_stored_as_given);
+
+/// Two handles on one Postgres database commit scoped transactions in turn
+/// (their events are appended at the commit, after the head read under the
+/// lock): one chain, every event in it once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_after_another_handle_appended_keep_one_chain() {
+    use latchkey::store::db::Scope;
+    let test_db = TestDb::new(DbKind::Postgres).await;
+    let a = TestApp::spawn_on_url(&test_db.url, CacheKind::Redis, |_| {}).await;
+    let b = TestApp::spawn_on_url(&test_db.url, CacheKind::Redis, |_| {}).await;
+    let before = rows(&a.app_db).await.len();
+    let order = [&a, &a, &b, &a, &b, &b, &a, &a];
+    for (i, app) in order.iter().enumerate() {
+        let user = uuid::Uuid::new_v4();
+        let event = audit::NewAuditEvent {
+            occurred_at: Utc::now(),
+            event: "account.deleted",
+            user_id: Some(user),
+            session_id: None,
+            device_id: Some(format!("turn-{i}")),
+            ip: None,
+            outcome: "success",
+            details: None,
+        };
+        let txn = app.app_db.begin_write_as(Scope::User(user)).await.expect("begin");
+        audit::append_in(&txn, &[event]).await.expect("append");
+        txn.commit().await.expect("commit");
+    }
+    let all = rows(&a.app_db).await;
+    let turns: Vec<_> = all[before..].iter().map(|r| r.device_id.clone().unwrap_or_default()).collect();
+    assert_eq!(turns, (0..order.len()).map(|i| format!("turn-{i}")).collect::<Vec<_>>(), "each event once, in order");
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash, "row {} links to the row before it", pair[1].id);
+    }
+    for app in [&a, &b] {
+        assert_eq!(audit::verify(&app.app_db, None).await.expect("verify").fault, None);
+    }
+}
