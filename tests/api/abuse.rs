@@ -88,6 +88,37 @@ async fn several_rules_in_one_call(kind: CacheKind) {
 }
 each_cache!(several_rules_in_one_call_on, several_rules_in_one_call);
 
+/// A heavier entry's whole cost leaves the window with it, and the reset
+/// time is always the oldest counted entry's, heavy or not.
+async fn heavy_costs_leave_with_their_entries(kind: CacheKind) {
+    let store = fast_store(kind);
+    let key = Keys::new(unique_prefix()).tagged("rl", "heavy");
+    let window = Duration::from_millis(1500);
+    let d = store.sliding_window(&key, 10, window, 4).await.expect("decide");
+    assert_eq!((d.allowed, d.remaining, d.reset_ms), (true, 6, 1500), "{d:?}");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let d = store.sliding_window(&key, 10, window, 1).await.expect("decide");
+    assert_eq!((d.allowed, d.remaining), (true, 5), "{d:?}");
+    assert!(d.reset_ms > 0 && d.reset_ms <= 800, "the heavy entry is the oldest: {d:?}");
+    let d = store.sliding_window(&key, 10, window, 6).await.expect("decide");
+    assert_eq!((d.allowed, d.remaining), (false, 5), "{d:?}");
+    assert!(d.retry_after_ms > 0 && d.retry_after_ms <= 800, "the heavy entry frees enough: {d:?}");
+    // The heavy entry has left; the one of cost 1 stays.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let d = store.sliding_window(&key, 10, window, 1).await.expect("decide");
+    assert_eq!((d.allowed, d.remaining), (true, 8), "{d:?}");
+    assert!(d.reset_ms > 0 && d.reset_ms <= 500, "the oldest is now the entry of cost 1: {d:?}");
+    let d = store.sliding_window(&key, 10, window, 9).await.expect("decide");
+    assert_eq!((d.allowed, d.remaining), (false, 8), "{d:?}");
+    let d = store.sliding_window(&key, 10, window, 8).await.expect("decide");
+    assert_eq!((d.allowed, d.remaining), (true, 0), "{d:?}");
+    // Everything has left: the whole limit again.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let d = store.sliding_window(&key, 10, window, 10).await.expect("decide");
+    assert_eq!((d.allowed, d.remaining), (true, 0), "{d:?}");
+}
+each_cache!(heavy_costs_leave_with_their_entries_on, heavy_costs_leave_with_their_entries);
+
 async fn parallel_decisions_never_exceed_the_limit(kind: CacheKind) {
     let store = Arc::new(fast_store(kind));
     let key = Keys::new(unique_prefix()).tagged("rl", "parallel");
