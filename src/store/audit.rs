@@ -27,8 +27,13 @@
 //! transaction on Postgres appends when it commits, after all its other
 //! statements, so it holds the lock only for two messages: the lock with
 //! the head's read, then the rows with the COMMIT (see
-//! [`commit_appending`]). Every transaction takes the lock after its row
-//! locks, so the lock adds no deadlock.
+//! [`commit_appending`]); its values are written into that message as
+//! literals, so they show in the server's log of a failed statement, as
+//! the scope's settings do. Transactions that append take the lock after
+//! their row locks, so the lock adds no deadlock (keying the chain updates
+//! the keyring's row after it, a row no appending transaction locks).
+//! Write transactions are READ COMMITTED whatever the database's default:
+//! the head is read in a statement after the lock's, with a newer snapshot.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -374,11 +379,8 @@ pub async fn append_in(txn: &WriteTxn, events: &[NewAuditEvent]) -> Result<(), S
         txn.audit_chain.keyed.store(true, Ordering::Release);
     }
     if scoped {
-        if let Ok(mut deferred) = txn.deferred_audit.lock() {
-            deferred.extend_from_slice(events);
-            return Ok(());
-        }
-        return Err(StoreError::Database("the transaction's audit events are poisoned".into()));
+        txn.deferred_audit.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(events);
+        return Ok(());
     }
     // Under the lock, the head this handle appended last is usually still
     // the head: insert on that condition, and read the head only when it

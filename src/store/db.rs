@@ -251,7 +251,9 @@ impl WriteTxn {
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {
-        let deferred = self.deferred_audit.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default();
+        // A poisoned lock still holds the events: they are never dropped.
+        let deferred =
+            std::mem::take(&mut *self.deferred_audit.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let head = match self.txn {
             Txn::Scoped(lease) if !deferred.is_empty() => {
                 Some(super::audit::commit_appending(lease.into_inner(), &self.audit_chain, &deferred).await?)
@@ -386,7 +388,10 @@ impl Db {
         if self.backend() != DatabaseBackend::Postgres {
             return self.begin_write().await;
         }
-        let txn = self.begin_scoped("BEGIN", scope).await?;
+        // READ COMMITTED whatever the database's default: the audit append
+        // reads the chain's head in a statement after the lock's, whose
+        // snapshot must be newer than the lock (see `audit::commit_appending`).
+        let txn = self.begin_scoped("BEGIN ISOLATION LEVEL READ COMMITTED", scope).await?;
         Ok(WriteTxn::new(txn, None, self.audit_chain.clone()))
     }
 
@@ -433,7 +438,15 @@ impl Db {
                 };
                 Txn::Orm(self.conn.begin_with_options(options).await?)
             }
-            None => Txn::Orm(self.conn.begin().await?),
+            // READ COMMITTED whatever the database's default, as above.
+            None => {
+                use sea_orm::TransactionTrait as _;
+                let options = sea_orm::TransactionOptions {
+                    isolation_level: Some(sea_orm::IsolationLevel::ReadCommitted),
+                    ..Default::default()
+                };
+                Txn::Orm(self.conn.begin_with_options(options).await?)
+            }
         };
         Ok(WriteTxn::new(txn, writer, self.audit_chain.clone()))
     }
