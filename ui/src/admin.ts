@@ -263,9 +263,15 @@ async function loadUserDevices(id: string): Promise<void> {
 
 async function afterChange(text: string): Promise<void> {
   // The view first, then the word: the status line speaks of what is shown.
-  const reopened = selected ? await openUser(selected.user_id, false) : true;
-  await Promise.all([loadUsers(false), loadAudit(false)]);
-  if (reopened) say(status, text, "ok");
+  // When the view cannot be reloaded, the change is still reported.
+  try {
+    const reopened = selected ? await openUser(selected.user_id, false) : true;
+    await Promise.all([loadUsers(false), loadAudit(false)]);
+    if (reopened) say(status, text, "ok");
+    else say(status, `${text} ${status.textContent ?? ""}`, "error");
+  } catch (err) {
+    say(status, `${text} The page could not be refreshed: ${message(err)}`, "error");
+  }
 }
 
 byId<HTMLButtonElement>("user-audit").addEventListener("click", (e) => {

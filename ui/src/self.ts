@@ -83,8 +83,7 @@ async function signedIn(): Promise<void> {
   secondFactorStep(["totp"]);
   show(byId("totp-form"), false);
   show(byId("sign-in-form"), true);
-  await refreshView();
-  say(status, "Signed in.", "ok");
+  await refreshThenSay("Signed in.");
   byId("account-title").setAttribute("tabindex", "-1");
   byId("account-title").focus();
 }
@@ -196,14 +195,28 @@ byId<HTMLButtonElement>("sign-out").addEventListener("click", (event) => {
     // With an expired session token the client renews it first, so that
     // the refresh cookie does not outlive the sign-out.
     await lk.logout();
-    await refreshView();
-    say(status, "Signed out.", "ok");
+    await refreshThenSay("Signed out.");
     byId("sign-in-username").focus();
   });
 });
 
 function describeDevice(device: { name?: string | null } | null | undefined, userAgent: string | null | undefined): string {
   return device?.name || userAgent || "Unknown device";
+}
+
+/**
+ * Reloads the view after a change, then says `text` (so the status line
+ * speaks of what is shown). When the reload fails, the change is still
+ * reported, with the reason the view is stale.
+ */
+async function refreshThenSay(text: string, reload: () => Promise<void> = refreshView): Promise<void> {
+  try {
+    await reload();
+  } catch (err) {
+    say(status, `${text} The page could not be refreshed: ${message(err)}`, "error");
+    return;
+  }
+  say(status, text, "ok");
 }
 
 async function loadSessions(): Promise<void> {
@@ -226,8 +239,7 @@ async function loadSessions(): Promise<void> {
       action.addEventListener("click", () => {
         void busy(action, status, async () => {
           await lk.revoke(s.session_id);
-          await loadSessions();
-          say(status, "The session has ended.", "ok");
+          await refreshThenSay("The session has ended.", loadSessions);
         });
       });
     }
@@ -247,8 +259,7 @@ async function loadSessions(): Promise<void> {
 byId<HTMLButtonElement>("revoke-others").addEventListener("click", (event) => {
   void busy(event.currentTarget as HTMLButtonElement, status, async () => {
     const revoked = await lk.revokeOthers();
-    await loadSessions();
-    say(status, `${revoked} other session${revoked === 1 ? "" : "s"} ended.`, "ok");
+    await refreshThenSay(`${revoked} other session${revoked === 1 ? "" : "s"} ended.`, loadSessions);
   });
 });
 
@@ -273,8 +284,7 @@ async function loadDevices(): Promise<void> {
             report(err);
             return;
           }
-          await refreshView();
-          say(status, next === "trusted" ? `${label} is trusted.` : `${label} is no longer trusted.`, "ok");
+          await refreshThenSay(next === "trusted" ? `${label} is trusted.` : `${label} is no longer trusted.`);
         });
       });
       actions.append(toggle);
@@ -288,8 +298,7 @@ async function loadDevices(): Promise<void> {
           report(err);
           return;
         }
-        await refreshView();
-        say(status, `${label} was removed and its sessions ended.`, "ok");
+        await refreshThenSay(`${label} was removed and its sessions ended.`);
       });
     });
     actions.append(remove);
@@ -370,8 +379,7 @@ byId<HTMLFormElement>("totp-disable-form").addEventListener("submit", (event) =>
       return;
     }
     form.reset();
-    await refreshView();
-    say(status, "Two-factor authentication is off.", "ok");
+    await refreshThenSay("Two-factor authentication is off.");
   });
 });
 
@@ -389,8 +397,7 @@ async function loadPasskeys(): Promise<void> {
           report(err);
           return;
         }
-        await refreshView();
-        say(status, `The passkey ${p.name} was removed.`, "ok");
+        await refreshThenSay(`The passkey ${p.name} was removed.`);
       });
     });
     return [p.name, time(p.created_at), p.last_used_at ? time(p.last_used_at) : "never", remove];
@@ -420,8 +427,7 @@ byId<HTMLFormElement>("passkey-form").addEventListener("submit", (event) => {
       return;
     }
     form.reset();
-    await refreshView();
-    say(status, `The passkey ${added.name} was added.`, "ok");
+    await refreshThenSay(`The passkey ${added.name} was added.`);
   });
 });
 
@@ -440,8 +446,7 @@ byId<HTMLFormElement>("password-form").addEventListener("submit", (event) => {
       return;
     }
     form.reset();
-    await refreshView();
-    say(status, "Your password is changed. Your other sessions have ended.", "ok");
+    await refreshThenSay("Your password is changed. Your other sessions have ended.");
   });
 });
 
