@@ -86,7 +86,12 @@ async fn main() -> Res<()> {
 async fn soak(client: &Client, http: &reqwest::Client, service_token: &str, seconds: u64, pid: u32) -> Res<()> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    register(client, "soak", "soak password").await?;
+    // A user per worker, as distinct people: one account logged in from
+    // sixteen places at once would meet its own lockout (logins in flight
+    // count as attempts) and session cap.
+    for worker in 0..16u32 {
+        register(client, &format!("soak-{worker}"), "soak password").await?;
+    }
     let base = client.base_url();
     let stop = Instant::now() + Duration::from_secs(seconds);
     let counts: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
@@ -102,13 +107,17 @@ async fn soak(client: &Client, http: &reqwest::Client, service_token: &str, seco
         let (client, http, base, token, counts) =
             (client.clone(), http.clone(), base.to_owned(), service_token.to_owned(), counts.clone());
         tasks.push(tokio::spawn(async move {
-            let mut session = login(&client, "soak", "soak password", None).await.ok();
+            let username = format!("soak-{worker}");
+            let mut session = login(&client, &username, "soak password", None).await.ok();
             let mut i = 0u64;
             while Instant::now() < stop {
                 i += 1;
                 let Some(s) = session.clone() else {
-                    session = login(&client, "soak", "soak password", None).await.ok();
-                    record(&counts, None);
+                    // A failed login is an error of the run.
+                    session = login(&client, &username, "soak password", None).await.ok();
+                    if session.is_none() {
+                        record(&counts, None);
+                    }
                     continue;
                 };
                 let status = if i.is_multiple_of(50) {
@@ -137,9 +146,13 @@ async fn soak(client: &Client, http: &reqwest::Client, service_token: &str, seco
                         .map(|r| r.status().as_u16())
                 };
                 record(&counts, status);
+                // A session refused (ended by the session cap, say): log in again, as a client would.
+                if status == Some(401) {
+                    session = None;
+                }
                 // A fresh login now and then (each costs the client an Argon2id run).
                 if worker == 0 && i.is_multiple_of(500) {
-                    session = login(&client, "soak", "soak password", None).await.ok().or(session);
+                    session = login(&client, &username, "soak password", None).await.ok().or(session);
                 }
             }
         }));
